@@ -1,0 +1,1 @@
+// Translation unit that only exists to build the shared precompiled header.

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 packages posekd needs to build, test and run. Idempotent:
+# does nothing when everything is already installed.
+set -euo pipefail
+PKGS=(
+  build-essential cmake make git
+  libtorch-dev                     # tensors, autograd, Adam, oneDNN convolutions, c10d Gloo
+  libopencv-imgcodecs-dev libopencv-imgproc-dev libopencv-core-dev
+  nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libfmt-dev
+  libgtest-dev libbenchmark-dev
+  python3-torch python3-numpy python3-yaml   # tests: prove Python torch.load reads our files
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

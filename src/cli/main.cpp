@@ -1,0 +1,48 @@
+// posekd: one program, many subcommands (see src/cli/cmd_*.cpp).
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+
+#include "posekd/cli/registry.h"
+#include "posekd/core/error.h"
+
+namespace posekd::cli {
+
+std::vector<Command>& commands() {
+  static std::vector<Command> all;
+  return all;
+}
+
+Registration::Registration(std::string name, std::string help, Setup setup) {
+  commands().push_back({std::move(name), std::move(help), std::move(setup)});
+}
+
+}  // namespace posekd::cli
+
+int main(int argc, char** argv) {
+  using namespace posekd::cli;
+  CLI::App app{"posekd: distil, quantize and deploy tiny pose networks for MAX78000/MAX78002"};
+  app.require_subcommand(1);
+  auto cmds = commands();
+  std::sort(cmds.begin(), cmds.end(), [](const Command& a, const Command& b) { return a.name < b.name; });
+  std::map<CLI::App*, Runner> runners;
+  for (auto& c : cmds) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    runners[sub] = c.setup(*sub);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& [sub, run] : runners)
+      if (sub->parsed()) return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "posekd: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
