@@ -1,0 +1,31 @@
+#include "posekd/train/loss.h"
+
+#include <torch/torch.h>
+
+namespace posekd::train {
+
+torch::Tensor l2_loss(const torch::Tensor& pred, const torch::Tensor& target, const torch::Tensor& mask) {
+  const double b = static_cast<double>(pred.size(0));
+  torch::Tensor d = pred - target;
+  if (mask.defined()) d = d * mask;
+  return d.pow(2).sum() / 2.0 / b;
+}
+
+LossParts pose_loss(const torch::Tensor& heat, const torch::Tensor& paf, const torch::Tensor& gt_heat,
+                    const torch::Tensor& gt_paf, const torch::Tensor& mask, const torch::Tensor& teacher_heat,
+                    const torch::Tensor& teacher_paf, const LossWeights& w) {
+  torch::Tensor s = l2_loss(heat, gt_heat, mask) + l2_loss(paf, gt_paf, mask);
+  LossParts out;
+  out.student = s.detach();
+  if (teacher_heat.defined()) {
+    torch::Tensor d = l2_loss(heat, teacher_heat.detach(), {}) + l2_loss(paf, teacher_paf.detach(), {});
+    out.distill = d.detach();
+    out.total = w.student * s + w.distill * d;
+  } else {
+    out.distill = torch::zeros({}, heat.options());
+    out.total = s;
+  }
+  return out;
+}
+
+}  // namespace posekd::train
