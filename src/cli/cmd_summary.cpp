@@ -1,0 +1,36 @@
+// `posekd summary --arch A --device D`: parameter count, per-layer table and the fit check.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <memory>
+
+#include "posekd/cli/registry.h"
+#include "posekd/export/fit.h"
+#include "posekd/model/student.h"
+
+namespace {
+
+struct Opts {
+  std::string arch = "seed";
+  std::string device = "MAX78000";
+  bool strict = false;
+};
+
+posekd::cli::Registration reg(
+    "summary", "Per-layer table of a student and whether it fits a MAX78000/MAX78002",
+    [](CLI::App& app) -> posekd::cli::Runner {
+      auto o = std::make_shared<Opts>();
+      app.add_option("--arch", o->arch, "student architecture: seed | ai85pose")->capture_default_str();
+      app.add_option("--device", o->device, "MAX78000 | MAX78002")->capture_default_str();
+      app.add_flag("--strict", o->strict, "exit with status 2 when the model does not fit");
+      return [o]() {
+        auto s = posekd::model::make_student(o->arch);
+        auto r = posekd::deploy::check_fit(*s, posekd::deploy::device_limits(o->device));
+        std::printf("student %s on %s%s\n\n", o->arch.c_str(), r.device.name.c_str(),
+                    s->folded_input() ? " (input folded 2x2: 12x64x64)" : " (input 3x128x128)");
+        std::fputs(posekd::deploy::format_fit_report(r).c_str(), stdout);
+        return (o->strict && !r.fits()) ? 2 : 0;
+      };
+    });
+
+}  // namespace
