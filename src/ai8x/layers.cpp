@@ -1,0 +1,228 @@
+#include "posekd/ai8x/layers.h"
+
+#include <cmath>
+#include <limits>
+
+#include "posekd/ai8x/quantizers.h"
+#include "posekd/core/error.h"
+
+namespace posekd::ai8x {
+
+namespace F = torch::nn::functional;
+
+LayerSpec fused_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
+                               int64_t stride) {
+  LayerSpec s;
+  s.in_channels = cin, s.out_channels = cout, s.kernel_size = k, s.padding = padding;
+  s.stride = stride, s.batchnorm = true, s.relu = true;
+  return s;
+}
+
+LayerSpec fused_maxpool_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
+                                       int64_t pool_size, int64_t pool_stride) {
+  auto s = fused_conv2d_bn_relu(cin, cout, k, padding);
+  s.pool_size = pool_size, s.pool_stride = pool_stride;
+  return s;
+}
+
+LayerSpec fused_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t stride) {
+  auto s = fused_conv2d_bn_relu(cin, cout, k, padding, stride);
+  s.batchnorm = false;
+  return s;
+}
+
+LayerSpec fused_maxpool_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
+                                    int64_t pool_size, int64_t pool_stride) {
+  auto s = fused_maxpool_conv2d_bn_relu(cin, cout, k, padding, pool_size, pool_stride);
+  s.batchnorm = false;
+  return s;
+}
+
+LayerSpec conv2d(int64_t cin, int64_t cout, int64_t k, int64_t padding, bool wide) {
+  LayerSpec s;
+  s.in_channels = cin, s.out_channels = cout, s.kernel_size = k, s.padding = padding;
+  s.wide = wide;
+  return s;
+}
+
+LayerSpec max_pool2d(int64_t pool_size, int64_t pool_stride) {
+  LayerSpec s;
+  s.pool_size = pool_size, s.pool_stride = pool_stride;
+  return s;
+}
+
+void check_spec(const LayerSpec& s, const std::string& what) {
+  auto bad = [&](const std::string& m) { throw Error(what + ": " + m); };
+  if (!s.has_op() && !s.has_pool()) bad("layer has neither a convolution nor pooling");
+  if (s.has_pool()) {
+    if (s.pool_size < 1 || s.pool_size > 16) bad("pool_size must be 1..16");
+    if (s.pool_stride < 1 || s.pool_stride > 16) bad("pool_stride must be 1..16");
+  }
+  if (!s.has_op()) return;
+  if (s.in_channels < 1) bad("in_channels must be positive");
+  if (s.kernel_size != 1 && s.kernel_size != 3) bad("kernel_size must be 1 or 3");
+  if (s.padding < 0 || s.padding > 2) bad("padding must be 0..2");
+  if (s.has_pool() && s.stride != 1) bad("a pooled convolution must have stride 1");
+  if (s.stride < 1 || s.stride > 3) bad("stride must be 1..3");
+  if (s.wide && s.relu) bad("a wide (32-bit) layer cannot have an activation");
+  if (s.batchnorm && !s.bias) bad("batchnorm requires bias=True");
+}
+
+Layer::Layer(const LayerSpec& spec, const Device& device) : spec_(spec), device_(device) {
+  check_spec(spec, "ai8x layer");
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat);
+  output_shift = register_parameter("output_shift", torch::zeros({1}, f32), false);
+  activation_threshold = register_parameter("activation_threshold", torch::zeros({}, f32), false);
+  final_scale = register_parameter("final_scale", torch::zeros({}, f32), false);
+  weight_bits = register_parameter("weight_bits", torch::zeros({1}, torch::kLong), false);
+  bias_bits = register_parameter("bias_bits", torch::zeros({1}, torch::kLong), false);
+  quantize_activation =
+      register_parameter("quantize_activation", torch::zeros({1}, torch::kBool), false);
+  clamp_activation = register_parameter("clamp_activation", torch::zeros({1}, torch::kBool), false);
+  adjust_output_shift =
+      register_parameter("adjust_output_shift", torch::zeros({1}, torch::kBool), false);
+  shift_quantile = register_parameter("shift_quantile", torch::ones({1}, f32), false);
+  if (spec.has_op()) {
+    op_ = register_module(
+        "op", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_channels, spec.out_channels,
+                                                         spec.kernel_size)
+                                    .stride(spec.stride)
+                                    .padding(spec.padding)
+                                    .bias(spec.bias)));
+    if (spec.batchnorm) {
+      bn_ = register_module(
+          "bn", torch::nn::BatchNorm2d(
+                    torch::nn::BatchNorm2dOptions(spec.out_channels).eps(1e-5).momentum(0.05)));
+    }
+  }
+}
+
+bool Layer::quantized() const { return weight_bits.item<int64_t>() != 0; }
+
+void Layer::init_module(int wb, bool qa, double q) {
+  const bool float_mode = wb == 0 && !qa;
+  const bool quant_mode = (wb == 1 || wb == 2 || wb == 4 || wb == 8) && qa;
+  if (!float_mode && !quant_mode) {
+    throw Error("ai8x layer: illegal init_module(weight_bits=" + std::to_string(wb) +
+                ", quantize_activation=" + (qa ? "true" : "false") +
+                "); use (0, false) or (1|2|4|8, true)");
+  }
+  torch::NoGradGuard ng;
+  weight_bits.fill_(wb);
+  bias_bits.fill_(wb);
+  quantize_activation.fill_(qa);
+  clamp_activation.fill_(qa);  // float mode: the constructor value, False for every Conv2d
+  adjust_output_shift.fill_(quant_mode && !device_.simulate);
+  shift_quantile.fill_(q);
+}
+
+void Layer::fuse_bn() {
+  if (!bn_) return;
+  torch::NoGradGuard ng;
+  auto folded = fold_bn(op_->weight, op_->bias, bn_->weight, bn_->bias, bn_->running_mean,
+                        bn_->running_var, bn_->options.eps());
+  op_->weight.copy_(folded.weight);
+  op_->bias.copy_(folded.bias);
+  unregister_module("bn");
+  bn_ = nullptr;
+}
+
+int Layer::current_output_shift() const {
+  if (!spec_.has_op()) return 0;
+  if (adjust_output_shift.item<bool>()) {
+    return output_shift_from_params(op_->weight, op_->bias, shift_quantile.item<float>());
+  }
+  return static_cast<int>(output_shift.item<float>());
+}
+
+void Layer::set_calibration(bool on) {
+  calibrating_ = on;
+  if (!on) return;
+  hist_.clear();
+}
+
+void Layer::record(const torch::Tensor& y) {
+  torch::NoGradGuard ng;
+  auto yd = y.detach();
+  HistogramBatch hb;
+  hb.lo = yd.min().item<float>();
+  hb.hi = yd.max().item<float>();
+  hb.counts = torch::histc(yd, 2048, hb.lo, hb.hi).to(torch::kCPU);
+  hist_.push_back(std::move(hb));
+}
+
+torch::Tensor Layer::forward(const torch::Tensor& input) {
+  torch::Tensor x = input;
+  if (spec_.has_pool()) {
+    x = F::max_pool2d(x, F::MaxPool2dFuncOptions(spec_.pool_size).stride(spec_.pool_stride));
+  }
+  if (!spec_.has_op()) return x;
+
+  const int64_t wb = weight_bits.item<int64_t>();
+  const int64_t bb = bias_bits.item<int64_t>();
+  const bool qa = quantize_activation.item<bool>();
+  const bool ca = clamp_activation.item<bool>();
+  const bool adj = adjust_output_shift.item<bool>();
+  const double thr = activation_threshold.item<float>();
+  const double fs = final_scale.item<float>();
+  const bool sim = device_.simulate;
+
+  int os = adj ? output_shift_from_params(op_->weight, op_->bias, shift_quantile.item<float>())
+               : static_cast<int>(output_shift.item<float>());
+  const double ws = adj ? std::ldexp(1.0, -os) : 1.0;
+  double eff = os;
+  if (!sim) eff = std::min(15.0, std::max(-15.0, os - thr));
+
+  const torch::Tensor& w = op_->weight;
+  const torch::Tensor& b = op_->bias;
+  torch::Tensor wq, bq;
+  if (sim) {
+    wq = wb ? quantize_simulate_ste(ws == 1.0 ? w : w * ws, static_cast<int>(wb) - 7)
+            : (ws == 1.0 ? w : w * ws);
+    if (b.defined()) {
+      bq = bb ? quantize_simulate_ste(ws == 1.0 ? b : b * ws, 2 * (static_cast<int>(wb) - 8) + 1)
+              : (ws == 1.0 ? b : b * ws);
+    }
+  } else {
+    wq = wb ? quantize_clamp_ste(w, ws, static_cast<int>(wb), -1.0,
+                                 param_clamp_hi(static_cast<int>(wb)), false, 1.0)
+            : (ws == 1.0 ? w : w * ws);
+    if (b.defined()) {
+      bq = bb ? quantize_clamp_ste(b, ws, static_cast<int>(bb), -1.0,
+                                   param_clamp_hi(static_cast<int>(bb)), false, 1.0)
+              : (ws == 1.0 ? b : b * ws);
+    }
+  }
+
+  torch::Tensor y = F::conv2d(
+      x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
+  if (bn_) y = bn_->forward(y);
+
+  const double out_scale = std::ldexp(1.0, static_cast<int>(fs));
+  if (sim) {
+    if (!spec_.wide) {
+      y = floor_ste(y * std::ldexp(1.0, os));
+      if (spec_.relu) y = torch::relu(y);
+      if (qa) y = quantize_simulate_ste(y, 8);
+      y = y.clamp(-128.0, 127.0);
+    } else {
+      if (qa) y = quantize_simulate_ste(y, 8 - static_cast<int>(wb) + 1);
+      y = y.clamp(-536870912.0, 536870911.0);
+    }
+    if (fs != 0) y = y * out_scale;
+  } else if (qa) {
+    const double lo = ca ? (spec_.wide ? -kWideClamp : kActLo) : -std::numeric_limits<double>::infinity();
+    const double hi = ca ? (spec_.wide ? kWideClamp : kActHi) : std::numeric_limits<double>::infinity();
+    y = quantize_clamp_ste(y, spec_.wide ? 1.0 : std::ldexp(1.0, static_cast<int>(eff)),
+                           spec_.wide ? kWideBits : 8, lo, hi, spec_.relu, out_scale);
+  } else {
+    if (!spec_.wide && eff != 0) y = y * std::ldexp(1.0, static_cast<int>(eff));
+    if (spec_.relu) y = torch::relu(y);
+    if (ca) y = spec_.wide ? y.clamp(-kWideClamp, kWideClamp) : y.clamp(kActLo, kActHi);
+    if (fs != 0) y = y * out_scale;
+  }
+  if (calibrating_) record(y);
+  return y;
+}
+
+}  // namespace posekd::ai8x
