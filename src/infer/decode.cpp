@@ -1,0 +1,101 @@
+#include "posekd/infer/decode.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "posekd/core/error.h"
+#include "posekd/core/skeleton.h"
+
+namespace posekd::infer {
+namespace sk = posekd::skeleton;
+
+DecodeParams letterbox_params(int width, int height, int input, int stride, int upsample) {
+  if (width <= 0 || height <= 0 || input <= 0)
+    throw Error("letterbox_params: image and input sizes must be positive");
+  DecodeParams p;
+  p.input_w = p.input_h = input;
+  p.stride = stride;
+  p.upsample = upsample;
+  p.scale = static_cast<float>(static_cast<double>(input) / std::max(width, height));
+  p.pad_left = p.pad_top = 0.f;
+  return p;
+}
+
+namespace {
+double map_to_original(double upsampled, double pad, const DecodeParams& p) {
+  const double x_in = (upsampled + 0.5) * p.stride / p.upsample - 0.5;
+  return (x_in - pad) / p.scale;
+}
+}  // namespace
+
+float map_to_original_x(float upsampled_x, const DecodeParams& p) {
+  return static_cast<float>(map_to_original(upsampled_x, p.pad_left, p));
+}
+float map_to_original_y(float upsampled_y, const DecodeParams& p) {
+  return static_cast<float>(map_to_original(upsampled_y, p.pad_top, p));
+}
+
+std::vector<float> upsample_maps(const float* maps, int channels, int h, int w, int factor) {
+  if (channels <= 0 || h <= 0 || w <= 0 || factor <= 0)
+    throw Error("upsample_maps: sizes and factor must be positive");
+  const int H = h * factor, W = w * factor;
+  std::vector<float> out(static_cast<size_t>(channels) * H * W);
+  for (int c = 0; c < channels; ++c) {
+    const cv::Mat src(h, w, CV_32FC1, const_cast<float*>(maps + static_cast<size_t>(c) * h * w));
+    cv::Mat dst(H, W, CV_32FC1, out.data() + static_cast<size_t>(c) * H * W);
+    if (factor == 1)
+      src.copyTo(dst);
+    else
+      cv::resize(src, dst, cv::Size(W, H), factor, factor, cv::INTER_CUBIC);
+  }
+  return out;
+}
+
+std::vector<Pose> decode(const float* heat, const float* paf, int h, int w, const DecodeParams& p) {
+  if (!heat || !paf) throw Error("decode: null map");
+  if (h <= 0 || w <= 0) throw Error("decode: map size must be positive");
+  if (p.stride <= 0 || p.upsample <= 0 || !(p.scale > 0.f))
+    throw Error("decode: stride, upsample and scale must be positive");
+  const int exp_h = (p.input_h + p.stride - 1) / p.stride, exp_w = (p.input_w + p.stride - 1) / p.stride;
+  if (h != exp_h || w != exp_w)
+    throw Error("decode: maps are " + std::to_string(h) + "x" + std::to_string(w) + " but input " +
+                std::to_string(p.input_h) + "x" + std::to_string(p.input_w) + " at stride " +
+                std::to_string(p.stride) + " gives " + std::to_string(exp_h) + "x" + std::to_string(exp_w));
+  const int H = h * p.upsample, W = w * p.upsample;
+  const std::vector<float> hm = upsample_maps(heat, sk::kNumKeypoints, h, w, p.upsample);
+  const std::vector<float> pf = upsample_maps(paf, sk::kNumPafs, h, w, p.upsample);
+  const auto peaks = extract_all_keypoints(hm.data(), sk::kNumKeypoints, H, W, p.peaks);
+  const auto entries = group_keypoints(peaks, pf.data(), H, W, p.grouping);
+  const auto all = flatten_peaks(peaks);
+
+  std::vector<Pose> poses;
+  poses.reserve(entries.size());
+  for (const auto& e : entries) {
+    Pose pose;
+    pose.count = e.count;
+    pose.score = static_cast<float>(e.score * std::max(0, e.count - 1));
+    for (int k = 0; k < sk::kNumKeypoints; ++k) {
+      const int id = e.kpt[k];
+      if (id < 0) continue;
+      const Peak& pk = all.at(static_cast<size_t>(id));
+      const float x = map_to_original_x(static_cast<float>(pk.x), p);
+      const float y = map_to_original_y(static_cast<float>(pk.y), p);
+      pose.points[2 * k] = x;
+      pose.points[2 * k + 1] = y;
+      pose.kpt_scores[k] = pk.score;
+      const int c = sk::kOpenPoseToCoco[k];
+      if (c < 0) continue;
+      pose.keypoints[3 * c] = x;
+      pose.keypoints[3 * c + 1] = y;
+      pose.keypoints[3 * c + 2] = 1.f;
+    }
+    poses.push_back(pose);
+  }
+  return poses;
+}
+
+}  // namespace posekd::infer
