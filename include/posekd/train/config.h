@@ -1,0 +1,50 @@
+// Every option of `posekd train`, with the seed's defaults where the seed has the option.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace posekd::train {
+
+struct TrainConfig {
+  // --- data
+  std::string data;     // COCO root: annotations/person_keypoints_<split>.json and <split>/ images
+  std::string split = "train2017";
+  std::string ann;      // explicit annotation JSON (overrides --data)
+  std::string images;   // explicit image folder (overrides --data)
+  std::string prepared; // teacher repo's prepared_train_annotation.pkl (alternative to --ann)
+  std::int64_t subset = 0;  // first N images with at least one keypointed person; 0 = all
+  std::string val_data, val_ann, val_images;
+  std::int64_t val_every = 0;
+  // --- models
+  std::string arch = "seed";
+  std::string teacher;  // teacher checkpoint; empty = student loss only
+  double teacher_input_scale = 0.5;
+  // --- optimisation (seed defaults)
+  int batch_size = 8;
+  std::int64_t total_batches = 15000;
+  double lr = 1e-3;
+  double kd_student_wt = 0.3, kd_distill_wt = 0.7;
+  // --- checkpoints (seed defaults)
+  std::int64_t save_every = 100;
+  std::string checkpoint;  // start from this checkpoint (highest priority)
+  std::string resume;      // resume from this checkpoint
+  std::string output = "pose_train";
+  int keep = 0;  // keep only the newest N batch_*.pth (0 = keep all)
+  // --- QAT
+  std::string qat_policy;  // ai8x policy YAML; empty = default (start at 60% of total_batches, 8 bit)
+  bool no_qat = false;
+  int calib_batches = 8;
+  // --- runtime
+  int threads = 0;  // 0 = all cores
+  int workers = 2;
+  std::uint64_t seed = 0;
+  bool deterministic = false;
+  bool seed_compat_targets = false;
+  double max_bad_fraction = 0.05;
+  int max_nonfinite = 20;  // abort after this many consecutive NaN/Inf losses
+  bool quiet = false;
+  // Stop (checkpoint written, as on SIGINT) after this many batches of this invocation (0 = no limit).
+  std::int64_t stop_after = 0;
+};
+
+}  // namespace posekd::train

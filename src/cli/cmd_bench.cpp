@@ -1,0 +1,26 @@
+// `posekd bench`: measured throughput next to the machine's conv peak (docs/performance.md).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <memory>
+
+#include "posekd/cli/registry.h"
+#include "posekd/train/bench.h"
+
+namespace {
+
+posekd::cli::Registration reg("bench", "Measure sample preparation, student/teacher steps and the conv peak",
+                              [](CLI::App& app) -> posekd::cli::Runner {
+  auto o = std::make_shared<posekd::train::BenchOptions>();
+  app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
+  app.add_option("--seconds", o->seconds, "minimum seconds per figure")->capture_default_str();
+  app.add_option("--arch", o->arch, "student architecture")->capture_default_str();
+  app.add_flag("--quick", o->quick, "short run (smoke test)");
+  return [o]() {
+    auto r = posekd::train::run_bench(*o);
+    std::printf("threads: %d\n\n%s", r.threads, r.text().c_str());
+    return 0;
+  };
+});
+
+}  // namespace

@@ -1,0 +1,211 @@
+#include "posekd/train/bench.h"
+
+#include <fmt/format.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+
+#include "posekd/ai8x/calibration.h"
+#include "posekd/core/threads.h"
+#include "posekd/data/coco.h"
+#include "posekd/data/sample.h"
+#include "posekd/model/student.h"
+#include "posekd/model/teacher.h"
+#include "posekd/train/loss.h"
+
+namespace posekd::train {
+namespace fs = std::filesystem;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+// Runs f repeatedly for at least `seconds` (after one warm-up call); returns seconds per call.
+template <class F>
+double time_per_call(F&& f, double seconds, int min_calls = 3) {
+  f();
+  int n = 0;
+  auto t0 = clock_type::now();
+  double el = 0;
+  do {
+    f();
+    ++n;
+    el = std::chrono::duration<double>(clock_type::now() - t0).count();
+  } while (el < seconds || n < min_calls);
+  return el / n;
+}
+
+double conv_peak(double seconds) {
+  torch::NoGradGuard ng;
+  auto x = torch::randn({8, 128, 46, 46});
+  auto w = torch::randn({128, 128, 3, 3});
+  const double flop = 2.0 * 8 * 46 * 46 * 128 * 128 * 9;
+  double t = time_per_call([&] { (void)torch::conv2d(x, w, {}, 1, 1); }, seconds);
+  return flop / t / 1e9;
+}
+
+// Teacher forward FLOPs at 368 (openpose.md 1.5: 8.88 GMAC).
+constexpr double kTeacherFlop368 = 2 * 8.88e9;
+
+}  // namespace
+
+std::string BenchReport::text() const {
+  std::string s = fmt::format("| figure | value | GFLOP/s | of conv peak |\n|---|---|---|---|\n");
+  s += fmt::format("| conv peak (3x3 128->128 at 46x46, batch 8) | {:.1f} GFLOP/s | | 100% |\n", conv_peak_gflops);
+  for (const auto& f : figures)
+    s += fmt::format("| {} | {:.2f} {} | {} | {} |\n", f.name, f.value, f.unit,
+                     f.gflops > 0 ? fmt::format("{:.1f}", f.gflops) : std::string(),
+                     f.fraction_of_peak > 0 ? fmt::format("{:.0f}%", 100 * f.fraction_of_peak) : std::string());
+  return s;
+}
+
+BenchReport run_bench(const BenchOptions& o) {
+  BenchReport r;
+  r.threads = set_compute_threads(o.threads);
+  const double secs = o.quick ? 0.2 : o.seconds;
+  r.conv_peak_gflops = conv_peak(secs);
+  auto add = [&](std::string name, double value, std::string unit, double flop_per_unit) {
+    BenchFigure f{std::move(name), value, std::move(unit)};
+    if (flop_per_unit > 0) {
+      f.gflops = value * flop_per_unit / 1e9;
+      f.fraction_of_peak = f.gflops / r.conv_peak_gflops;
+    }
+    r.figures.push_back(f);
+  };
+
+  // ---- sample preparation, one thread, 640x480 JPEGs with 3 people each
+  {
+    fs::path dir = o.work_dir.empty() ? fs::temp_directory_path() / fmt::format("posekd-bench-{}", ::getpid())
+                                      : fs::path(o.work_dir);
+    fs::create_directories(dir);
+    std::mt19937 rng(1);
+    std::vector<data::CocoImage> images;
+    for (int i = 0; i < 16; ++i) {
+      cv::Mat img(480, 640, CV_8UC3);
+      cv::randu(img, 0, 255);
+      cv::GaussianBlur(img, img, cv::Size(9, 9), 3);
+      const std::string name = fmt::format("bench_{:02d}.jpg", i);
+      cv::imwrite((dir / name).string(), img);
+      data::CocoImage ci;
+      ci.id = i;
+      ci.file_name = name;
+      ci.width = 640;
+      ci.height = 480;
+      for (int p = 0; p < 3; ++p) {
+        data::CocoPerson per;
+        for (int k = 0; k < 17; ++k) {
+          per.keypoints[3 * k] = static_cast<float>(100 + 150 * p + (rng() % 100));
+          per.keypoints[3 * k + 1] = static_cast<float>(50 + (rng() % 380));
+          per.keypoints[3 * k + 2] = 2;
+        }
+        per.num_keypoints = 17;
+        per.bbox = {100.f + 150 * p, 50, 100, 380};
+        per.area = 38000;
+        ci.persons.push_back(per);
+      }
+      images.push_back(ci);
+    }
+    data::SampleConfig sc;
+    at::set_num_threads(1);
+    size_t k = 0;
+    double t = time_per_call([&] { (void)data::prepare_sample(images[k++ % images.size()], dir.string(), sc); }, secs, 16);
+    at::set_num_threads(r.threads);
+    add("sample preparation, 1 thread, 640x480 JPEG", 1.0 / t, "samples/s", 0);
+    if (o.work_dir.empty()) fs::remove_all(dir);
+  }
+
+  // ---- student steps, batch 8
+  const int B = 8;
+  auto student = model::make_student(o.arch);
+  auto in_shape = student->input_shape();
+  auto x = torch::rand({B, in_shape[0], in_shape[1], in_shape[2]}) * 2 - 1;
+  auto gh = torch::rand({B, 19, 16, 16}), gp = torch::rand({B, 38, 16, 16}) - 0.5;
+  auto th = torch::rand({B, 19, 16, 16}), tp = torch::rand({B, 38, 16, 16}) - 0.5;
+  auto mask = torch::ones({B, 1, 16, 16});
+  auto step_fn = [&](model::Student& s, torch::optim::Adam& opt, bool with_teacher) {
+    auto out = s.forward(x);
+    auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, with_teacher ? th : torch::Tensor(),
+                        with_teacher ? tp : torch::Tensor(), {0.3, 0.7});
+    opt.zero_grad();
+    lp.total.backward();
+    opt.step();
+  };
+  double float_step;
+  {
+    student->train();
+    torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
+    float_step = time_per_call([&] { step_fn(*student, opt, true); }, secs);
+    add("student float train step, batch 8", B / float_step, "img/s", 0);
+  }
+  double qat_step;
+  {
+    ai8x::QatPolicy pol;
+    int left = 2;
+    model::fuse_and_calibrate(
+        *student, [&]() -> std::optional<torch::Tensor> {
+          if (left-- <= 0) return std::nullopt;
+          return x;
+        },
+        pol);
+    student->train();
+    torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
+    qat_step = time_per_call([&] { step_fn(*student, opt, true); }, secs);
+    add("student QAT train step, batch 8", B / qat_step, "img/s", 0);
+    add("QAT step / float step", qat_step / float_step, "x", 0);
+  }
+
+  // ---- teacher forward at 368 (random weights, BN folded as when loaded)
+  double teacher_per_img;
+  {
+    torch::NoGradGuard ng;
+    model::PoseEstimationWithMobileNet net(1, 128);
+    net->eval();
+    net->fuse();
+    auto xt = torch::rand({B, 3, 368, 368}) - 0.5;
+    double t = time_per_call([&] { (void)net->forward(xt); }, secs, 2);
+    teacher_per_img = t / B;
+    add("teacher forward at 368, batch 8", B / t, "img/s", kTeacherFlop368);
+  }
+
+  // ---- full KD step: teacher running (cold) vs teacher outputs cached (warm)
+  {
+    auto s2 = model::make_student(o.arch);
+    s2->train();
+    torch::optim::Adam opt(s2->parameters(), torch::optim::AdamOptions(1e-4));
+    model::PoseEstimationWithMobileNet net(1, 128);
+    net->eval();
+    net->fuse();
+    model::TeacherOptions to;
+    model::TeacherWrapper tw(net, to);
+    tw->eval();
+    auto x128 = torch::rand({B, 3, 128, 128}) * 2 - 1;
+    double cold = time_per_call(
+        [&] {
+          torch::Tensor h, p;
+          {
+            torch::NoGradGuard ng;
+            auto t = tw->forward(x128);
+            h = t.at(0);
+            p = t.at(1);
+          }
+          auto out = s2->forward(s2->folded_input() ? data::fold_input(x128) : x128);
+          auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, h, p, {0.3, 0.7});
+          opt.zero_grad();
+          lp.total.backward();
+          opt.step();
+        },
+        secs, 2);
+    add("full KD step, teacher running (cold), batch 8", B / cold, "img/s", 0);
+    add("full KD step, teacher cached (warm), batch 8", B / float_step, "img/s", 0);
+    // The seed job: 15,000 batches of 8 over a 15,000-image subset: each image sees the teacher once
+    // (cache), 60% of the steps float and 40% QAT (the default policy).
+    const double seed_job_s = 15000.0 * teacher_per_img + 15000 * (0.6 * float_step + 0.4 * qat_step);
+    add("projected seed job (15,000 batches of 8, teacher cached)", seed_job_s / 3600.0, "h", 0);
+    add("projected seed job without the cache", 15000 * cold / 3600.0, "h", 0);
+  }
+  return r;
+}
+
+}  // namespace posekd::train

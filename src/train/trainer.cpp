@@ -1,0 +1,370 @@
+#include "posekd/train/trainer.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "posekd/ai8x/calibration.h"
+#include "posekd/ai8x/policy.h"
+#include "posekd/ai8x/state_dict.h"
+#include "posekd/core/error.h"
+#include "posekd/core/threads.h"
+#include "posekd/data/coco_json.h"
+#include "posekd/data/loader.h"
+#include "posekd/data/sample.h"
+#include "posekd/model/student.h"
+#include "posekd/model/teacher.h"
+#include "posekd/train/checkpoint.h"
+#include "posekd/train/log.h"
+#include "posekd/train/loss.h"
+
+namespace posekd::train {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int) { g_stop.store(true); }
+
+struct DataPaths {
+  std::string ann, images;
+};
+
+DataPaths resolve_data(const TrainConfig& cfg) {
+  DataPaths p{cfg.ann, cfg.images};
+  if (!cfg.data.empty()) {
+    if (p.ann.empty())
+      p.ann = (fs::path(cfg.data) / "annotations" / ("person_keypoints_" + cfg.split + ".json")).string();
+    if (p.images.empty()) p.images = (fs::path(cfg.data) / cfg.split).string();
+  }
+  if (p.ann.empty()) throw Error("train: no training data: give --data DIR (COCO root) or --ann FILE --images DIR");
+  if (p.images.empty()) p.images = fs::path(p.ann).parent_path().string();
+  if (!fs::exists(p.ann)) fail_file(p.ann, "annotation file does not exist");
+  if (!fs::is_directory(p.images)) fail_file(p.images, "image folder does not exist");
+  return p;
+}
+
+void write_args_yaml(const TrainConfig& c, const std::string& path, const std::string& ann, const std::string& images,
+                     std::int64_t qat_start) {
+  YAML::Emitter y;
+  y << YAML::BeginMap;
+  y << YAML::Key << "ann" << YAML::Value << ann << YAML::Key << "images" << YAML::Value << images;
+  y << YAML::Key << "subset" << YAML::Value << c.subset;
+  y << YAML::Key << "val_ann" << YAML::Value << c.val_ann << YAML::Key << "val_every" << YAML::Value << c.val_every;
+  y << YAML::Key << "arch" << YAML::Value << c.arch;
+  y << YAML::Key << "teacher" << YAML::Value << c.teacher;
+  y << YAML::Key << "teacher_input_scale" << YAML::Value << c.teacher_input_scale;
+  y << YAML::Key << "batch_size" << YAML::Value << c.batch_size;
+  y << YAML::Key << "total_batches" << YAML::Value << c.total_batches;
+  y << YAML::Key << "lr" << YAML::Value << c.lr;
+  y << YAML::Key << "kd_student_wt" << YAML::Value << c.kd_student_wt;
+  y << YAML::Key << "kd_distill_wt" << YAML::Value << c.kd_distill_wt;
+  y << YAML::Key << "save_every" << YAML::Value << c.save_every;
+  y << YAML::Key << "keep" << YAML::Value << c.keep;
+  y << YAML::Key << "output" << YAML::Value << c.output;
+  y << YAML::Key << "qat_policy" << YAML::Value << c.qat_policy;
+  y << YAML::Key << "no_qat" << YAML::Value << c.no_qat;
+  y << YAML::Key << "qat_start_batch" << YAML::Value << qat_start;
+  y << YAML::Key << "calib_batches" << YAML::Value << c.calib_batches;
+  y << YAML::Key << "threads" << YAML::Value << c.threads;
+  y << YAML::Key << "workers" << YAML::Value << c.workers;
+  y << YAML::Key << "seed" << YAML::Value << c.seed;
+  y << YAML::Key << "deterministic" << YAML::Value << c.deterministic;
+  y << YAML::Key << "seed_compat_targets" << YAML::Value << c.seed_compat_targets;
+  y << YAML::Key << "max_bad_fraction" << YAML::Value << c.max_bad_fraction;
+  y << YAML::EndMap;
+  std::ofstream f(path);
+  f << y.c_str() << "\n";
+  if (!f) fail_file(path, "cannot write");
+}
+
+std::string teacher_identity(const std::string& path) {
+  if (path.empty()) return "";
+  std::error_code ec;
+  auto size = fs::file_size(path, ec);
+  return fmt::format("{}:{}", fs::absolute(path).string(), ec ? 0 : size);
+}
+
+}  // namespace
+
+void install_stop_handlers() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
+void request_stop() { g_stop.store(true); }
+
+TrainResult run_training(const TrainConfig& cfg) {
+  using clock = std::chrono::steady_clock;
+  g_stop.store(false);
+  if (cfg.batch_size < 1) throw Error("train: --batch-size must be at least 1");
+  if (cfg.total_batches < 1) throw Error("train: --total-batches must be at least 1");
+  if (cfg.save_every < 1) throw Error("train: --save-every must be at least 1");
+  const int threads = set_compute_threads(cfg.threads);
+  if (cfg.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
+
+  std::error_code ec;
+  fs::create_directories(cfg.output, ec);
+  if (ec) fail_file(cfg.output, "cannot create the output directory: " + ec.message());
+  TrainLog log(cfg.output, cfg.quiet);
+
+  // ---- data
+  const DataPaths paths = resolve_data(cfg);
+  data::CocoLoadOptions lo;
+  lo.subset = cfg.subset;
+  lo.cache_dir = (fs::path(cfg.output) / "cache").string();
+  data::CocoDataset dataset = data::load_coco(paths.ann, paths.images, lo);
+  std::int64_t n_people = 0;
+  for (const auto& im : dataset.images) n_people += static_cast<std::int64_t>(im.persons.size());
+  log.line(fmt::format("Data: {} ({} images, {} persons, {} annotations skipped)", paths.ann, dataset.images.size(),
+                       n_people, dataset.skipped_annotations));
+  for (const auto& w : dataset.warnings) log.line("  warning: " + w);
+
+  data::SampleConfig sc;
+  sc.seed_compat_targets = cfg.seed_compat_targets;
+
+  // ---- models (the student's initial weights are a function of --seed)
+  torch::manual_seed(cfg.seed);
+  auto student = model::make_student(cfg.arch);
+  student->train();
+  model::TeacherWrapper teacher{nullptr};
+  if (!cfg.teacher.empty()) {
+    model::TeacherOptions to;
+    to.input_scale = cfg.teacher_input_scale;
+    model::LoadReport rep;
+    teacher = model::load_teacher_wrapper(cfg.teacher, to, &rep);
+    std::string missing;
+    for (size_t i = 0; i < rep.missing_names.size() && i < 10; ++i) missing += " " + rep.missing_names[i];
+    log.line(fmt::format("Teacher {}: {} entries loaded, {} missing, {} ignored{}{}", cfg.teacher, rep.loaded,
+                         rep.missing, rep.ignored, rep.missing ? "; missing:" : "", missing));
+  } else {
+    log.line("No --teacher: training on the ground-truth loss only (student loss, weight 1).");
+  }
+
+  // ---- QAT policy
+  ai8x::QatPolicy policy;
+  std::int64_t qat_start = -1;
+  if (!cfg.no_qat) {
+    if (!cfg.qat_policy.empty()) {
+      policy = ai8x::load_qat_policy(cfg.qat_policy);
+    }
+    if (policy.start_batch >= 0) {
+      qat_start = policy.start_batch;
+    } else if (!cfg.qat_policy.empty() && policy.start_epoch >= 0) {
+      const std::int64_t n = std::max<std::int64_t>(1, static_cast<std::int64_t>(dataset.images.size()));
+      qat_start = policy.start_epoch * ((n + cfg.batch_size - 1) / cfg.batch_size);
+    } else {
+      qat_start = static_cast<std::int64_t>(0.6 * static_cast<double>(cfg.total_batches));
+    }
+  }
+  write_args_yaml(cfg, (fs::path(cfg.output) / "args.yaml").string(), paths.ann, paths.images, qat_start);
+
+  // ---- optimizer (over every parameter, like Python: the ai8x scalars have no grad, hence no state)
+  auto params = student->parameters();
+  auto optimizer = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(cfg.lr));
+
+  // ---- resume
+  std::int64_t batch = 0;
+  double best_loss = 1e30, last_loss = 0, best_metric = -1;
+  std::int64_t nonfinite_skipped = 0;
+  std::string phase = "float";
+  data::LoaderState ls;
+  RunningAverage avg;
+  if (auto rp = find_resume_point(cfg.checkpoint, cfg.resume, cfg.output)) {
+    const Checkpoint& c = rp->checkpoint;
+    log.line(rp->note);
+    if (c.has_extras && !c.arch.empty() && c.arch != cfg.arch)
+      fail_file(rp->path, fmt::format("checkpoint is for --arch {}, this run is --arch {}", c.arch, cfg.arch));
+    if (c.has_extras && c.phase == "qat") {
+      enter_qat_structure(*student);  // as ai8x: fuse before loading so the keys match
+      phase = "qat";
+    }
+    ai8x::load_state_dict(*student, c.model, true, rp->path);
+    params = student->parameters();
+    optimizer = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(cfg.lr));
+    if (c.optimizer.num_params > 0) restore_adam(*optimizer, params, c.optimizer, rp->path);
+    batch = c.batch;
+    best_loss = c.best_loss;
+    last_loss = c.loss;
+    if (c.has_extras) {
+      ls.epoch = c.loader_epoch;
+      ls.position = c.loader_position;
+      ls.bad_count = c.bad_count;
+      ls.bad_examples = c.bad_examples;
+      avg.loss = c.avg_loss;
+      avg.student = c.avg_student;
+      avg.distill = c.avg_distill;
+      avg.seconds = c.avg_seconds;
+      avg.count = c.avg_count;
+      nonfinite_skipped = c.nonfinite_skipped;
+      best_metric = c.best_metric;
+      if (c.teacher_id != teacher_identity(cfg.teacher))
+        log.line(fmt::format("note: the checkpoint was trained with teacher '{}', this run uses '{}'", c.teacher_id,
+                             teacher_identity(cfg.teacher)));
+    } else {
+      log.line("note: a seed checkpoint has no data-order state; the data order restarts at epoch 0");
+    }
+    log.line(fmt::format("Resumed at batch {} (phase {}, best loss {:.4f})", batch, phase, best_loss));
+  }
+
+  data::Loader loader(dataset, sc, cfg.batch_size, cfg.seed, cfg.workers, 4, ls);
+  log.line(fmt::format("Student {} ({} parameters), {} samples, batch {}, {} batches, lr {}, {} threads, {} workers{}",
+                       cfg.arch, [&] {
+                         std::int64_t n = 0;
+                         for (const auto& p : student->parameters()) n += p.numel();
+                         return n;
+                       }(),
+                       loader.num_samples(), cfg.batch_size, cfg.total_batches, cfg.lr, threads, cfg.workers,
+                       qat_start >= 0 ? fmt::format(", QAT from batch {}", qat_start) : std::string(", no QAT")));
+
+  const LossWeights weights{cfg.kd_student_wt, cfg.kd_distill_wt};
+  auto make_checkpoint = [&]() {
+    Checkpoint c;
+    c.batch = batch;
+    c.model = ai8x::state_dict(*student);
+    for (auto& [k, t] : c.model) t = t.detach().clone();
+    c.optimizer = snapshot_adam(*optimizer, params);
+    c.loss = last_loss;
+    c.best_loss = best_loss;
+    c.has_extras = true;
+    c.arch = cfg.arch;
+    c.phase = phase;
+    c.qat_start_batch = qat_start;
+    auto st = loader.state();
+    c.loader_epoch = st.epoch;
+    c.loader_position = st.position;
+    c.bad_count = st.bad_count;
+    c.bad_examples = st.bad_examples;
+    c.avg_loss = avg.loss;
+    c.avg_student = avg.student;
+    c.avg_distill = avg.distill;
+    c.avg_seconds = avg.seconds;
+    c.avg_count = avg.count;
+    c.nonfinite_skipped = nonfinite_skipped;
+    c.best_metric = best_metric;
+    c.teacher_id = teacher_identity(cfg.teacher);
+    c.seed = cfg.seed;
+    return c;
+  };
+  auto save_all = [&](bool with_batch_file, bool is_best) {
+    Checkpoint c = make_checkpoint();
+    if (with_batch_file) save_checkpoint((fs::path(cfg.output) / batch_checkpoint_name(batch)).string(), c);
+    save_checkpoint((fs::path(cfg.output) / "latest.pth").string(), c);
+    if (is_best) save_checkpoint((fs::path(cfg.output) / "best.pth").string(), c);
+    prune_batch_checkpoints(cfg.output, cfg.keep);
+  };
+
+  TrainResult result;
+  result.output_dir = cfg.output;
+  int nonfinite_in_row = 0;
+  while (batch < cfg.total_batches) {
+    // ---- the QAT switch
+    if (phase == "float" && qat_start >= 0 && batch >= qat_start) {
+      log.line(fmt::format("===== QAT: batch {}: folding BatchNorm, calibrating on {} training batches, "
+                           "{}-bit weights =====", batch, cfg.calib_batches, policy.weight_bits));
+      data::Loader calib(dataset, sc, cfg.batch_size, cfg.seed ^ 0xca11b4a7ULL, cfg.workers, 2);
+      int left = cfg.calib_batches;
+      model::fuse_and_calibrate(
+          *student,
+          [&]() -> std::optional<torch::Tensor> {
+            if (left-- <= 0) return std::nullopt;
+            torch::Tensor x = calib.next().image;
+            return student->folded_input() ? data::fold_input(x) : x;
+          },
+          policy);
+      auto new_params = student->parameters();
+      optimizer = model::rebuild_adam(*optimizer, new_params);
+      params = new_params;
+      phase = "qat";
+      std::string thr;
+      auto layers = student->layers();
+      for (size_t i = 0; i < layers.size(); ++i)
+        thr += fmt::format(" {}={}", student->layer_names()[i], layers[i]->activation_threshold.item<float>());
+      log.line("QAT thresholds (relative log2):" + thr);
+    }
+
+    const auto t0 = clock::now();
+    data::Batch b = loader.next();
+    const std::int64_t total_samples_seen = loader.state().epoch * loader.num_samples() + loader.state().position;
+    if (cfg.max_bad_fraction < 1.0 && loader.bad_count() > 0 &&
+        static_cast<double>(loader.bad_count()) > cfg.max_bad_fraction * static_cast<double>(total_samples_seen) &&
+        total_samples_seen >= 20) {
+      auto ex = loader.bad_examples();
+      throw Error(fmt::format("train: {} of {} samples could not be read (more than --max-bad-fraction {}); first: {}",
+                              loader.bad_count(), total_samples_seen, cfg.max_bad_fraction,
+                              ex.empty() ? std::string("?") : ex.front()));
+    }
+    torch::Tensor x = student->folded_input() ? data::fold_input(b.image) : b.image;
+    torch::Tensor th, tp;
+    if (teacher) {
+      torch::NoGradGuard ng;
+      auto t = teacher->forward(b.image);
+      th = t.at(0);
+      tp = t.at(1);
+    }
+    auto out = student->forward(x);
+    LossParts lp = pose_loss(out.heat, out.paf, b.heatmaps, b.pafs, b.mask, th, tp, weights);
+    const double loss_v = lp.total.item<double>();
+    if (!std::isfinite(loss_v)) {
+      ++nonfinite_skipped;
+      ++nonfinite_in_row;
+      log.line(fmt::format("Batch {}: non-finite loss ({}); step skipped ({} in a row, {} in total)", batch + 1,
+                           loss_v, nonfinite_in_row, nonfinite_skipped));
+      if (nonfinite_in_row >= cfg.max_nonfinite)
+        throw Error(fmt::format("train: {} non-finite losses in a row; stopping (the last good checkpoint is kept "
+                                "in {})", nonfinite_in_row, cfg.output));
+      continue;
+    }
+    nonfinite_in_row = 0;
+    optimizer->zero_grad();
+    lp.total.backward();
+    optimizer->step();
+    ++batch;
+    ++result.batches_run;
+    last_loss = loss_v;
+    const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+    avg.add(loss_v, lp.student.item<double>(), lp.distill.item<double>(), secs);
+
+    if (should_log(batch)) {
+      const double n = static_cast<double>(avg.count);
+      log.line(format_batch_line(batch, cfg.total_batches, avg.loss / n, avg.student / n, avg.distill / n,
+                                 avg.seconds / n));
+      log.csv(batch, avg.loss / n, avg.student / n, avg.distill / n, cfg.batch_size * n / avg.seconds,
+              cfg.lr, phase, -1);
+      avg.reset();
+    }
+    const bool stop = g_stop.load() || (cfg.stop_after > 0 && result.batches_run >= cfg.stop_after);
+    if (batch % cfg.save_every == 0 || batch == cfg.total_batches || stop) {
+      const bool is_best = loss_v < best_loss;
+      if (is_best) best_loss = loss_v;
+      save_all(batch % cfg.save_every == 0, is_best);
+    }
+    if (stop) {
+      log.line(fmt::format("Stopped after batch {} ({}); checkpoint written to {}/latest.pth", batch,
+                           g_stop.load() ? "signal" : "--stop-after", cfg.output));
+      result.interrupted = true;
+      break;
+    }
+  }
+  if (loader.bad_count() > 0) {
+    auto ex = loader.bad_examples();
+    std::string first;
+    for (const auto& e : ex) first += "\n  " + e;
+    log.line(fmt::format("{} samples could not be read and were skipped; first:{}", loader.bad_count(), first));
+  }
+  if (nonfinite_skipped > 0) log.line(fmt::format("{} steps skipped for non-finite loss", nonfinite_skipped));
+  log.line(fmt::format("Done: batch {}/{}; checkpoints in {}", batch, cfg.total_batches, cfg.output));
+  result.batches_done = batch;
+  result.last_loss = last_loss;
+  return result;
+}
+
+}  // namespace posekd::train
