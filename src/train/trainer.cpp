@@ -19,6 +19,7 @@
 #include "posekd/data/coco_json.h"
 #include "posekd/data/loader.h"
 #include "posekd/data/sample.h"
+#include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
 #include "posekd/train/checkpoint.h"
@@ -139,6 +140,18 @@ TrainResult run_training(const TrainConfig& cfg) {
   if (!cfg.teacher.empty()) {
     model::TeacherOptions to;
     to.input_scale = cfg.teacher_input_scale;
+    // A teacher trained by `posekd train-teacher` says what input it was trained on.
+    {
+      io::Value tv = io::load_torch_file(cfg.teacher);
+      if (const io::Value* meta = tv.is_dict() ? tv.find("posekd_teacher") : nullptr) {
+        to.input_size = static_cast<int>(meta->at("input_size", cfg.teacher).as_int(cfg.teacher + ": input_size"));
+        to.input_scale = meta->at("input_scale", cfg.teacher).as_double(cfg.teacher + ": input_scale");
+        to.num_refinement_stages =
+            static_cast<int>(meta->at("num_refinement_stages", cfg.teacher).as_int(cfg.teacher));
+        log.line(fmt::format("Teacher {} was trained by posekd at {}x{}: feeding it that size, input scale {}",
+                             cfg.teacher, to.input_size, to.input_size, to.input_scale));
+      }
+    }
     model::LoadReport rep;
     teacher = model::load_teacher_wrapper(cfg.teacher, to, &rep);
     std::string missing;

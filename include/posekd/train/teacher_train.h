@@ -1,0 +1,37 @@
+// `posekd train-teacher`: trains the Lightweight-OpenPose teacher architecture from scratch (no
+// ImageNet weights: nothing is downloaded) at a configurable input size, with upstream's loss (the
+// masked L2 of every stage's heatmaps and PAFs, summed, /2/B). Used by the demo, where no released
+// teacher exists; the result loads with `--teacher` like the released checkpoint (upstream layout:
+// {'state_dict', 'optimizer', 'iter'}), plus 'posekd_teacher' {input_size, input_scale} so the
+// distillation feeds it what it was trained on.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace posekd::train {
+
+struct TeacherTrainConfig {
+  std::string ann, images;
+  std::int64_t subset = 0;
+  int input_size = 128;  // multiple of 8; the maps are input_size / 8
+  int num_refinement_stages = 1;
+  int batch_size = 8;
+  std::int64_t total_batches = 1000;
+  double lr = 5e-4;
+  std::int64_t save_every = 200;
+  std::string output = "teacher_train";
+  int threads = 0, workers = 2;
+  std::uint64_t seed = 0;
+  bool quiet = false;
+  std::int64_t stop_after = 0;
+};
+
+struct TeacherTrainResult {
+  std::int64_t batches_done = 0, batches_run = 0;
+  double first_loss = 0, last_loss = 0;
+  std::string checkpoint;  // <output>/teacher.pth
+};
+
+TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg);
+
+}  // namespace posekd::train

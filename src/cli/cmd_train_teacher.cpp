@@ -1,0 +1,48 @@
+// `posekd train-teacher`: the Lightweight-OpenPose teacher trained from scratch (used by the demo).
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <memory>
+
+#include "posekd/cli/registry.h"
+#include "posekd/core/error.h"
+#include "posekd/train/teacher_train.h"
+
+namespace {
+
+posekd::cli::Registration reg(
+    "train-teacher", "Train the Lightweight-OpenPose teacher architecture from scratch",
+    [](CLI::App& app) -> posekd::cli::Runner {
+      auto c = std::make_shared<posekd::train::TeacherTrainConfig>();
+      auto data = std::make_shared<std::string>();
+      auto split = std::make_shared<std::string>("train2017");
+      app.add_option("--data", *data, "COCO root (annotations/person_keypoints_<split>.json, <split>/)");
+      app.add_option("--split", *split, "split under --data")->capture_default_str();
+      app.add_option("--ann", c->ann, "annotation JSON (overrides --data)");
+      app.add_option("--images", c->images, "image folder (overrides --data)");
+      app.add_option("--subset", c->subset, "first N images with a keypointed person (0 = all)")->capture_default_str();
+      app.add_option("--input-size", c->input_size, "square input size (multiple of 8)")->capture_default_str();
+      app.add_option("--refinement-stages", c->num_refinement_stages, "refinement stages")->capture_default_str();
+      app.add_option("--batch-size", c->batch_size, "images per batch")->capture_default_str();
+      app.add_option("--total-batches", c->total_batches, "train until this many batches")->capture_default_str();
+      app.add_option("--lr", c->lr, "Adam learning rate")->capture_default_str();
+      app.add_option("--save-every", c->save_every, "checkpoint every N batches")->capture_default_str();
+      app.add_option("--output", c->output, "output directory (teacher.pth, log.txt)")->capture_default_str();
+      app.add_option("--threads", c->threads, "compute threads (0 = all cores)")->capture_default_str();
+      app.add_option("--workers", c->workers, "data loader threads")->capture_default_str();
+      app.add_option("--seed", c->seed, "random seed")->capture_default_str();
+      app.add_option("--stop-after", c->stop_after, "stop after N batches of this run")->capture_default_str();
+      app.add_flag("--quiet", c->quiet, "log to log.txt only");
+      return [c, data, split]() {
+        namespace fs = std::filesystem;
+        if (!data->empty()) {
+          if (c->ann.empty()) c->ann = (fs::path(*data) / "annotations" / ("person_keypoints_" + *split + ".json")).string();
+          if (c->images.empty()) c->images = (fs::path(*data) / *split).string();
+        }
+        if (c->ann.empty()) throw posekd::Error("train-teacher: give --data DIR or --ann FILE --images DIR");
+        posekd::train::run_teacher_training(*c);
+        return 0;
+      };
+    });
+
+}  // namespace
