@@ -18,9 +18,11 @@ posekd::cli::Registration reg(
       app.add_option("--images", c->images, "image folder (overrides --data)");
       app.add_option("--subset", c->subset, "use the first N images that have a person with keypoints (0 = all)")
           ->capture_default_str();
-      app.add_option("--val-ann", c->val_ann, "validation annotation JSON");
+      app.add_option("--val-data", c->val_data, "validation COCO root (annotations/, <val-split>/)");
+      app.add_option("--val-split", c->val_split, "split name under --val-data")->capture_default_str();
+      app.add_option("--val-ann", c->val_ann, "validation annotation JSON (overrides --val-data)");
       app.add_option("--val-images", c->val_images, "validation image folder");
-      app.add_option("--val-every", c->val_every, "validate every N batches (0 = never)")->capture_default_str();
+      app.add_option("--val-every", c->val_every, "validate every N batches (0 = only at the end); best.pth = best validation AP")->capture_default_str();
       app.add_option("--arch", c->arch, "student architecture: seed | ai85pose")->capture_default_str();
       app.add_option("--teacher", c->teacher, "teacher checkpoint (omit: ground-truth loss only)");
       app.add_option("--teacher-input-scale", c->teacher_input_scale,

@@ -19,6 +19,7 @@
 #include "posekd/data/coco_json.h"
 #include "posekd/data/loader.h"
 #include "posekd/data/sample.h"
+#include "posekd/infer/evaluate.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
@@ -131,6 +132,24 @@ TrainResult run_training(const TrainConfig& cfg) {
 
   data::SampleConfig sc;
   sc.seed_compat_targets = cfg.seed_compat_targets;
+
+  // ---- validation set (COCO keypoint AP; best.pth becomes the best validation AP)
+  std::optional<data::CocoDataset> val;
+  std::string val_ann = cfg.val_ann, val_img = cfg.val_images;
+  if (!cfg.val_data.empty()) {
+    if (val_ann.empty())
+      val_ann = (fs::path(cfg.val_data) / "annotations" / ("person_keypoints_" + cfg.val_split + ".json")).string();
+    if (val_img.empty()) val_img = (fs::path(cfg.val_data) / cfg.val_split).string();
+  }
+  if (!val_ann.empty()) {
+    if (!fs::exists(val_ann)) fail_file(val_ann, "validation annotation file does not exist");
+    if (val_img.empty()) val_img = fs::path(val_ann).parent_path().string();
+    data::CocoLoadOptions vo;
+    vo.cache_dir = lo.cache_dir;
+    val = data::load_coco(val_ann, val_img, vo);
+    log.line(fmt::format("Validation: {} ({} images), every {} batches", val_ann, val->images.size(),
+                         cfg.val_every > 0 ? std::to_string(cfg.val_every) : std::string("(end only)")));
+  }
 
   // ---- models (the student's initial weights are a function of --seed)
   torch::manual_seed(cfg.seed);
@@ -275,6 +294,17 @@ TrainResult run_training(const TrainConfig& cfg) {
     prune_batch_checkpoints(cfg.output, cfg.keep);
   };
 
+  auto validate = [&]() -> double {
+    infer::PredictStats ps;
+    infer::EvalConfig ec;
+    auto r = infer::evaluate_model(*val, infer::student_predictor(student), ec, nullptr, &ps);
+    student->train();
+    log.line(fmt::format("Validation at batch {} ({}): AP {:.4f} | AP50 {:.4f} | AR {:.4f} | {} people found{}", batch,
+                         phase, r.stats[0], r.stats[1], r.stats[5], ps.people,
+                         ps.unreadable ? fmt::format(" | {} unreadable images skipped", ps.unreadable) : std::string()));
+    return r.stats[0];
+  };
+
   TrainResult result;
   result.output_dir = cfg.output;
   int nonfinite_in_row = 0;
@@ -355,9 +385,22 @@ TrainResult run_training(const TrainConfig& cfg) {
       avg.reset();
     }
     const bool stop = g_stop.load() || (cfg.stop_after > 0 && result.batches_run >= cfg.stop_after);
-    if (batch % cfg.save_every == 0 || batch == cfg.total_batches || stop) {
-      const bool is_best = loss_v < best_loss;
-      if (is_best) best_loss = loss_v;
+    bool val_best = false;
+    if (val && ((cfg.val_every > 0 && batch % cfg.val_every == 0) || batch == cfg.total_batches)) {
+      const double ap = validate();
+      result.last_val_ap = ap;
+      log.csv(batch, last_loss, lp.student.item<double>(), lp.distill.item<double>(), 0, cfg.lr, phase, ap);
+      if (ap > best_metric) {
+        best_metric = ap;
+        val_best = true;
+      }
+    }
+    if (batch % cfg.save_every == 0 || batch == cfg.total_batches || stop || val_best) {
+      bool is_best = val_best;
+      if (!val) {  // the seed's rule, without a validation set: the lowest batch loss at a save
+        is_best = loss_v < best_loss;
+        if (is_best) best_loss = loss_v;
+      }
       save_all(batch % cfg.save_every == 0, is_best);
     }
     if (stop) {

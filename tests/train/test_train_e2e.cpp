@@ -165,3 +165,31 @@ TEST(TrainE2E, AnExplicitWrongCheckpointIsAnErrorNotAFreshStart) {
   EXPECT_FALSE(fs::exists(out / "latest.pth"));
   fs::remove_all(out);
 }
+
+TEST(TrainE2E, ValidationApIsLoggedAndPicksBest) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  auto out = posekd::testing::temp_dir("val");
+  TrainConfig c = sample_config(coco, out);
+  c.arch = "ai85pose";
+  c.no_qat = true;
+  c.total_batches = 4;
+  c.save_every = 100;
+  c.val_ann = c.ann;
+  c.val_images = c.images;
+  c.val_every = 2;
+  auto r = run_training(c);
+  EXPECT_GE(r.last_val_ap, 0.0);
+  EXPECT_LE(r.last_val_ap, 1.0);
+  std::string log = read_text(out / "log.txt");
+  EXPECT_NE(log.find("Validation at batch 2 (float): AP "), std::string::npos) << log;
+  EXPECT_NE(log.find("Validation at batch 4 (float): AP "), std::string::npos) << log;
+  // the first validation is always the best so far: best.pth exists and holds batch 2 or 4
+  ASSERT_TRUE(fs::exists(out / "best.pth"));
+  auto best = load_checkpoint((out / "best.pth").string());
+  EXPECT_TRUE(best.batch == 2 || best.batch == 4);
+  EXPECT_GE(best.best_metric, 0.0);
+  // results.csv has rows carrying the validation AP
+  std::string csv = read_text(out / "results.csv");
+  EXPECT_NE(csv.find(",float,0."), std::string::npos) << csv;
+  fs::remove_all(out);
+}

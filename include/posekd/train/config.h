@@ -13,7 +13,7 @@ struct TrainConfig {
   std::string images;   // explicit image folder (overrides --data)
   std::string prepared; // teacher repo's prepared_train_annotation.pkl (alternative to --ann)
   std::int64_t subset = 0;  // first N images with at least one keypointed person; 0 = all
-  std::string val_data, val_ann, val_images;
+  std::string val_data, val_split = "val2017", val_ann, val_images;
   std::int64_t val_every = 0;
   // --- models
   std::string arch = "seed";

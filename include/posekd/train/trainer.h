@@ -14,6 +14,7 @@ struct TrainResult {
   std::int64_t batches_run = 0;      // batches run by this invocation
   double last_loss = 0;
   bool interrupted = false;          // stopped by a signal (checkpoint written)
+  double last_val_ap = -1;           // the last validation AP (-1: none)
   std::string output_dir;
 };
 
