@@ -35,3 +35,24 @@ asan: deps
 
 clean:
 	rm -rf $(BUILD) build-asan
+
+# Fuzzing (owner: robust; docs/robustness.md): libFuzzer + ASan + UBSan with clang, in build-fuzz.
+# Longer runs: make fuzz FUZZ_TIME=600; extra libFuzzer flags: FUZZ_FLAGS=-detect_leaks=0
+FUZZ_TIME ?= 20
+FUZZ_TARGETS = fuzz_coco_json fuzz_torch_file fuzz_image
+.PHONY: fuzz kill-test
+fuzz:
+	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DPOSEKD_FUZZ=ON -DPOSEKD_BUILD_TESTS=OFF -DPOSEKD_BUILD_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	mkdir -p build-fuzz/artifacts
+	rc=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build-fuzz/corpus/$$t; \
+	  build-fuzz/$$t -max_total_time=$(FUZZ_TIME) -rss_limit_mb=4096 -timeout=30 -max_len=16384 $(FUZZ_FLAGS) \
+	    -artifact_prefix=build-fuzz/artifacts/$$t- build-fuzz/corpus/$$t fuzz/corpus/$$t || rc=1; \
+	done; exit $$rc
+
+# SIGKILL/resume test (scripts/kill_test.sh) with the program in $(BUILD); N kills (default 20).
+KILLS ?= 20
+kill-test:
+	POSEKD=$(BUILD)/posekd bash scripts/kill_test.sh $(KILLS)
