@@ -1,0 +1,344 @@
+#include "posekd/model/teacher.h"
+
+#include <unordered_map>
+
+#include "posekd/core/error.h"
+
+namespace posekd::model {
+
+namespace F = torch::nn::functional;
+using Act = TeacherConvSeq::Act;
+
+namespace {
+
+// upstream conv(in, out, k=3, pad=1, bn=True, dil=1, stride=1, relu=True, bias=True)
+TeacherConvSeq make_conv(int in, int out, int k = 3, int pad = 1, bool bn = true, int dil = 1, int stride = 1,
+                         bool relu = true, bool bias = true) {
+  TeacherConvSeq s;
+  s.seq = torch::nn::Sequential();
+  TeacherConvSeq::Unit u;
+  u.conv = torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).dilation(dil).bias(bias));
+  s.seq->push_back(u.conv);
+  if (bn) {
+    u.bn = torch::nn::BatchNorm2d(out);
+    s.seq->push_back(u.bn);
+  }
+  if (relu) {
+    s.seq->push_back(torch::nn::ReLU(torch::nn::ReLUOptions(true)));
+    u.act = Act::ReLU;
+  }
+  s.units.push_back(u);
+  return s;
+}
+
+// upstream conv_dw(in, out, k=3, pad=1, stride=1, dil=1)
+TeacherConvSeq make_conv_dw(int in, int out, int k = 3, int pad = 1, int stride = 1, int dil = 1) {
+  TeacherConvSeq s;
+  s.seq = torch::nn::Sequential();
+  TeacherConvSeq::Unit dw, pw;
+  dw.conv = torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, in, k).stride(stride).padding(pad).dilation(dil).groups(in).bias(false));
+  dw.bn = torch::nn::BatchNorm2d(in);
+  dw.act = Act::ReLU;
+  pw.conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(false));
+  pw.bn = torch::nn::BatchNorm2d(out);
+  pw.act = Act::ReLU;
+  s.seq->push_back(dw.conv);
+  s.seq->push_back(dw.bn);
+  s.seq->push_back(torch::nn::ReLU(torch::nn::ReLUOptions(true)));
+  s.seq->push_back(pw.conv);
+  s.seq->push_back(pw.bn);
+  s.seq->push_back(torch::nn::ReLU(torch::nn::ReLUOptions(true)));
+  s.units = {dw, pw};
+  return s;
+}
+
+// upstream conv_dw_no_bn(in, out, k=3, pad=1, stride=1, dil=1)
+TeacherConvSeq make_conv_dw_no_bn(int in, int out, int k = 3, int pad = 1, int stride = 1, int dil = 1) {
+  TeacherConvSeq s;
+  s.seq = torch::nn::Sequential();
+  TeacherConvSeq::Unit dw, pw;
+  dw.conv = torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, in, k).stride(stride).padding(pad).dilation(dil).groups(in).bias(false));
+  dw.act = Act::ELU;
+  pw.conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, 1).bias(false));
+  pw.act = Act::ELU;
+  s.seq->push_back(dw.conv);
+  s.seq->push_back(torch::nn::ELU(torch::nn::ELUOptions().alpha(1.0).inplace(true)));
+  s.seq->push_back(pw.conv);
+  s.seq->push_back(torch::nn::ELU(torch::nn::ELUOptions().alpha(1.0).inplace(true)));
+  s.units = {dw, pw};
+  return s;
+}
+
+// Outer containers are ModuleLists (LibTorch cannot nest Sequentials); the names are the same.
+torch::nn::ModuleList seq_of(std::initializer_list<TeacherConvSeq*> parts) {
+  torch::nn::ModuleList s;
+  for (auto* p : parts) s->push_back(p->seq);
+  return s;
+}
+
+}  // namespace
+
+torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
+  if (!fused || units.empty() || !units[0].fused_w.defined()) return seq->forward(x);
+  torch::Tensor y = x;
+  for (auto& u : units) {
+    const auto& o = u.conv->options;
+    y = torch::conv2d(y, u.fused_w, u.fused_b, o.stride(), c10::get<torch::ExpandingArray<2>>(o.padding()),
+                      o.dilation(), o.groups());
+    if (u.act == Act::ReLU) y.relu_();
+    else if (u.act == Act::ELU) y = torch::elu_(y);
+  }
+  return y;
+}
+
+void TeacherConvSeq::fuse() {
+  torch::NoGradGuard ng;
+  for (auto& u : units) {
+    torch::Tensor w = u.conv->weight.detach();
+    torch::Tensor b = u.conv->options.bias() ? u.conv->bias.detach() : torch::Tensor();
+    if (u.bn) {
+      double eps = u.bn->options.eps();
+      torch::Tensor inv = u.bn->weight.detach() / torch::sqrt(u.bn->running_var.detach() + eps);
+      u.fused_w = (w * inv.view({-1, 1, 1, 1})).contiguous(at::MemoryFormat::ChannelsLast);
+      torch::Tensor b0 = b.defined() ? b : torch::zeros_like(u.bn->running_mean);
+      u.fused_b = ((b0 - u.bn->running_mean.detach()) * inv + u.bn->bias.detach()).contiguous();
+    } else {
+      u.fused_w = w.contiguous(at::MemoryFormat::ChannelsLast);
+      u.fused_b = b;
+    }
+  }
+}
+
+void TeacherConvSeq::unfuse() {
+  for (auto& u : units) u.fused_w = u.fused_b = torch::Tensor();
+}
+
+// ------------------------------------------------------------------------------------------------
+
+CpmImpl::CpmImpl(int in_channels, int out_channels) {
+  align_ = make_conv(in_channels, out_channels, 1, 0, /*bn=*/false);
+  for (auto& t : trunk_) t = make_conv_dw_no_bn(out_channels, out_channels);
+  conv_ = make_conv(out_channels, out_channels, 3, 1, /*bn=*/false);
+  register_module("align", align_.seq);
+  register_module("trunk", seq_of({&trunk_[0], &trunk_[1], &trunk_[2]}));
+  register_module("conv", conv_.seq);
+}
+
+torch::Tensor CpmImpl::forward(torch::Tensor x) {
+  torch::Tensor a = align_.run(x, fused);
+  torch::Tensor t = a;
+  for (auto& s : trunk_) t = s.run(t, fused);
+  return conv_.run(a + t, fused);
+}
+
+InitialStageImpl::InitialStageImpl(int num_channels, int num_heatmaps, int num_pafs) {
+  for (auto& t : trunk_) t = make_conv(num_channels, num_channels, 3, 1, false);
+  heatmaps_[0] = make_conv(num_channels, 512, 1, 0, false);
+  heatmaps_[1] = make_conv(512, num_heatmaps, 1, 0, false, 1, 1, /*relu=*/false);
+  pafs_[0] = make_conv(num_channels, 512, 1, 0, false);
+  pafs_[1] = make_conv(512, num_pafs, 1, 0, false, 1, 1, /*relu=*/false);
+  register_module("trunk", seq_of({&trunk_[0], &trunk_[1], &trunk_[2]}));
+  register_module("heatmaps", seq_of({&heatmaps_[0], &heatmaps_[1]}));
+  register_module("pafs", seq_of({&pafs_[0], &pafs_[1]}));
+}
+
+std::vector<torch::Tensor> InitialStageImpl::forward(torch::Tensor x) {
+  for (auto& t : trunk_) x = t.run(x, fused);
+  torch::Tensor h = heatmaps_[1].run(heatmaps_[0].run(x, fused), fused);
+  torch::Tensor p = pafs_[1].run(pafs_[0].run(x, fused), fused);
+  return {h, p};
+}
+
+RefinementStageBlockImpl::RefinementStageBlockImpl(int in_channels, int out_channels) {
+  initial_ = make_conv(in_channels, out_channels, 1, 0, false);
+  trunk_[0] = make_conv(out_channels, out_channels);
+  trunk_[1] = make_conv(out_channels, out_channels, 3, 2, true, 2);
+  register_module("initial", initial_.seq);
+  register_module("trunk", seq_of({&trunk_[0], &trunk_[1]}));
+}
+
+torch::Tensor RefinementStageBlockImpl::forward(torch::Tensor x) {
+  torch::Tensor a = initial_.run(x, fused);
+  torch::Tensor t = trunk_[1].run(trunk_[0].run(a, fused), fused);
+  return a + t;
+}
+
+RefinementStageImpl::RefinementStageImpl(int in_channels, int out_channels, int num_heatmaps, int num_pafs) {
+  torch::nn::ModuleList trunk;
+  for (int i = 0; i < 5; ++i) {
+    blocks5_.emplace_back(i == 0 ? in_channels : out_channels, out_channels);
+    trunk->push_back(blocks5_.back());
+  }
+  heatmaps_[0] = make_conv(out_channels, out_channels, 1, 0, false);
+  heatmaps_[1] = make_conv(out_channels, num_heatmaps, 1, 0, false, 1, 1, false);
+  pafs_[0] = make_conv(out_channels, out_channels, 1, 0, false);
+  pafs_[1] = make_conv(out_channels, num_pafs, 1, 0, false, 1, 1, false);
+  register_module("trunk", trunk);
+  register_module("heatmaps", seq_of({&heatmaps_[0], &heatmaps_[1]}));
+  register_module("pafs", seq_of({&pafs_[0], &pafs_[1]}));
+}
+
+std::vector<torch::Tensor> RefinementStageImpl::forward(torch::Tensor x) {
+  for (auto& b : blocks5_) x = b->forward(x);
+  torch::Tensor h = heatmaps_[1].run(heatmaps_[0].run(x, fused), fused);
+  torch::Tensor p = pafs_[1].run(pafs_[0].run(x, fused), fused);
+  return {h, p};
+}
+
+PoseEstimationWithMobileNetImpl::PoseEstimationWithMobileNetImpl(int num_refinement_stages, int num_channels,
+                                                                 int num_heatmaps, int num_pafs)
+    : num_refinement_stages_(num_refinement_stages) {
+  if (num_refinement_stages < 0) throw Error("teacher: negative number of refinement stages");
+  backbone_.push_back(make_conv(3, 32, 3, 1, true, 1, /*stride=*/2, true, /*bias=*/false));
+  backbone_.push_back(make_conv_dw(32, 64));
+  backbone_.push_back(make_conv_dw(64, 128, 3, 1, 2));
+  backbone_.push_back(make_conv_dw(128, 128));
+  backbone_.push_back(make_conv_dw(128, 256, 3, 1, 2));
+  backbone_.push_back(make_conv_dw(256, 256));
+  backbone_.push_back(make_conv_dw(256, 512));  // conv4_2
+  backbone_.push_back(make_conv_dw(512, 512, 3, 2, 1, 2));  // dilated
+  for (int i = 0; i < 4; ++i) backbone_.push_back(make_conv_dw(512, 512));
+  torch::nn::ModuleList model;
+  for (auto& b : backbone_) model->push_back(b.seq);
+  register_module("model", model);
+  cpm_ = register_module("cpm", Cpm(512, num_channels));
+  initial_stage_ = register_module("initial_stage", InitialStage(num_channels, num_heatmaps, num_pafs));
+  for (int r = 0; r < num_refinement_stages; ++r) {
+    stages_.emplace_back(num_channels + num_heatmaps + num_pafs, num_channels, num_heatmaps, num_pafs);
+    refinement_stages_->push_back(stages_.back());
+  }
+  register_module("refinement_stages", refinement_stages_);
+}
+
+std::vector<torch::Tensor> PoseEstimationWithMobileNetImpl::forward(torch::Tensor x) {
+  // The fused path runs channels-last (much faster depthwise/pointwise convs on CPU); outputs are
+  // returned in the default contiguous layout either way.
+  if (fused_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  for (auto& b : backbone_) x = b.run(x, fused_);
+  torch::Tensor f = cpm_->forward(x);
+  std::vector<torch::Tensor> out = initial_stage_->forward(f);
+  for (auto& st : stages_) {
+    auto o = st->forward(torch::cat({f, out[out.size() - 2], out[out.size() - 1]}, 1));
+    out.insert(out.end(), o.begin(), o.end());
+  }
+  if (fused_)
+    for (auto& t : out) t = t.contiguous();
+  return out;
+}
+
+void PoseEstimationWithMobileNetImpl::set_fused(bool f) {
+  fused_ = f;
+  auto apply = [f](TeacherConvSeq& s) { f ? s.fuse() : s.unfuse(); };
+  for (auto& b : backbone_) apply(b);
+  cpm_->fused = f;
+  apply(cpm_->align_);
+  for (auto& t : cpm_->trunk_) apply(t);
+  apply(cpm_->conv_);
+  initial_stage_->fused = f;
+  for (auto& t : initial_stage_->trunk_) apply(t);
+  for (auto& t : initial_stage_->heatmaps_) apply(t);
+  for (auto& t : initial_stage_->pafs_) apply(t);
+  for (auto& st : stages_) {
+    st->fused = f;
+    for (auto& b : st->blocks5_) {
+      b->fused = f;
+      apply(b->initial_);
+      for (auto& t : b->trunk_) apply(t);
+    }
+    for (auto& t : st->heatmaps_) apply(t);
+    for (auto& t : st->pafs_) apply(t);
+  }
+}
+
+void PoseEstimationWithMobileNetImpl::fuse() { set_fused(true); }
+void PoseEstimationWithMobileNetImpl::unfuse() { set_fused(false); }
+
+// ------------------------------------------------------------------------------------------------
+
+LoadReport load_teacher_state(PoseEstimationWithMobileNet& net, const io::StateDict& sd, const std::string& source) {
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < sd.size(); ++i) {
+    std::string k = sd[i].first;
+    if (k.rfind("module.", 0) == 0) k = k.substr(7);
+    index[k] = i;
+  }
+  LoadReport rep;
+  std::vector<bool> used(sd.size(), false);
+  torch::NoGradGuard ng;
+  auto visit = [&](const std::string& name, torch::Tensor& t) {
+    auto it = index.find(name);
+    if (it != index.end() && sd[it->second].second.defined() && sd[it->second].second.sizes() == t.sizes()) {
+      t.copy_(sd[it->second].second);
+      used[it->second] = true;
+      ++rep.loaded;
+    } else {
+      ++rep.missing;
+      rep.missing_names.push_back(name);
+    }
+  };
+  for (auto& p : net->named_parameters(true)) visit(p.key(), p.value());
+  for (auto& b : net->named_buffers(true)) visit(b.key(), b.value());
+  for (bool u : used) rep.ignored += u ? 0 : 1;
+  if (rep.loaded == 0)
+    throw Error(source + ": no teacher weights found (none of the " + std::to_string(sd.size()) +
+                " entries matches a teacher parameter name and shape)");
+  if (net->is_fused()) net->fuse();  // refresh the folded weights
+  return rep;
+}
+
+io::StateDict teacher_state_dict_of(const io::Value& file, const std::string& path) {
+  if (!file.is_dict()) throw Error(path + ": expected a checkpoint dict or a state dict, got " + file.type_name());
+  if (const io::Value* sd = file.find("state_dict")) return io::to_state_dict(*sd, path + ": state_dict");
+  // A bare state dict: keep the tensor entries only.
+  io::StateDict out;
+  for (const auto& kv : file.dict_data().items)
+    if (kv.first.is_string() && kv.second.is_tensor()) out.emplace_back(kv.first.as_string(), kv.second.as_tensor());
+  if (out.empty()) throw Error(path + ": neither a 'state_dict' entry nor any tensor entry");
+  return out;
+}
+
+LoadReport load_teacher(PoseEstimationWithMobileNet& net, const std::string& path, bool fuse) {
+  io::Value file = io::load_torch_file(path);
+  LoadReport rep = load_teacher_state(net, teacher_state_dict_of(file, path), path);
+  net->eval();
+  if (fuse) net->fuse();
+  return rep;
+}
+
+TeacherWrapperImpl::TeacherWrapperImpl(PoseEstimationWithMobileNet net, TeacherOptions options)
+    : net_(std::move(net)), options_(options) {
+  register_module("net", net_);
+  for (auto& p : net_->parameters()) p.set_requires_grad(false);
+  eval();
+}
+
+void TeacherWrapperImpl::train(bool /*on*/) { torch::nn::Module::train(false); }
+
+std::vector<torch::Tensor> TeacherWrapperImpl::forward(torch::Tensor x) {
+  torch::NoGradGuard ng;
+  if (x.dim() != 4 || x.size(1) != 3) throw Error("teacher: expected an N x 3 x H x W input");
+  const int64_t s = options_.input_size, o = options_.output_size;
+  torch::Tensor in = x;
+  if (x.size(2) != s || x.size(3) != s)
+    in = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s})
+                               .mode(torch::kBilinear).align_corners(false));
+  if (options_.input_scale != 1.0) in = in * options_.input_scale;
+  auto out = net_->forward(in);
+  std::vector<torch::Tensor> res;
+  for (size_t i = out.size() - 2; i < out.size(); ++i)
+    res.push_back(F::interpolate(out[i], F::InterpolateFuncOptions().size(std::vector<int64_t>{o, o})
+                                             .mode(torch::kBilinear).align_corners(false)));
+  return res;
+}
+
+TeacherWrapper load_teacher_wrapper(const std::string& path, const TeacherOptions& options, LoadReport* report) {
+  PoseEstimationWithMobileNet net(options.num_refinement_stages);
+  LoadReport rep = load_teacher(net, path, options.fuse_bn);
+  if (report) *report = rep;
+  return TeacherWrapper(net, options);
+}
+
+}  // namespace posekd::model
