@@ -6,6 +6,7 @@
 #include <iterator>
 #include <sstream>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "posekd/core/error.h"
 
@@ -50,6 +51,14 @@ namespace {
 class Unpickler {
  public:
   Unpickler(const PickleSource& src, const PersistentLoad& pl) : src_(src), pl_(pl) {}
+  // Containers reference each other through shared pointers; a hostile pickle can make them refer
+  // to themselves (a list appended to itself via the memo), which would never be freed. When the
+  // run did not hand back an acyclic result, empty every container it saw to break such cycles.
+  ~Unpickler() {
+    if (ok_) return;
+    for (auto& [k, v] : memo_) break_container(v);
+    for (auto& v : stack_) break_container(v);
+  }
 
   Value run(size_t* end) {
     while (true) {
@@ -65,6 +74,12 @@ class Unpickler {
         case '.': {               // STOP
           Value v = pop();
           if (end) *end = pos_;
+          std::unordered_set<const void*> on_path, done;
+          if (has_cycle(v, on_path, done, 0)) {
+            break_container(v);
+            fail("self-referencing object (a container that contains itself)");
+          }
+          ok_ = true;
           return v;
         }
         case '(': marks_.push_back(stack_.size()); break;  // MARK
@@ -486,6 +501,65 @@ class Unpickler {
   size_t pos_ = 0, op_pos_ = 0;
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
+  static const void* container_id(const Value& v) {
+    if (v.is_sequence()) return &v.items();
+    if (v.is_dict()) return &v.dict_data();
+    if (v.is_object()) return &v.object_data();
+    return nullptr;
+  }
+  template <class F>
+  static void for_each_child(const Value& v, F&& f) {
+    if (v.is_sequence()) {
+      for (const auto& c : v.items()) f(c);
+    } else if (v.is_dict()) {
+      auto& d = v.dict_data();
+      for (const auto& [k, c] : d.items) {
+        f(k);
+        f(c);
+      }
+      if (d.attrs)
+        for (const auto& [k, c] : d.attrs->items) f(c);
+    } else if (v.is_object()) {
+      auto& o = v.object_data();
+      if (o.args) f(*o.args);
+      if (o.state) f(*o.state);
+      for (const auto& c : o.list_items) f(c);
+      for (const auto& [k, c] : o.dict_items) f(c);
+    }
+  }
+  // True when a container reachable from v contains itself. Depth is limited: a hostile, absurdly
+  // deep pickle is refused rather than allowed to overflow the stack.
+  bool has_cycle(const Value& v, std::unordered_set<const void*>& on_path, std::unordered_set<const void*>& done,
+                 int depth) {
+    const void* id = container_id(v);
+    if (!id || done.count(id)) return false;
+    if (depth > 20000) fail("objects nested more than 20000 levels deep");
+    if (!on_path.insert(id).second) return true;
+    bool cyc = false;
+    for_each_child(v, [&](const Value& c) { cyc = cyc || has_cycle(c, on_path, done, depth + 1); });
+    on_path.erase(id);
+    done.insert(id);
+    return cyc;
+  }
+  static void break_container(const Value& v) {
+    if (v.is_sequence()) {
+      v.items().clear();
+    } else if (v.is_dict()) {
+      auto& d = v.dict_data();
+      d.items.clear();
+      d.str_index.clear();
+      d.int_index.clear();
+      d.attrs.reset();
+    } else if (v.is_object()) {
+      auto& o = v.object_data();
+      o.args.reset();
+      o.state.reset();
+      o.list_items.clear();
+      o.dict_items.clear();
+    }
+  }
+
+  bool ok_ = false;
   std::unordered_map<size_t, Value> memo_;
 };
 
