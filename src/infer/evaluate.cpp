@@ -1,0 +1,194 @@
+#include "posekd/infer/evaluate.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "posekd/ai8x/integer.h"
+#include "posekd/ai8x/simulate.h"
+#include "posekd/ai8x/state_dict.h"
+#include "posekd/core/error.h"
+#include "posekd/core/skeleton.h"
+#include "posekd/data/sample.h"
+#include "posekd/infer/coco_results.h"
+
+namespace posekd::infer {
+
+namespace {
+constexpr size_t kMaxErrors = 10;
+}  // namespace
+
+EvalConfig teacher_eval_config() {
+  EvalConfig c;
+  c.input_size = kTeacherInputSize;
+  c.stride = 8;
+  return c;
+}
+
+PredictFn student_predictor(std::shared_ptr<model::Student> student) {
+  if (!student) throw Error("student_predictor: no student");
+  student->eval();
+  return [student](const torch::Tensor& images) {
+    torch::NoGradGuard ng;
+    auto x = images.to(torch::kFloat);
+    if (student->folded_input()) x = data::fold_input(x, 2);
+    auto out = student->forward(x);
+    return std::make_pair(out.heat, out.paf);
+  };
+}
+
+PredictFn int8_predictor(const model::Student& qat_student, const std::string& what) {
+  auto& s = const_cast<model::Student&>(qat_student);
+  for (auto* l : s.layers())
+    if (!l->quantized())
+      throw Error(what + ": not a QAT (quantized) student; --int8 needs a checkpoint saved after the QAT switch");
+  if (qat_student.head_a_defs().empty() || qat_student.head_b_defs().empty())
+    throw Error(what + ": student has an empty head");
+  auto quantized = ai8x::quantize_state_dict(ai8x::state_dict(qat_student), what);
+  auto integer = std::make_shared<model::IntegerStudent>(model::integer_student(qat_student, quantized, what));
+  const bool wide_a = qat_student.head_a_defs().back().spec.wide;
+  const bool wide_b = qat_student.head_b_defs().back().spec.wide;
+  const bool folded = qat_student.folded_input();
+  return [integer, wide_a, wide_b, folded](const torch::Tensor& images) {
+    torch::NoGradGuard ng;
+    auto x = images.to(torch::kFloat);
+    if (folded) x = data::fold_input(x, 2);
+    auto out = model::integer_forward(*integer, ai8x::simulate_input(x));
+    return std::make_pair(ai8x::integer_output_to_float(out.heat, wide_a).to(torch::kFloat),
+                          ai8x::integer_output_to_float(out.paf, wide_b).to(torch::kFloat));
+  };
+}
+
+PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net) {
+  if (!net) throw Error("teacher_predictor: no network");
+  net->eval();
+  return [net](const torch::Tensor& images) mutable {
+    torch::NoGradGuard ng;
+    auto out = net->forward(images.to(torch::kFloat) * 0.5);
+    if (out.size() < 2) throw Error("teacher_predictor: the network returned fewer than 2 outputs");
+    return std::make_pair(out[out.size() - 2], out[out.size() - 1]);
+  };
+}
+
+PredictFn teacher_predictor(const std::string& path) {
+  model::PoseEstimationWithMobileNet net;
+  model::load_teacher(net, path, true);
+  return teacher_predictor(net);
+}
+
+std::array<float, 17> coco_keypoint_scores(const Pose& pose) {
+  std::array<float, 17> s{};
+  for (int c = 0; c < skeleton::kNumCoco; ++c) s[c] = pose.kpt_scores[skeleton::kCocoToOpenPose[c]];
+  return s;
+}
+
+namespace {
+
+void check_maps(const torch::Tensor& t, int64_t batch, int64_t channels, const char* what) {
+  if (!t.defined() || t.dim() != 4 || t.size(0) != batch || t.size(1) != channels || t.size(2) <= 0 ||
+      t.size(3) <= 0)
+    throw Error(fmt::format("predictor: {} must be [{}, {}, h, w], got {}", what, batch, channels,
+                            t.defined() ? c10::str(t.sizes()) : std::string("nothing")));
+}
+
+}  // namespace
+
+std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& images,
+                                            const std::string& image_dir, const PredictFn& predict,
+                                            const EvalConfig& config, PredictStats* stats) {
+  if (!predict) throw Error("predict_images: no predictor");
+  if (config.input_size <= 0 || config.stride <= 0 || config.input_size % config.stride != 0)
+    throw Error(fmt::format("predict_images: input size {} must be a positive multiple of the stride {}",
+                            config.input_size, config.stride));
+  data::SampleConfig sc;
+  sc.input_size = config.input_size;
+  sc.stride = config.stride;
+  sc.reduced_decode = config.reduced_decode;
+  const int64_t batch = std::max(1, config.batch_size);
+  const int64_t n = static_cast<int64_t>(images.size());
+  std::vector<ImagePrediction> result(images.size());
+  PredictStats local;
+  PredictStats& st = stats ? *stats : local;
+
+  for (int64_t b0 = 0; b0 < n; b0 += batch) {
+    const int64_t b1 = std::min(n, b0 + batch);
+    std::vector<data::Sample> samples(static_cast<size_t>(b1 - b0));
+    // Image decoding and resizing are independent per image.
+    at::parallel_for(b0, b1, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) samples[i - b0] = data::prepare_sample(images[i], image_dir, sc);
+    });
+    std::vector<torch::Tensor> batch_images;
+    std::vector<int64_t> index;
+    for (int64_t i = b0; i < b1; ++i) {
+      auto& r = result[i];
+      auto& s = samples[i - b0];
+      r.image_id = images[i].id;
+      ++st.images;
+      if (!s.ok) {
+        r.error = s.error;
+        ++st.unreadable;
+        if (st.errors.size() < kMaxErrors) st.errors.push_back(s.error);
+        continue;
+      }
+      r.ok = true;
+      batch_images.push_back(s.image);
+      index.push_back(i);
+    }
+    if (!batch_images.empty()) {
+      auto [heat, paf] = predict(torch::stack(batch_images));
+      const auto nb = static_cast<int64_t>(batch_images.size());
+      check_maps(heat, nb, skeleton::kNumHeatmaps, "heatmaps");
+      check_maps(paf, nb, skeleton::kNumPafs, "pafs");
+      if (heat.size(2) != paf.size(2) || heat.size(3) != paf.size(3))
+        throw Error("predictor: heatmaps and pafs differ in size");
+      heat = heat.to(torch::kFloat).contiguous();
+      paf = paf.to(torch::kFloat).contiguous();
+      const int h = static_cast<int>(heat.size(2)), w = static_cast<int>(heat.size(3));
+      at::parallel_for(0, nb, 1, [&](int64_t lo, int64_t hi) {
+        for (int64_t k = lo; k < hi; ++k) {
+          const int64_t i = index[k];
+          const auto& s = samples[i - b0];
+          // letterbox geometry: scale from the decoded image (prepare_sample), pad bottom/right
+          DecodeParams p;
+          p.input_w = p.input_h = config.input_size;
+          p.stride = config.stride;
+          p.upsample = config.upsample;
+          p.scale = static_cast<float>(s.scale);
+          p.peaks = config.peaks;
+          p.grouping = config.grouping;
+          auto& r = result[i];
+          r.poses = decode(heat[k].data_ptr<float>(), paf[k].data_ptr<float>(), h, w, p);
+        }
+      });
+      for (int64_t i : index) st.people += static_cast<int64_t>(result[i].poses.size());
+    }
+    if (config.progress) config.progress(b1, n);
+  }
+  return result;
+}
+
+std::vector<Detection> predict_dataset(const data::CocoDataset& dataset, const PredictFn& predict,
+                                       const EvalConfig& config, PredictStats* stats) {
+  auto preds = predict_images(dataset.images, dataset.image_dir, predict, config, stats);
+  std::vector<Detection> dts;
+  for (const auto& r : preds) {
+    if (!r.ok) continue;
+    auto d = poses_to_detections(r.image_id, r.poses);
+    dts.insert(dts.end(), d.begin(), d.end());
+  }
+  return dts;
+}
+
+KeypointEvalResult evaluate_model(const data::CocoDataset& dataset, const PredictFn& predict,
+                                  const EvalConfig& config, std::vector<Detection>* detections,
+                                  PredictStats* stats) {
+  auto dts = predict_dataset(dataset, predict, config, stats);
+  auto r = evaluate_keypoints(dataset, dts, "predictions");
+  if (detections) *detections = std::move(dts);
+  return r;
+}
+
+}  // namespace posekd::infer

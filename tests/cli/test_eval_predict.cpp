@@ -1,0 +1,242 @@
+// `posekd eval` and `posekd predict` end to end on ../shared/data/coco-sample: AP 1.0 for a
+// results file of the ground truth, a fresh student / a QAT student (float and int8) / the teacher
+// fixture through eval, predict's images and JSON, one-line errors.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <sys/wait.h>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "posekd/ai8x/state_dict.h"
+#include "posekd/data/coco_json.h"
+#include "posekd/infer/coco_results.h"
+#include "posekd/model/student.h"
+#include "posekd/train/checkpoint.h"
+#include "posekd/train/trainer.h"
+#include "test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Run {
+  int rc = -1;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+Run run_cli(const std::string& args) {
+  auto dir = posekd::testing::temp_dir("evalcli-out");
+  const fs::path o = dir / "out.txt", e = dir / "err.txt";
+  int rc = std::system((posekd::testing::cli() + " " + args + " > " + o.string() + " 2> " + e.string()).c_str());
+  Run r{WEXITSTATUS(rc), slurp(o), slurp(e)};
+  fs::remove_all(dir);
+  return r;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> v;
+  std::istringstream is(s);
+  std::string l;
+  while (std::getline(is, l))
+    if (!l.empty()) v.push_back(l);
+  return v;
+}
+
+// The 10 summary lines of pycocotools, stats parsed from " = x.xxx".
+std::vector<double> summary_stats(const std::string& out) {
+  std::vector<double> st;
+  for (const auto& l : lines(out)) {
+    if (l.find("Average ") == std::string::npos) continue;
+    st.push_back(std::stod(l.substr(l.rfind('=') + 1)));
+  }
+  return st;
+}
+
+class EvalCli : public ::testing::Test {
+ protected:
+  static fs::path dir_, fresh_, qat_;
+  static void SetUpTestSuite() {
+    const auto coco = posekd::testing::shared_path("data/coco-sample");
+    if (coco.empty()) return;
+    dir_ = posekd::testing::temp_dir("evalcli");
+    // A freshly initialised float student.
+    torch::manual_seed(11);
+    auto s = posekd::model::make_student("ai85pose");
+    posekd::train::Checkpoint c;
+    c.model = posekd::ai8x::state_dict(*s);
+    c.has_extras = true;
+    c.arch = "ai85pose";
+    fresh_ = dir_ / "fresh.pth";
+    posekd::train::save_checkpoint(fresh_.string(), c);
+    // A QAT student: 3 batches, QAT from 60% on.
+    posekd::train::TrainConfig t;
+    t.ann = (coco / "annotations" / "person_keypoints_val2017.json").string();
+    t.images = (coco / "val2017").string();
+    t.output = (dir_ / "train").string();
+    t.arch = "ai85pose";
+    t.batch_size = 2;
+    t.total_batches = 3;
+    t.calib_batches = 1;
+    t.threads = 2;
+    t.workers = 1;
+    t.quiet = true;
+    posekd::train::run_training(t);
+    qat_ = dir_ / "train" / "latest.pth";
+  }
+  static void TearDownTestSuite() {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+};
+fs::path EvalCli::dir_, EvalCli::fresh_, EvalCli::qat_;
+
+std::string data_args(const fs::path& coco) { return "--data " + coco.string() + " --split val2017 --threads 2 --quiet"; }
+
+}  // namespace
+
+TEST_F(EvalCli, ResultsFileOfTheGroundTruthHasApOne) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  auto gt = posekd::data::load_coco((coco / "annotations" / "person_keypoints_val2017.json").string(), "");
+  std::vector<posekd::infer::Detection> dts;
+  for (const auto& im : gt.images)
+    for (const auto& p : im.persons)
+      if (p.num_keypoints > 0) dts.push_back({im.id, p.keypoints, 1.f});
+  ASSERT_GT(dts.size(), 5u);
+  const auto f = dir_ / "gt_results.json";
+  posekd::infer::write_results_json(f.string(), dts);
+  auto r = run_cli("eval " + data_args(coco) + " --results " + f.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto st = summary_stats(r.out);
+  ASSERT_EQ(st.size(), 10u) << r.out;
+  EXPECT_EQ(st[0], 1.0) << r.out;  // AP
+  EXPECT_EQ(st[1], 1.0) << r.out;  // AP50
+  EXPECT_EQ(st[5], 1.0) << r.out;  // AR
+  EXPECT_NE(r.out.find(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= 20 ] = 1.000"),
+            std::string::npos)
+      << r.out;
+
+  // The same file with one person's keypoints moved far away: AP drops below 1.
+  dts[0].keypoints[0] += 200;
+  for (int k = 0; k < 17; ++k) dts[0].keypoints[3 * k] += 200;
+  posekd::infer::write_results_json(f.string(), dts);
+  auto r2 = run_cli("eval " + data_args(coco) + " --results " + f.string());
+  ASSERT_EQ(r2.rc, 0) << r2.err;
+  auto st2 = summary_stats(r2.out);
+  ASSERT_EQ(st2.size(), 10u);
+  EXPECT_LT(st2[0], 1.0);
+}
+
+TEST_F(EvalCli, FreshStudentRunsEndToEndAndWritesValidResults) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  const auto out = dir_ / "fresh_results.json";
+  auto r = run_cli("eval " + data_args(coco) + " --checkpoint " + fresh_.string() + " --batch-size 3 -o " +
+                   out.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(summary_stats(r.out).size(), 10u) << r.out;
+  EXPECT_EQ(lines(r.out).size(), 10u) << r.out;
+  auto j = nlohmann::json::parse(slurp(out));
+  ASSERT_TRUE(j.is_array());
+  for (const auto& d : j) {
+    EXPECT_EQ(d.at("category_id"), 1);
+    EXPECT_EQ(d.at("keypoints").size(), 51u);
+    EXPECT_TRUE(d.at("score").is_number());
+  }
+  // The written file evaluates to the same numbers.
+  auto r2 = run_cli("eval " + data_args(coco) + " --results " + out.string());
+  ASSERT_EQ(r2.rc, 0) << r2.err;
+  EXPECT_EQ(summary_stats(r2.out), summary_stats(r.out));
+}
+
+TEST_F(EvalCli, QatCheckpointInt8EqualsQatAndFloatCheckpointIsRefused) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  ASSERT_TRUE(fs::exists(qat_));
+  ASSERT_EQ(posekd::train::load_checkpoint(qat_.string()).phase, "qat");
+  const auto a = dir_ / "qat.json", b = dir_ / "int8.json";
+  auto rq = run_cli("eval " + data_args(coco) + " --checkpoint " + qat_.string() + " -o " + a.string());
+  auto ri = run_cli("eval " + data_args(coco) + " --checkpoint " + qat_.string() + " --int8 -o " + b.string());
+  ASSERT_EQ(rq.rc, 0) << rq.err;
+  ASSERT_EQ(ri.rc, 0) << ri.err;
+  EXPECT_NE(ri.err.find("int8 student"), std::string::npos) << ri.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(a)), nlohmann::json::parse(slurp(b)));
+  EXPECT_EQ(rq.out, ri.out);
+
+  auto bad = run_cli("eval " + data_args(coco) + " --checkpoint " + fresh_.string() + " --int8");
+  EXPECT_NE(bad.rc, 0);
+  ASSERT_EQ(lines(bad.err).size(), 1u) << bad.err;
+  EXPECT_NE(bad.err.find(fresh_.string()), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("QAT"), std::string::npos) << bad.err;
+  EXPECT_TRUE(bad.out.empty()) << bad.out;
+}
+
+TEST_F(EvalCli, TeacherFixtureRunsThroughEval) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  auto r = run_cli("eval " + data_args(coco) + " --teacher " + teacher.string() + " --subset 2 --batch-size 2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(summary_stats(r.out).size(), 10u) << r.out;
+  EXPECT_NE(r.err.find("2 images"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("input 368"), std::string::npos) << r.err;
+}
+
+TEST_F(EvalCli, PredictWritesDrawnImagesAndPosesJson) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  const auto out = dir_ / "pred";
+  const auto img1 = coco / "val2017" / "000000000785.jpg", img2 = coco / "val2017" / "000000040083.jpg";
+  auto r = run_cli("predict " + img1.string() + " " + img2.string() + " " + (dir_ / "missing.jpg").string() +
+                   " --checkpoint " + fresh_.string() + " --threads 2 -o " + out.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  for (const auto& src : {img1, img2}) {
+    const auto dst = out / (src.stem().string() + "_pose.jpg");
+    ASSERT_TRUE(fs::exists(dst)) << dst;
+    cv::Mat a = cv::imread(src.string()), b = cv::imread(dst.string());
+    ASSERT_FALSE(b.empty());
+    EXPECT_EQ(a.size(), b.size());
+  }
+  auto j = nlohmann::json::parse(slurp(out / "poses.json"));
+  ASSERT_EQ(j.at("images").size(), 2u);
+  EXPECT_EQ(j["images"][0].at("file"), img1.string());
+  EXPECT_EQ(j["images"][0].at("width"), cv::imread(img1.string()).cols);
+  for (const auto& im : j["images"])
+    for (const auto& p : im.at("persons")) {
+      EXPECT_EQ(p.at("keypoints").size(), 51u);
+      EXPECT_EQ(p.at("keypoint_scores").size(), 17u);
+    }
+  ASSERT_EQ(j.at("unreadable").size(), 1u);
+  EXPECT_NE(r.err.find("missing.jpg"), std::string::npos) << r.err;
+}
+
+TEST_F(EvalCli, ErrorsAreOneClearLine) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  const std::string missing = (dir_ / "nope.pth").string();
+  for (const std::string& args :
+       {"eval " + data_args(coco) + " --checkpoint " + missing, "predict x.jpg --checkpoint " + missing + " -o " +
+                                                                    (dir_ / "p2").string()}) {
+    auto r = run_cli(args);
+    EXPECT_NE(r.rc, 0) << args;
+    ASSERT_EQ(lines(r.err).size(), 1u) << r.err;
+    EXPECT_NE(r.err.find(missing), std::string::npos) << r.err;
+  }
+  const auto junk = dir_ / "junk.json";
+  std::ofstream(junk) << "[{\"image_id\": 785, ";
+  auto r = run_cli("eval " + data_args(coco) + " --results " + junk.string());
+  EXPECT_NE(r.rc, 0);
+  ASSERT_EQ(lines(r.err).size(), 1u) << r.err;
+  EXPECT_NE(r.err.find(junk.string()), std::string::npos) << r.err;
+  auto none = run_cli("eval " + data_args(coco));
+  EXPECT_NE(none.rc, 0);
+  EXPECT_EQ(lines(none.err).size(), 1u) << none.err;
+}
