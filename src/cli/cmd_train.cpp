@@ -28,6 +28,8 @@ posekd::cli::Registration reg(
       app.add_option("--teacher-input-scale", c->teacher_input_scale,
                      "multiply the teacher's input by this (0.5: the teacher's own (x-128)/256; 1.0: seed)")
           ->capture_default_str();
+      app.add_option("--teacher-cache", c->teacher_cache, "teacher-output cache file (default <output>/teacher_cache.bin)");
+      app.add_flag("--no-teacher-cache", c->no_teacher_cache, "run the teacher on every batch instead of caching");
       app.add_option("--batch-size", c->batch_size, "images per batch")->capture_default_str();
       app.add_option("--total-batches", c->total_batches, "train until this many batches")->capture_default_str();
       app.add_option("--lr", c->lr, "Adam learning rate")->capture_default_str();

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "posekd/cli/registry.h"
+#include "posekd/core/alloc.h"
 #include "posekd/core/error.h"
 
 namespace posekd::cli {
@@ -23,6 +24,7 @@ Registration::Registration(std::string name, std::string help, Setup setup) {
 
 int main(int argc, char** argv) {
   using namespace posekd::cli;
+  posekd::tune_allocator();  // glibc keeps freed memory instead of page-faulting it back (docs/performance.md)
   CLI::App app{"posekd: distil, quantize and deploy tiny pose networks for MAX78000/MAX78002"};
   app.require_subcommand(1);
   auto cmds = commands();

@@ -26,6 +26,7 @@
 #include "posekd/train/checkpoint.h"
 #include "posekd/train/log.h"
 #include "posekd/train/loss.h"
+#include "posekd/train/teacher_cache.h"
 
 namespace posekd::train {
 namespace fs = std::filesystem;
@@ -248,6 +249,19 @@ TrainResult run_training(const TrainConfig& cfg) {
   }
 
   data::Loader loader(dataset, sc, cfg.batch_size, cfg.seed, cfg.workers, 4, ls);
+
+  // ---- teacher-output cache: without augmentation the teacher's outputs for an image never change
+  std::optional<TeacherCache> cache;
+  if (teacher && !cfg.no_teacher_cache) {
+    std::vector<int64_t> ids;
+    for (const auto& im : dataset.images)
+      if (data::has_keypoint_person(im)) ids.push_back(im.id);
+    const std::string cpath =
+        cfg.teacher_cache.empty() ? (fs::path(cfg.output) / "teacher_cache.bin").string() : cfg.teacher_cache;
+    cache.emplace(TeacherCache::open(cpath, make_cache_key(teacher, sc, dataset_identity(paths.ann, paths.images)),
+                                     ids, [&](const std::string& s) { log.line(s); }));
+    log.line(fmt::format("Teacher cache {}: {} of {} images cached", cpath, cache->valid_count(), cache->num_slots()));
+  }
   log.line(fmt::format("Student {} ({} parameters), {} samples, batch {}, {} batches, lr {}, {} threads, {} workers{}",
                        cfg.arch, [&] {
                          std::int64_t n = 0;
@@ -288,6 +302,7 @@ TrainResult run_training(const TrainConfig& cfg) {
   };
   auto save_all = [&](bool with_batch_file, bool is_best) {
     Checkpoint c = make_checkpoint();
+    if (cache) cache->flush();
     if (with_batch_file) save_checkpoint((fs::path(cfg.output) / batch_checkpoint_name(batch)).string(), c);
     save_checkpoint((fs::path(cfg.output) / "latest.pth").string(), c);
     if (is_best) save_checkpoint((fs::path(cfg.output) / "best.pth").string(), c);
@@ -347,7 +362,10 @@ TrainResult run_training(const TrainConfig& cfg) {
     }
     torch::Tensor x = student->folded_input() ? data::fold_input(b.image) : b.image;
     torch::Tensor th, tp;
-    if (teacher) {
+    if (cache) {
+      torch::NoGradGuard ng;
+      std::tie(th, tp) = cache->fetch_or_compute(b, teacher);
+    } else if (teacher) {
       torch::NoGradGuard ng;
       auto t = teacher->forward(b.image);
       th = t.at(0);

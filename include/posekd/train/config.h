@@ -19,6 +19,8 @@ struct TrainConfig {
   std::string arch = "seed";
   std::string teacher;  // teacher checkpoint; empty = student loss only
   double teacher_input_scale = 0.5;
+  std::string teacher_cache;     // teacher-output cache file ("" = <output>/teacher_cache.bin)
+  bool no_teacher_cache = false;  // run the teacher on every batch
   // --- optimisation (seed defaults)
   int batch_size = 8;
   std::int64_t total_batches = 15000;
