@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "posekd/core/error.h"
+#include "posekd/io/prepared.h"
 
 namespace posekd::data {
 namespace fs = std::filesystem;
@@ -554,30 +555,8 @@ void write_cache(const std::string& cache, const SourceKey& key, const CocoDatas
 }  // namespace
 
 std::vector<uint32_t> decode_rle_string(const std::string& s) {
-  std::vector<uint32_t> cnts;
-  std::vector<int64_t> raw;
-  size_t p = 0;
-  while (p < s.size()) {
-    int64_t x = 0;
-    int k = 0;
-    bool more = true;
-    while (more) {
-      if (p >= s.size()) throw Error("compressed RLE string ends inside a number");
-      int c = static_cast<unsigned char>(s[p]) - 48;
-      if (c < 0 || c > 63) throw Error("invalid character in compressed RLE string");
-      if (k > 10) throw Error("compressed RLE number too long");
-      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
-      more = (c & 0x20) != 0;
-      ++p;
-      ++k;
-      if (!more && (c & 0x10)) x |= -(static_cast<int64_t>(1) << (5 * k));
-    }
-    if (raw.size() > 2) x += raw[raw.size() - 2];
-    if (x < 0 || x > 0xffffffffLL) throw Error("negative or oversized run in compressed RLE string");
-    raw.push_back(x);
-  }
-  cnts.assign(raw.begin(), raw.end());
-  return cnts;
+  // One decoder for the whole project: the prepared-annotation reader (io) needs it too.
+  return io::decode_rle_string(s, "compressed RLE string");
 }
 
 bool has_keypoint_person(const CocoImage& image) {

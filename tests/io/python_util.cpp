@@ -5,6 +5,8 @@
 #include <sstream>
 #include <string>
 
+#include "python_util.h"
+
 namespace posekd::iotest {
 
 std::string find_python(const std::string& module) {

@@ -11,14 +11,9 @@
 #include "posekd/core/error.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/io/value.h"
+#include "python_util.h"
 #include "test_util.h"
 
-namespace posekd::iotest {  // tests/io/python_util.cpp
-// A python3 that can `import module`; empty when none.
-std::string find_python(const std::string& module);
-// Runs a python script in `dir`; returns its exit status, stdout+stderr in *out.
-int run_python(const std::string& py, const std::filesystem::path& dir, const std::string& script, std::string* out);
-}  // namespace posekd::iotest
 
 namespace {
 
