@@ -16,6 +16,7 @@ posekd::cli::Registration reg(
       app.add_option("--split", c->split, "split name under --data")->capture_default_str();
       app.add_option("--ann", c->ann, "annotation JSON (overrides --data)");
       app.add_option("--images", c->images, "image folder (overrides --data)");
+      app.add_option("--prepared", c->prepared, "teacher repo's prepared_train_annotation.pkl (with --images)");
       app.add_option("--subset", c->subset, "use the first N images that have a person with keypoints (0 = all)")
           ->capture_default_str();
       app.add_option("--val-data", c->val_data, "validation COCO root (annotations/, <val-split>/)");

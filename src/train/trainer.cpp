@@ -19,7 +19,9 @@
 #include "posekd/data/coco_json.h"
 #include "posekd/data/loader.h"
 #include "posekd/data/sample.h"
+#include "posekd/export/fit.h"
 #include "posekd/infer/evaluate.h"
+#include "posekd/io/prepared.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
@@ -43,6 +45,12 @@ struct DataPaths {
 
 DataPaths resolve_data(const TrainConfig& cfg) {
   DataPaths p{cfg.ann, cfg.images};
+  if (!cfg.prepared.empty()) {  // the teacher repo's prepared_train_annotation.pkl instead of COCO JSON
+    if (cfg.images.empty()) throw Error("train: --prepared needs --images DIR (the folder the pickle's paths are in)");
+    if (!fs::exists(cfg.prepared)) fail_file(cfg.prepared, "prepared annotation file does not exist");
+    if (!fs::is_directory(cfg.images)) fail_file(cfg.images, "image folder does not exist");
+    return {cfg.prepared, cfg.images};
+  }
   if (!cfg.data.empty()) {
     if (p.ann.empty())
       p.ann = (fs::path(cfg.data) / "annotations" / ("person_keypoints_" + cfg.split + ".json")).string();
@@ -124,7 +132,19 @@ TrainResult run_training(const TrainConfig& cfg) {
   data::CocoLoadOptions lo;
   lo.subset = cfg.subset;
   lo.cache_dir = (fs::path(cfg.output) / "cache").string();
-  data::CocoDataset dataset = data::load_coco(paths.ann, paths.images, lo);
+  data::CocoDataset dataset;
+  if (!cfg.prepared.empty()) {
+    dataset = io::load_prepared_annotations(cfg.prepared);
+    dataset.image_dir = paths.images;
+    if (cfg.subset > 0) {
+      std::vector<data::CocoImage> keep;
+      for (auto& im : dataset.images)
+        if (static_cast<std::int64_t>(keep.size()) < cfg.subset && data::has_keypoint_person(im)) keep.push_back(im);
+      dataset.images = std::move(keep);
+    }
+  } else {
+    dataset = data::load_coco(paths.ann, paths.images, lo);
+  }
   std::int64_t n_people = 0;
   for (const auto& im : dataset.images) n_people += static_cast<std::int64_t>(im.persons.size());
   log.line(fmt::format("Data: {} ({} images, {} persons, {} annotations skipped)", paths.ann, dataset.images.size(),
@@ -156,6 +176,19 @@ TrainResult run_training(const TrainConfig& cfg) {
   torch::manual_seed(cfg.seed);
   auto student = model::make_student(cfg.arch);
   student->train();
+  {  // the same fit check as `posekd summary` / `posekd export`: say now, not after days of training
+    auto fit = deploy::check_fit(*student, deploy::device_limits("MAX78000"));
+    if (fit.fits()) {
+      log.line(fmt::format("Student {} fits MAX78000: {} of {} weight bytes, {} of {} kernel words on processor 0",
+                           cfg.arch, fit.total_weight_bytes, fit.device.weight_bytes, fit.total_words_proc0,
+                           fit.device.words_proc0));
+    } else {
+      std::string rules;
+      for (const auto& v : fit.violations) rules += "\n  - " + v;
+      log.line(fmt::format("WARNING: student {} does not fit MAX78000 (posekd export will refuse it); "
+                           "use --arch ai85pose for one that does:{}", cfg.arch, rules));
+    }
+  }
   model::TeacherWrapper teacher{nullptr};
   if (!cfg.teacher.empty()) {
     model::TeacherOptions to;

@@ -70,6 +70,9 @@ TEST(TrainE2E, DistillsFromTheTeacherLossFallsFilesWrittenRerunResumes) {
   EXPECT_LT(losses.back(), losses.front());
   std::string log = read_text(out / "log.txt");
   EXPECT_NE(log.find("Teacher " + teacher.string() + ": 250 entries loaded, 0 missing"), std::string::npos) << log;
+  // train runs the fit check up front: the seed student is flagged with the broken rules
+  EXPECT_NE(log.find("WARNING: student seed does not fit MAX78000"), std::string::npos) << log;
+  EXPECT_NE(log.find("processor 0 needs 1436 kernel words > 768"), std::string::npos) << log;
   auto ck = load_checkpoint((out / "latest.pth").string());
   EXPECT_EQ(ck.batch, 4);
   EXPECT_GT(ck.optimizer.state.size(), 0u);
