@@ -4,6 +4,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <sys/types.h>
 #include <chrono>
 #include <csignal>
 #include <cmath>
@@ -126,6 +129,19 @@ TrainResult run_training(const TrainConfig& cfg) {
   fs::create_directories(cfg.output, ec);
   if (ec) fail_file(cfg.output, "cannot create the output directory: " + ec.message());
   TrainLog log(cfg.output, cfg.quiet);
+  {  // a run killed during a checkpoint write leaves NAME.tmp.<pid>; remove those of dead processes
+    int removed = 0;
+    for (const auto& e : fs::directory_iterator(cfg.output, ec)) {
+      const std::string n = e.path().filename().string();
+      const auto at = n.rfind(".tmp.");
+      if (at == std::string::npos || at + 5 >= n.size()) continue;
+      const std::string pid = n.substr(at + 5);
+      if (pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
+      const long p = std::stol(pid);
+      if (p > 0 && ::kill(static_cast<pid_t>(p), 0) != 0 && errno == ESRCH && fs::remove(e.path(), ec)) ++removed;
+    }
+    if (removed > 0) log.line(fmt::format("Removed {} temporary file(s) left by an interrupted checkpoint write", removed));
+  }
 
   // ---- data
   const DataPaths paths = resolve_data(cfg);
