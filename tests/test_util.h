@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <random>
 #include <string>
 
@@ -29,6 +31,14 @@ inline std::filesystem::path temp_dir(const std::string& tag) {
 }
 
 inline std::string cli() { return POSEKD_CLI; }
+
+// The whole file as text ("" when it cannot be read).
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
 
 }  // namespace posekd::testing
 

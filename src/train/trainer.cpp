@@ -209,20 +209,23 @@ TrainResult run_training(const TrainConfig& cfg) {
   if (!cfg.teacher.empty()) {
     model::TeacherOptions to;
     to.input_scale = cfg.teacher_input_scale;
-    // A teacher trained by `posekd train-teacher` says what input it was trained on.
-    {
-      io::Value tv = io::load_torch_file(cfg.teacher);
-      if (const io::Value* meta = tv.is_dict() ? tv.find("posekd_teacher") : nullptr) {
-        to.input_size = static_cast<int>(meta->at("input_size", cfg.teacher).as_int(cfg.teacher + ": input_size"));
-        to.input_scale = meta->at("input_scale", cfg.teacher).as_double(cfg.teacher + ": input_scale");
-        to.num_refinement_stages =
-            static_cast<int>(meta->at("num_refinement_stages", cfg.teacher).as_int(cfg.teacher));
-        log.line(fmt::format("Teacher {} was trained by posekd at {}x{}: feeding it that size, input scale {}",
-                             cfg.teacher, to.input_size, to.input_size, to.input_scale));
-      }
+    // Read the file once: its metadata (a teacher trained by `posekd train-teacher` says what input it
+    // was trained on) and its weights.
+    const io::Value tv = io::load_torch_file(cfg.teacher);
+    if (const io::Value* meta = tv.is_dict() ? tv.find("posekd_teacher") : nullptr) {
+      to.input_size = static_cast<int>(meta->at("input_size", cfg.teacher).as_int(cfg.teacher + ": input_size"));
+      to.input_scale = meta->at("input_scale", cfg.teacher).as_double(cfg.teacher + ": input_scale");
+      to.num_refinement_stages =
+          static_cast<int>(meta->at("num_refinement_stages", cfg.teacher).as_int(cfg.teacher));
+      log.line(fmt::format("Teacher {} was trained by posekd at {}x{}: feeding it that size, input scale {}",
+                           cfg.teacher, to.input_size, to.input_size, to.input_scale));
     }
-    model::LoadReport rep;
-    teacher = model::load_teacher_wrapper(cfg.teacher, to, &rep);
+    model::PoseEstimationWithMobileNet net(to.num_refinement_stages);
+    const model::LoadReport rep =
+        model::load_teacher_state(net, model::teacher_state_dict_of(tv, cfg.teacher), cfg.teacher);
+    net->eval();
+    if (to.fuse_bn) net->fuse();
+    teacher = model::TeacherWrapper(net, to);  // frozen, eval mode
     std::string missing;
     for (size_t i = 0; i < rep.missing_names.size() && i < 10; ++i) missing += " " + rep.missing_names[i];
     log.line(fmt::format("Teacher {}: {} entries loaded, {} missing, {} ignored{}{}", cfg.teacher, rep.loaded,

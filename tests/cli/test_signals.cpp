@@ -13,15 +13,11 @@
 #include "posekd/train/checkpoint.h"
 #include "test_util.h"
 
+using posekd::testing::read_text;
+
 namespace fs = std::filesystem;
 
 namespace {
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 }  // namespace
 
 TEST(Signals, SigtermWritesACheckpointAndExitsZeroAndStaleTempFilesAreRemoved) {

@@ -18,6 +18,8 @@
 #include "posekd/train/trainer.h"
 #include "test_util.h"
 
+using posekd::testing::read_text;
+
 namespace fs = std::filesystem;
 using namespace posekd::train;
 
@@ -35,12 +37,6 @@ int run_python(const fs::path& dir, const std::string& script) {
   return std::system(cmd.c_str());
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 

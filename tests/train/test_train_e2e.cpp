@@ -14,17 +14,13 @@
 #include "posekd/train/trainer.h"
 #include "test_util.h"
 
+using posekd::testing::read_text;
+
 namespace fs = std::filesystem;
 using namespace posekd::train;
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // Mean loss of every "Batch n/N | Loss: x" line, in order.
 std::vector<double> logged_losses(const fs::path& log) {
