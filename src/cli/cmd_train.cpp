@@ -56,6 +56,17 @@ posekd::cli::Registration reg(
       app.add_flag("--quiet", c->quiet, "log to log.txt only");
       app.add_option("--stop-after", c->stop_after,
                      "stop after N batches of this run, checkpoint written (resume later)")->capture_default_str();
+      app.add_flag("--no-plot", c->no_plot, "do not write results.png at the end");
+      auto* d = app.add_option_group("distributed", "data-parallel training (torchrun's RANK, WORLD_SIZE, "
+                                     "LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT are read when these are "
+                                     "not given; `posekd launch` sets them)");
+      d->add_option("--rank", c->dist_rank, "this process's rank");
+      d->add_option("--world-size", c->dist_world_size, "number of processes (--batch-size is the global batch)");
+      d->add_option("--local-rank", c->dist_local_rank, "rank on this machine");
+      d->add_option("--master-addr", c->dist_master_addr, "address of rank 0 (its TCPStore)");
+      d->add_option("--master-port", c->dist_master_port, "port of rank 0's TCPStore");
+      d->add_option("--dist-timeout", c->dist_timeout, "seconds before a silent rank is given up on")
+          ->capture_default_str();
       return [c]() {
         posekd::train::install_stop_handlers();
         auto r = posekd::train::run_training(*c);

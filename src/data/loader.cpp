@@ -27,13 +27,16 @@ std::vector<int64_t> Loader::epoch_permutation(uint64_t seed, int64_t epoch, int
 }
 
 Loader::Loader(const CocoDataset& dataset, const SampleConfig& config, int batch_size, uint64_t seed, int workers,
-               int prefetch, const LoaderState& start)
+               int prefetch, const LoaderState& start, Shard shard)
     : image_dir_(dataset.image_dir),
       config_(config),
       batch_size_(batch_size),
       seed_(seed),
-      workers_(std::max(0, workers)) {
+      workers_(std::max(0, workers)),
+      shard_(shard) {
   if (batch_size < 1) throw Error(fmt::format("loader: batch size must be >= 1 (got {})", batch_size));
+  if (shard.count < 1 || shard.rank < 0 || shard.rank >= shard.count)
+    throw Error(fmt::format("loader: shard {} of {} is invalid", shard.rank, shard.count));
   for (const auto& im : dataset.images)
     if (has_keypoint_person(im)) {
       images_.push_back(im);
@@ -45,7 +48,7 @@ Loader::Loader(const CocoDataset& dataset, const SampleConfig& config, int batch
     throw Error(fmt::format("loader: cannot start from state (epoch {}, position {}) with {} samples", start.epoch,
                             start.position, num_samples()));
   window_ = static_cast<int64_t>(std::max(1, prefetch)) * batch_size_;
-  cursor_ = next_seq_ = start.epoch * num_samples() + start.position;
+  cursor_ = next_seq_ = seq_of_global(start.epoch * num_samples() + start.position);
   bad_count_ = start.bad_count;
   bad_examples_ = start.bad_examples;
   start_workers();
@@ -53,13 +56,25 @@ Loader::Loader(const CocoDataset& dataset, const SampleConfig& config, int batch
 
 Loader::~Loader() { stop_workers(); }
 
+int64_t Loader::global_seq(int64_t seq) const {
+  if (shard_.count == 1) return seq;
+  const int64_t b = batch_size_;
+  return (seq / b) * b * shard_.count + shard_.rank * b + seq % b;
+}
+
+int64_t Loader::seq_of_global(int64_t global) const {
+  if (shard_.count == 1) return global;
+  const int64_t big = static_cast<int64_t>(batch_size_) * shard_.count;
+  return (global + big - 1) / big * batch_size_;
+}
+
 int64_t Loader::sample_index(int64_t seq) {
   const int64_t n = num_samples();
   const int64_t epoch = seq / n;
   auto it = perms_.find(epoch);
   if (it == perms_.end()) {
     // Drop permutations of epochs the consumer has left behind.
-    const int64_t cur_epoch = cursor_ / n;
+    const int64_t cur_epoch = global_seq(cursor_) / n;
     for (auto e = perms_.begin(); e != perms_.end();)
       e = e->first < cur_epoch ? perms_.erase(e) : std::next(e);
     it = perms_.emplace(epoch, std::make_shared<const std::vector<int64_t>>(epoch_permutation(seed_, epoch, n))).first;
@@ -71,7 +86,7 @@ Sample Loader::prepare(int64_t seq) {
   int64_t idx;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    idx = sample_index(seq);
+    idx = sample_index(global_seq(seq));
   }
   return prepare_sample(images_[static_cast<size_t>(idx)], image_dir_, config_);
 }
@@ -149,7 +164,7 @@ Batch Loader::next() {
       continue;
     }
     consecutive_bad = 0;
-    if (first_epoch < 0) first_epoch = seq / num_samples();
+    if (first_epoch < 0) first_epoch = global_seq(seq) / num_samples();
     samples.push_back(std::move(s));
   }
   Batch b;
@@ -172,8 +187,10 @@ Batch Loader::next() {
 LoaderState Loader::state() const {
   std::lock_guard<std::mutex> lock(mu_);
   LoaderState st;
-  st.epoch = cursor_ / num_samples();
-  st.position = cursor_ % num_samples();
+  const int64_t g = shard_.count == 1 ? cursor_
+                                      : (cursor_ + batch_size_ - 1) / batch_size_ * batch_size_ * shard_.count;
+  st.epoch = g / num_samples();
+  st.position = g % num_samples();
   st.bad_count = bad_count_;
   st.bad_examples = bad_examples_;
   return st;
@@ -186,7 +203,7 @@ void Loader::restore(const LoaderState& st) {
   stop_workers();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    cursor_ = next_seq_ = st.epoch * num_samples() + st.position;
+    cursor_ = next_seq_ = seq_of_global(st.epoch * num_samples() + st.position);
     bad_count_ = st.bad_count;
     bad_examples_ = st.bad_examples;
     perms_.clear();

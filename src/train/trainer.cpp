@@ -3,15 +3,19 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
-#include <csignal>
-#include <sys/types.h>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <optional>
 
 #include "posekd/ai8x/calibration.h"
@@ -29,8 +33,10 @@
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
 #include "posekd/train/checkpoint.h"
+#include "posekd/train/distributed.h"
 #include "posekd/train/log.h"
 #include "posekd/train/loss.h"
+#include "posekd/train/plot.h"
 #include "posekd/train/teacher_cache.h"
 
 namespace posekd::train {
@@ -67,7 +73,7 @@ DataPaths resolve_data(const TrainConfig& cfg) {
 }
 
 void write_args_yaml(const TrainConfig& c, const std::string& path, const std::string& ann, const std::string& images,
-                     std::int64_t qat_start) {
+                     std::int64_t qat_start, const DistOptions& d) {
   YAML::Emitter y;
   y << YAML::BeginMap;
   y << YAML::Key << "ann" << YAML::Value << ann << YAML::Key << "images" << YAML::Value << images;
@@ -94,6 +100,10 @@ void write_args_yaml(const TrainConfig& c, const std::string& path, const std::s
   y << YAML::Key << "deterministic" << YAML::Value << c.deterministic;
   y << YAML::Key << "seed_compat_targets" << YAML::Value << c.seed_compat_targets;
   y << YAML::Key << "max_bad_fraction" << YAML::Value << c.max_bad_fraction;
+  y << YAML::Key << "world_size" << YAML::Value << d.world_size;
+  y << YAML::Key << "batch_per_process" << YAML::Value << c.batch_size / d.world_size;
+  y << YAML::Key << "master_addr" << YAML::Value << (d.world_size > 1 ? d.master_addr : std::string());
+  y << YAML::Key << "master_port" << YAML::Value << (d.world_size > 1 ? d.master_port : 0);
   y << YAML::EndMap;
   std::ofstream f(path);
   f << y.c_str() << "\n";
@@ -105,6 +115,31 @@ std::string teacher_identity(const std::string& path) {
   std::error_code ec;
   auto size = fs::file_size(path, ec);
   return fmt::format("{}:{}", fs::absolute(path).string(), ec ? 0 : size);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail_file(path, "cannot read");
+  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+}
+
+// Fault injection for the distributed tests (docs/distributed.md): POSEKD_FAULT_KILL="RANK:BATCH" makes
+// that rank kill itself (SIGKILL, as the OOM killer or a lost machine would) when it is about to run
+// batch BATCH+1; "RANK:BATCH:hang" makes it stop (SIGSTOP) instead, a hung machine.
+struct FaultPoint {
+  int rank = -1;
+  std::int64_t batch = -1;
+  bool hang = false;
+};
+FaultPoint fault_point() {
+  const char* v = std::getenv("POSEKD_FAULT_KILL");
+  if (v == nullptr) return {};
+  int r = -1;
+  long long b = -1;
+  char mode[8] = {0};
+  const int n = std::sscanf(v, "%d:%lld:%7s", &r, &b, mode);
+  if (n < 2) return {};
+  return {r, static_cast<std::int64_t>(b), n == 3 && std::string(mode) == "hang"};
 }
 
 }  // namespace
@@ -122,14 +157,46 @@ TrainResult run_training(const TrainConfig& cfg) {
   if (cfg.batch_size < 1) throw Error("train: --batch-size must be at least 1");
   if (cfg.total_batches < 1) throw Error("train: --total-batches must be at least 1");
   if (cfg.save_every < 1) throw Error("train: --save-every must be at least 1");
-  const int threads = set_compute_threads(cfg.threads);
+
+  // ---- processes: one, or a data-parallel group (torchrun's environment or the --rank... flags)
+  DistOptions dopt;
+  dopt.rank = cfg.dist_rank;
+  dopt.world_size = cfg.dist_world_size;
+  dopt.local_rank = cfg.dist_local_rank;
+  dopt.master_addr = cfg.dist_master_addr;
+  dopt.master_port = cfg.dist_master_port;
+  dopt.timeout_s = cfg.dist_timeout;
+  dopt = resolve_dist_options(dopt);
+  const int rank = dopt.rank, world = dopt.world_size;
+  const bool main_rank = rank == 0;
+  const int local_batch = per_rank_batch(cfg.batch_size, world);
+  int want_threads = cfg.threads;  // processes on one machine share its cores
+  if (want_threads <= 0 && dopt.local_world_size > 1)
+    want_threads = std::max(1, hardware_threads() / dopt.local_world_size);
+  const int threads = set_compute_threads(want_threads);
   if (cfg.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
+  const FaultPoint fault = fault_point();
 
   std::error_code ec;
   fs::create_directories(cfg.output, ec);
   if (ec) fail_file(cfg.output, "cannot create the output directory: " + ec.message());
-  TrainLog log(cfg.output, cfg.quiet);
-  {  // a run killed during a checkpoint write leaves NAME.tmp.<pid>; remove those of dead processes
+  // Rank 0 alone writes log.txt, results.csv and checkpoints.
+  TrainLog log(main_rank ? cfg.output : std::string(), main_rank ? cfg.quiet : true);
+  std::unique_ptr<Distributed> dist;
+  if (world > 1) {
+    dist = std::make_unique<Distributed>(dopt);
+    log.line(fmt::format("Distributed: {} processes (Gloo via {}:{}), global batch {} = {} x {}, {} threads each",
+                         world, dopt.master_addr, dopt.master_port, cfg.batch_size, world, local_batch, threads));
+  }
+  // Steps where one rank must go first (it creates a file the others then read).
+  auto rank_by_rank = [&](const std::function<void()>& f) {
+    if (!dist) return f();
+    for (int r = 0; r < world; ++r) {
+      if (r == rank) f();
+      dist->barrier();
+    }
+  };
+  if (main_rank) {  // a run killed during a checkpoint write leaves NAME.tmp.<pid>; remove those of dead processes
     int removed = 0;
     for (const auto& e : fs::directory_iterator(cfg.output, ec)) {
       const std::string n = e.path().filename().string();
@@ -149,6 +216,7 @@ TrainResult run_training(const TrainConfig& cfg) {
   lo.subset = cfg.subset;
   lo.cache_dir = (fs::path(cfg.output) / "cache").string();
   data::CocoDataset dataset;
+  rank_by_rank([&] {  // rank 0 writes the annotation cache, the others read it
   if (!cfg.prepared.empty()) {
     dataset = io::load_prepared_annotations(cfg.prepared);
     dataset.image_dir = paths.images;
@@ -161,6 +229,7 @@ TrainResult run_training(const TrainConfig& cfg) {
   } else {
     dataset = data::load_coco(paths.ann, paths.images, lo);
   }
+  });
   std::int64_t n_people = 0;
   for (const auto& im : dataset.images) n_people += static_cast<std::int64_t>(im.persons.size());
   log.line(fmt::format("Data: {} ({} images, {} persons, {} annotations skipped)", paths.ann, dataset.images.size(),
@@ -171,14 +240,15 @@ TrainResult run_training(const TrainConfig& cfg) {
   sc.seed_compat_targets = cfg.seed_compat_targets;
 
   // ---- validation set (COCO keypoint AP; best.pth becomes the best validation AP)
-  std::optional<data::CocoDataset> val;
+  std::optional<data::CocoDataset> val;  // rank 0 alone validates
   std::string val_ann = cfg.val_ann, val_img = cfg.val_images;
   if (!cfg.val_data.empty()) {
     if (val_ann.empty())
       val_ann = (fs::path(cfg.val_data) / "annotations" / ("person_keypoints_" + cfg.val_split + ".json")).string();
     if (val_img.empty()) val_img = (fs::path(cfg.val_data) / cfg.val_split).string();
   }
-  if (!val_ann.empty()) {
+  const bool has_val = !val_ann.empty();
+  if (has_val && main_rank) {
     if (!fs::exists(val_ann)) fail_file(val_ann, "validation annotation file does not exist");
     if (val_img.empty()) val_img = fs::path(val_ann).parent_path().string();
     data::CocoLoadOptions vo;
@@ -250,7 +320,8 @@ TrainResult run_training(const TrainConfig& cfg) {
       qat_start = static_cast<std::int64_t>(0.6 * static_cast<double>(cfg.total_batches));
     }
   }
-  write_args_yaml(cfg, (fs::path(cfg.output) / "args.yaml").string(), paths.ann, paths.images, qat_start);
+  if (main_rank)
+    write_args_yaml(cfg, (fs::path(cfg.output) / "args.yaml").string(), paths.ann, paths.images, qat_start, dopt);
 
   // ---- optimizer (over every parameter, like Python: the ai8x scalars have no grad, hence no state)
   auto params = student->parameters();
@@ -263,7 +334,32 @@ TrainResult run_training(const TrainConfig& cfg) {
   std::string phase = "float";
   data::LoaderState ls;
   RunningAverage avg;
-  if (auto rp = find_resume_point(cfg.checkpoint, cfg.resume, cfg.output)) {
+  std::optional<ResumePoint> rp;
+  if (main_rank) rp = find_resume_point(cfg.checkpoint, cfg.resume, cfg.output);
+  if (dist) {  // every rank resumes from rank 0's file: no shared folder needed
+    std::string payload;
+    if (main_rank && rp) payload = rp->path + '\n' + read_bytes(rp->path);
+    payload = dist->broadcast_bytes(payload);
+    if (!main_rank && !payload.empty()) {
+      const size_t nl = payload.find('\n');
+      const fs::path tmp = fs::temp_directory_path() / fmt::format("posekd-resume-{}-{}.pth", ::getpid(), rank);
+      {
+        std::ofstream f(tmp, std::ios::binary);
+        f.write(payload.data() + nl + 1, static_cast<std::streamsize>(payload.size() - nl - 1));
+        if (!f) fail_file(tmp.string(), "cannot write the checkpoint received from rank 0");
+      }
+      ResumePoint got{payload.substr(0, nl), Checkpoint{}, ""};
+      try {
+        got.checkpoint = load_checkpoint(tmp.string());
+      } catch (...) {
+        fs::remove(tmp, ec);
+        throw;
+      }
+      fs::remove(tmp, ec);
+      rp = std::move(got);
+    }
+  }
+  if (rp) {
     const Checkpoint& c = rp->checkpoint;
     log.line(rp->note);
     if (c.has_extras && !c.arch.empty() && c.arch != cfg.arch)
@@ -300,7 +396,13 @@ TrainResult run_training(const TrainConfig& cfg) {
     log.line(fmt::format("Resumed at batch {} (phase {}, best loss {:.4f})", batch, phase, best_loss));
   }
 
-  data::Loader loader(dataset, sc, cfg.batch_size, cfg.seed, cfg.workers, 4, ls);
+  if (dist) {  // identical start everywhere, whatever each rank initialised or read
+    std::vector<torch::Tensor> state = student->parameters();
+    for (auto& t : student->buffers()) state.push_back(t);
+    dist->broadcast(state);
+  }
+  const std::int64_t bad_at_start = ls.bad_count;
+  data::Loader loader(dataset, sc, local_batch, cfg.seed, cfg.workers, 4, ls, data::Shard{rank, world});
 
   // ---- teacher-output cache: without augmentation the teacher's outputs for an image never change
   std::optional<TeacherCache> cache;
@@ -310,8 +412,12 @@ TrainResult run_training(const TrainConfig& cfg) {
       if (data::has_keypoint_person(im)) ids.push_back(im.id);
     const std::string cpath =
         cfg.teacher_cache.empty() ? (fs::path(cfg.output) / "teacher_cache.bin").string() : cfg.teacher_cache;
-    cache.emplace(TeacherCache::open(cpath, make_cache_key(teacher, sc, dataset_identity(paths.ann, paths.images)),
-                                     ids, [&](const std::string& s) { log.line(s); }));
+    // One file shared by the ranks of a machine (each fills in its own shard); opened rank by rank so
+    // that exactly one of them creates it.
+    rank_by_rank([&] {
+      cache.emplace(TeacherCache::open(cpath, make_cache_key(teacher, sc, dataset_identity(paths.ann, paths.images)),
+                                       ids, [&](const std::string& s) { log.line(s); }));
+    });
     log.line(fmt::format("Teacher cache {}: {} of {} images cached", cpath, cache->valid_count(), cache->num_slots()));
   }
   log.line(fmt::format("Student {} ({} parameters), {} samples, batch {}, {} batches, lr {}, {} threads, {} workers{}",
@@ -324,6 +430,22 @@ TrainResult run_training(const TrainConfig& cfg) {
                        qat_start >= 0 ? fmt::format(", QAT from batch {}", qat_start) : std::string(", no QAT")));
 
   const LossWeights weights{cfg.kd_student_wt, cfg.kd_distill_wt};
+  std::unique_ptr<GradSync> gsync;
+  if (dist) gsync = std::make_unique<GradSync>(*dist, params);
+  // The data position a checkpoint records: with several ranks, the furthest one (and all bad samples).
+  auto agreed_loader_state = [&]() {
+    data::LoaderState st = loader.state();
+    if (!dist) return st;
+    const auto n = loader.num_samples();
+    const auto mx = dist->max({static_cast<double>(st.epoch * n + st.position)});
+    const auto sm = dist->sum({static_cast<double>(st.bad_count - bad_at_start)});
+    const auto g = static_cast<std::int64_t>(mx[0]);
+    st.epoch = g / n;
+    st.position = g % n;
+    st.bad_count = bad_at_start + static_cast<std::int64_t>(sm[0]);
+    return st;
+  };
+  data::LoaderState ckpt_state = loader.state();
   auto make_checkpoint = [&]() {
     Checkpoint c;
     c.batch = batch;
@@ -336,7 +458,7 @@ TrainResult run_training(const TrainConfig& cfg) {
     c.arch = cfg.arch;
     c.phase = phase;
     c.qat_start_batch = qat_start;
-    auto st = loader.state();
+    const data::LoaderState& st = ckpt_state;
     c.loader_epoch = st.epoch;
     c.loader_position = st.position;
     c.bad_count = st.bad_count;
@@ -354,7 +476,6 @@ TrainResult run_training(const TrainConfig& cfg) {
   };
   auto save_all = [&](bool with_batch_file, bool is_best) {
     Checkpoint c = make_checkpoint();
-    if (cache) cache->flush();
     if (with_batch_file) save_checkpoint((fs::path(cfg.output) / batch_checkpoint_name(batch)).string(), c);
     save_checkpoint((fs::path(cfg.output) / "latest.pth").string(), c);
     if (is_best) save_checkpoint((fs::path(cfg.output) / "best.pth").string(), c);
@@ -375,11 +496,27 @@ TrainResult run_training(const TrainConfig& cfg) {
   TrainResult result;
   result.output_dir = cfg.output;
   int nonfinite_in_row = 0;
+  double ema_secs = 0;  // smoothed seconds per batch, for the progress bar
+  // All ranks of a group share everything: the parameters and buffers of rank 0 become everyone's.
+  auto broadcast_model = [&](bool with_params) {
+    std::vector<torch::Tensor> state;
+    if (with_params) state = student->parameters();
+    for (auto& t : student->buffers()) state.push_back(t);
+    dist->broadcast(state);
+  };
   while (batch < cfg.total_batches) {
+    if (rank == fault.rank && batch == fault.batch) {
+      std::fprintf(stderr, "POSEKD_FAULT_KILL: rank %d %s before batch %lld\n", rank,
+                   fault.hang ? "stops (hangs)" : "kills itself", static_cast<long long>(batch + 1));
+      std::fflush(stderr);
+      ::kill(::getpid(), fault.hang ? SIGSTOP : SIGKILL);
+    }
     // ---- the QAT switch
     if (phase == "float" && qat_start >= 0 && batch >= qat_start) {
       log.line(fmt::format("===== QAT: batch {}: folding BatchNorm, calibrating on {} training batches, "
                            "{}-bit weights =====", batch, cfg.calib_batches, policy.weight_bits));
+      // BatchNorm statistics are per rank while training (as in PyTorch DDP); fold rank 0's.
+      if (dist) broadcast_model(false);
       data::Loader calib(dataset, sc, cfg.batch_size, cfg.seed ^ 0xca11b4a7ULL, cfg.workers, 2);
       int left = cfg.calib_batches;
       model::fuse_and_calibrate(
@@ -390,9 +527,14 @@ TrainResult run_training(const TrainConfig& cfg) {
             return student->folded_input() ? data::fold_input(x) : x;
           },
           policy);
+      if (dist) broadcast_model(true);  // calibrated on the same data everywhere; make it bit-identical
       auto new_params = student->parameters();
       optimizer = model::rebuild_adam(*optimizer, new_params);
       params = new_params;
+      if (dist) {
+        gsync.reset();
+        gsync = std::make_unique<GradSync>(*dist, params);
+      }
       phase = "qat";
       std::string thr;
       auto layers = student->layers();
@@ -425,8 +567,25 @@ TrainResult run_training(const TrainConfig& cfg) {
     }
     auto out = student->forward(x);
     LossParts lp = pose_loss(out.heat, out.paf, b.heatmaps, b.pafs, b.mask, th, tp, weights);
-    const double loss_v = lp.total.item<double>();
-    if (!std::isfinite(loss_v)) {
+    double loss_v = lp.total.item<double>();
+    double student_v = lp.student.item<double>(), distill_v = lp.distill.item<double>();
+    bool finite = std::isfinite(loss_v);
+    bool stop_requested = g_stop.load() || (cfg.stop_after > 0 && result.batches_run + 1 >= cfg.stop_after);
+    if (dist) {
+      // Every rank steps or skips together: backward, bucketed gradient all-reduce (overlapping
+      // backward), then one small all-reduce that agrees on the loss, finiteness and stop requests.
+      optimizer->zero_grad();
+      lp.total.backward();
+      gsync->finish();
+      const auto agg = dist->sum({finite ? loss_v : 0.0, finite ? student_v : 0.0, finite ? distill_v : 0.0,
+                                  finite ? 0.0 : 1.0, stop_requested ? 1.0 : 0.0});
+      finite = agg[3] == 0;
+      stop_requested = agg[4] > 0;
+      loss_v = finite ? agg[0] / world : std::nan("");
+      student_v = agg[1] / world;
+      distill_v = agg[2] / world;
+    }
+    if (!finite) {
       ++nonfinite_skipped;
       ++nonfinite_in_row;
       log.line(fmt::format("Batch {}: non-finite loss ({}); step skipped ({} in a row, {} in total)", batch + 1,
@@ -437,37 +596,49 @@ TrainResult run_training(const TrainConfig& cfg) {
       continue;
     }
     nonfinite_in_row = 0;
-    optimizer->zero_grad();
-    lp.total.backward();
+    if (!dist) {
+      optimizer->zero_grad();
+      lp.total.backward();
+    }
     optimizer->step();
     ++batch;
     ++result.batches_run;
     last_loss = loss_v;
     const double secs = std::chrono::duration<double>(clock::now() - t0).count();
-    avg.add(loss_v, lp.student.item<double>(), lp.distill.item<double>(), secs);
+    avg.add(loss_v, student_v, distill_v, secs);
+    ema_secs = ema_secs == 0 ? secs : 0.9 * ema_secs + 0.1 * secs;
+    log.progress(batch, cfg.total_batches, loss_v, student_v, distill_v, cfg.batch_size / ema_secs,
+                 ema_secs * static_cast<double>(cfg.total_batches - batch));
 
     if (should_log(batch)) {
       const double n = static_cast<double>(avg.count);
-      log.line(format_batch_line(batch, cfg.total_batches, avg.loss / n, avg.student / n, avg.distill / n,
-                                 avg.seconds / n));
+      log.batch_line(format_batch_line(batch, cfg.total_batches, avg.loss / n, avg.student / n, avg.distill / n,
+                                       avg.seconds / n));
       log.csv(batch, avg.loss / n, avg.student / n, avg.distill / n, cfg.batch_size * n / avg.seconds,
               cfg.lr, phase, -1);
       avg.reset();
     }
-    const bool stop = g_stop.load() || (cfg.stop_after > 0 && result.batches_run >= cfg.stop_after);
+    const bool stop = stop_requested || (!dist && g_stop.load());
+    const bool val_due = has_val && ((cfg.val_every > 0 && batch % cfg.val_every == 0) || batch == cfg.total_batches);
     bool val_best = false;
-    if (val && ((cfg.val_every > 0 && batch % cfg.val_every == 0) || batch == cfg.total_batches)) {
+    if (val_due && main_rank) {
       const double ap = validate();
       result.last_val_ap = ap;
-      log.csv(batch, last_loss, lp.student.item<double>(), lp.distill.item<double>(), 0, cfg.lr, phase, ap);
+      log.csv(batch, last_loss, student_v, distill_v, 0, cfg.lr, phase, ap);
       if (ap > best_metric) {
         best_metric = ap;
         val_best = true;
       }
     }
-    if (batch % cfg.save_every == 0 || batch == cfg.total_batches || stop || val_best) {
+    // The same decision on every rank (validation results are rank 0's alone).
+    const bool sync_point = batch % cfg.save_every == 0 || batch == cfg.total_batches || stop || val_due;
+    if (sync_point) {
+      ckpt_state = agreed_loader_state();
+      if (cache) cache->flush();
+    }
+    if (main_rank && (batch % cfg.save_every == 0 || batch == cfg.total_batches || stop || val_best)) {
       bool is_best = val_best;
-      if (!val) {  // the seed's rule, without a validation set: the lowest batch loss at a save
+      if (!has_val) {  // the seed's rule, without a validation set: the lowest batch loss at a save
         is_best = loss_v < best_loss;
         if (is_best) best_loss = loss_v;
       }
@@ -475,7 +646,8 @@ TrainResult run_training(const TrainConfig& cfg) {
     }
     if (stop) {
       log.line(fmt::format("Stopped after batch {} ({}); checkpoint written to {}/latest.pth", batch,
-                           g_stop.load() ? "signal" : "--stop-after", cfg.output));
+                           cfg.stop_after > 0 && result.batches_run >= cfg.stop_after ? "--stop-after" : "signal",
+                           cfg.output));
       result.interrupted = true;
       break;
     }
@@ -487,6 +659,17 @@ TrainResult run_training(const TrainConfig& cfg) {
     log.line(fmt::format("{} samples could not be read and were skipped; first:{}", loader.bad_count(), first));
   }
   if (nonfinite_skipped > 0) log.line(fmt::format("{} steps skipped for non-finite loss", nonfinite_skipped));
+  if (main_rank && !cfg.no_plot) {  // results.png at the end of every run (also `posekd plot DIR`)
+    const std::string csv = (fs::path(cfg.output) / "results.csv").string();
+    const std::string png = (fs::path(cfg.output) / "results.png").string();
+    try {
+      if (plot_results(read_results_csv(csv), png, fs::path(cfg.output).filename().string()))
+        log.line("Plot: " + png);
+    } catch (const std::exception& e) {
+      log.line(std::string("warning: results.png not written: ") + e.what());
+    }
+  }
+  if (dist) dist->barrier();  // nobody leaves (closing its sockets) while another still saves
   log.line(fmt::format("Done: batch {}/{}; checkpoints in {}", batch, cfg.total_batches, cfg.output));
   result.batches_done = batch;
   result.last_loss = last_loss;

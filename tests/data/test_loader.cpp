@@ -212,3 +212,46 @@ TEST(Loader, CrowdMaskZeroWhereTheCrowdIs) {
 }
 
 }  // namespace
+
+// Sharded loaders (data-parallel ranks): rank r's k-th batch is slice r of the unsharded k-th batch of
+// the global batch size, across epoch boundaries; state() is global, so any rank count resumes.
+TEST(Loader, ShardsPartitionTheGlobalBatches) {
+  auto ds = sample_dataset();
+  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  const int world = 2, b = 3;  // global batch 6 over 4 samples: every batch spans two epochs
+  Loader whole(ds, SampleConfig{}, b * world, 11, 0);
+  Loader r0(ds, SampleConfig{}, b, 11, 1, 2, {}, Shard{0, world});
+  Loader r1(ds, SampleConfig{}, b, 11, 2, 3, {}, Shard{1, world});
+  for (int k = 0; k < 5; ++k) {
+    Batch g = whole.next(), a = r0.next(), c = r1.next();
+    std::vector<int64_t> joined = a.image_ids;
+    joined.insert(joined.end(), c.image_ids.begin(), c.image_ids.end());
+    EXPECT_EQ(joined, g.image_ids) << "batch " << k;
+    EXPECT_TRUE(torch::equal(torch::cat({a.image, c.image}), g.image)) << "batch " << k;
+    EXPECT_TRUE(torch::equal(torch::cat({a.heatmaps, c.heatmaps}), g.heatmaps)) << "batch " << k;
+    const LoaderState sw = whole.state(), s0 = r0.state(), s1 = r1.state();
+    EXPECT_EQ(s0.epoch * 4 + s0.position, sw.epoch * 4 + sw.position) << "batch " << k;
+    EXPECT_EQ(s1.epoch * 4 + s1.position, sw.epoch * 4 + sw.position) << "batch " << k;
+  }
+  // A single process continues from the ranks' state exactly as the unsharded loader does ...
+  Loader resumed_whole(ds, SampleConfig{}, b * world, 11, 0, 4, r0.state());
+  // ... and two ranks continue from the unsharded loader's state.
+  Loader resumed_r1(ds, SampleConfig{}, b, 11, 0, 4, whole.state(), Shard{1, world});
+  Batch next = whole.next();
+  EXPECT_EQ(resumed_whole.next().image_ids, next.image_ids);
+  EXPECT_EQ(resumed_r1.next().image_ids, std::vector<int64_t>(next.image_ids.begin() + b, next.image_ids.end()));
+}
+
+TEST(Loader, ShardStateRoundsUpToAGlobalBatchAndRejectsBadShards) {
+  auto ds = sample_dataset();
+  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  // A single-process position in the middle of a global batch of 4 resumes at the next boundary.
+  LoaderState mid;
+  mid.epoch = 1;
+  mid.position = 1;
+  Loader r0(ds, SampleConfig{}, 2, 5, 0, 2, mid, Shard{0, 2});
+  EXPECT_EQ(r0.state().epoch, 2);
+  EXPECT_EQ(r0.state().position, 0);
+  EXPECT_THROW(Loader(ds, SampleConfig{}, 2, 5, 0, 2, {}, Shard{2, 2}), posekd::Error);
+  EXPECT_THROW(Loader(ds, SampleConfig{}, 2, 5, 0, 2, {}, Shard{0, 0}), posekd::Error);
+}

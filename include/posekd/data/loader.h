@@ -41,12 +41,25 @@ struct LoaderState {
 // next batch_size GOOD samples of the stream (it may span two epochs). Bad samples (prepare_sample
 // ok == false) are counted and skipped. The batch sequence depends only on the dataset, config,
 // batch size and seed, never on the number of workers or the prefetch depth.
+//
+// Sharding (data-parallel training): with shard {rank, count}, the stream is cut into global batches
+// of batch_size * count samples and this loader yields only its rank's contiguous slice of each:
+// samples [k*B + rank*b, k*B + (rank+1)*b) of global batch k (b = batch_size, B = b * count). With no
+// bad sample, the union of the ranks' k-th batches is exactly the k-th batch of one unsharded loader
+// of batch B with the same seed. A bad sample is replaced by the next sample of the rank's own slice
+// stream. state() is in global stream terms (rounded up to a global batch boundary), so a checkpoint
+// resumes with any number of ranks.
+struct Shard {
+  int rank = 0;
+  int count = 1;
+};
+
 class Loader {
  public:
   // workers >= 0 (0 = prepare on the calling thread); prefetch = batches prepared ahead (>= 1).
   // Throws posekd::Error when there is no sample or batch_size < 1.
   Loader(const CocoDataset& dataset, const SampleConfig& config, int batch_size, uint64_t seed, int workers = 2,
-         int prefetch = 4, const LoaderState& start = {});
+         int prefetch = 4, const LoaderState& start = {}, Shard shard = {});
   ~Loader();
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
@@ -66,7 +79,9 @@ class Loader {
   static std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n);
 
  private:
-  int64_t sample_index(int64_t seq);  // stream sequence number -> index into images_
+  int64_t sample_index(int64_t global_seq);  // global stream sequence number -> index into images_
+  int64_t global_seq(int64_t seq) const;     // this loader's sequence number -> global stream number
+  int64_t seq_of_global(int64_t global) const;  // inverse, rounded up to a global batch boundary
   Sample prepare(int64_t seq);
   void start_workers();
   void stop_workers();
@@ -78,9 +93,10 @@ class Loader {
   int batch_size_;
   uint64_t seed_;
   int workers_;
+  Shard shard_;
   int64_t window_;  // samples prepared ahead of the consumer
 
-  // Consumer position: global sequence number (epoch * N + position).
+  // Consumer position in this loader's own sample stream (= global epoch * N + position unsharded).
   int64_t cursor_ = 0;
   int64_t bad_count_ = 0;
   std::vector<std::string> bad_examples_;

@@ -47,6 +47,13 @@ struct TrainConfig {
   bool quiet = false;
   // Stop (checkpoint written, as on SIGINT) after this many batches of this invocation (0 = no limit).
   std::int64_t stop_after = 0;
+  bool no_plot = false;  // do not write results.png at the end
+  // --- distributed (torchrun conventions; -1 / "" = from RANK, WORLD_SIZE, LOCAL_RANK,
+  // LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, else one process). batch_size is the GLOBAL batch.
+  int dist_rank = -1, dist_world_size = -1, dist_local_rank = -1;
+  std::string dist_master_addr;
+  int dist_master_port = -1;
+  double dist_timeout = 1800;  // seconds: rendezvous and each collective
 };
 
 }  // namespace posekd::train

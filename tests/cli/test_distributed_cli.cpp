@@ -1,0 +1,149 @@
+// `posekd launch --nproc 2 -- train ...` end to end on loopback: the same weights as one process with
+// the same global batch (QAT from batch 0: BatchNorm folded, so per-rank statistics play no part), a
+// checkpoint that resumes on one process, a killed or hung rank that ends the job with a clear
+// message, and a teacher cache filled by both ranks.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "posekd/train/checkpoint.h"
+#include "test_util.h"
+
+namespace {
+namespace fs = std::filesystem;
+using posekd::testing::read_text;
+
+struct Proc {
+  int rc = -1;
+  std::string out;  // stdout + stderr
+  double seconds = 0;
+};
+
+Proc run(const std::string& cmd) {
+  Proc r;
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int st = ::pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+class DistributedTrain : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    coco_ = posekd::testing::shared_path("data/coco-sample");
+    if (coco_.empty()) GTEST_SKIP() << "fixture ../shared/data/coco-sample is absent; this test needs it";
+    ASSERT_TRUE(fs::exists(posekd::testing::cli())) << "the posekd program is not built";
+    dir_ = posekd::testing::temp_dir("dist");
+    std::ofstream(dir_ / "qat0.yaml") << "start_batch: 0\nweight_bits: 8\n";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  // The train options shared by every run here; `out` is a folder under the test's temp dir.
+  std::string train(const std::string& out, int total, const std::string& extra = "") const {
+    return "train --data " + coco_.string() + " --split val2017 --arch ai85pose --batch-size 4 --total-batches " +
+           std::to_string(total) + " --save-every 2 --threads 1 --workers 1 --calib-batches 1 --quiet --qat-policy " +
+           (dir_ / "qat0.yaml").string() + " --output " + (dir_ / out).string() + " " + extra;
+  }
+  std::string posekd() const { return posekd::testing::cli() + " "; }
+  std::string launch2() const { return posekd() + "launch --nproc 2 --grace 2 -- "; }
+
+  static void expect_close(const posekd::train::Checkpoint& a, const posekd::train::Checkpoint& b, double atol) {
+    ASSERT_EQ(a.model.size(), b.model.size());
+    for (size_t i = 0; i < a.model.size(); ++i) {
+      const auto& [k, t] = a.model[i];
+      ASSERT_EQ(k, b.model[i].first);
+      const torch::Tensor& u = b.model[i].second;
+      if (t.is_floating_point()) {
+        EXPECT_LE((t - u).abs().max().template item<double>(), atol) << k;
+      } else {
+        EXPECT_TRUE(torch::equal(t, u)) << k;
+      }
+    }
+  }
+
+  fs::path coco_, dir_;
+};
+
+TEST_F(DistributedTrain, TwoProcessesGiveOneProcessWeightsAndTheCheckpointResumesOnOne) {
+  const Proc one = run(posekd() + train("one", 6));
+  ASSERT_EQ(one.rc, 0) << one.out;
+  const Proc two = run(launch2() + train("two", 6));
+  ASSERT_EQ(two.rc, 0) << two.out;
+  EXPECT_NE(two.out.find("all 2 rank(s) finished"), std::string::npos) << two.out;
+
+  auto a = posekd::train::load_checkpoint((dir_ / "one" / "latest.pth").string());
+  auto b = posekd::train::load_checkpoint((dir_ / "two" / "latest.pth").string());
+  EXPECT_EQ(a.batch, 6);
+  EXPECT_EQ(b.batch, 6);
+  EXPECT_EQ(b.phase, "qat");
+  EXPECT_EQ(a.loader_epoch, b.loader_epoch);  // the same global data position
+  EXPECT_EQ(a.loader_position, b.loader_position);
+  expect_close(a, b, 2e-5);  // float summation order differs, nothing else
+  EXPECT_NEAR(a.loss, b.loss, 1e-3 * std::abs(a.loss));
+
+  // Rank 0 alone wrote the log; args.yaml records the group.
+  const std::string log = read_text(dir_ / "two" / "log.txt");
+  EXPECT_NE(log.find("Distributed: 2 processes"), std::string::npos) << log;
+  EXPECT_EQ(log.find("Done:"), log.rfind("Done:")) << log;
+  EXPECT_NE(read_text(dir_ / "two" / "args.yaml").find("world_size: 2"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir_ / "one" / "results.png"));  // written at the end of every train
+
+  // The 2-process checkpoint resumes on 1 process and stays with the 1-process run.
+  const Proc more_two = run(posekd() + train("two", 8));
+  ASSERT_EQ(more_two.rc, 0) << more_two.out;
+  EXPECT_NE(read_text(dir_ / "two" / "log.txt").find("Resumed at batch 6 (phase qat"), std::string::npos);
+  const Proc more_one = run(posekd() + train("one", 8));
+  ASSERT_EQ(more_one.rc, 0) << more_one.out;
+  auto a8 = posekd::train::load_checkpoint((dir_ / "one" / "latest.pth").string());
+  auto b8 = posekd::train::load_checkpoint((dir_ / "two" / "latest.pth").string());
+  EXPECT_EQ(b8.batch, 8);
+  expect_close(a8, b8, 5e-5);
+}
+
+TEST_F(DistributedTrain, AKilledRankStopsTheJobWhichResumesFromTheLastCheckpoint) {
+  const Proc r = run("POSEKD_FAULT_KILL=1:3 " + launch2() + train("k", 6));
+  EXPECT_NE(r.rc, 0) << r.out;
+  EXPECT_LT(r.seconds, 120.0);
+  EXPECT_NE(r.out.find("rank 1 (pid"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("was killed by signal 9"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rank 0 lost contact with the other ranks"), std::string::npos) << r.out;
+  auto c = posekd::train::load_checkpoint((dir_ / "k" / "latest.pth").string());
+  EXPECT_EQ(c.batch, 2);  // the last checkpoint before the loss, intact
+  const Proc again = run(launch2() + train("k", 6));
+  ASSERT_EQ(again.rc, 0) << again.out;
+  EXPECT_NE(read_text(dir_ / "k" / "log.txt").find("Resumed at batch 2"), std::string::npos);
+  EXPECT_EQ(posekd::train::load_checkpoint((dir_ / "k" / "latest.pth").string()).batch, 6);
+}
+
+TEST_F(DistributedTrain, AHungRankIsGivenUpAfterTheTimeout) {
+  const Proc r = run("POSEKD_FAULT_KILL=1:1:hang " + launch2() + train("h", 6, "--dist-timeout 4"));
+  EXPECT_NE(r.rc, 0) << r.out;
+  EXPECT_LT(r.seconds, 90.0) << r.out;
+  EXPECT_NE(r.out.find("rank 0 lost contact with the other ranks"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("SIGKILL"), std::string::npos) << r.out;  // the stopped rank had to be killed
+}
+
+TEST_F(DistributedTrain, BothRanksFillOneTeacherCache) {
+  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  const std::string t = "--teacher " + teacher.string();
+  const Proc r = run(launch2() + train("t", 1, t));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  // One global batch = the 4 images, 2 per rank: a later run finds all of them cached.
+  const Proc again = run(posekd() + train("t", 2, t));
+  ASSERT_EQ(again.rc, 0) << again.out;
+  EXPECT_NE(read_text(dir_ / "t" / "log.txt").find(": 4 of 4 images cached"), std::string::npos)
+      << read_text(dir_ / "t" / "log.txt");
+}
+
+}  // namespace
