@@ -26,3 +26,20 @@ TEST(TrainLog, TimePrefixShape) {
   EXPECT_EQ(p[3], ':');
   EXPECT_EQ(p[9], ']');
 }
+
+TEST(TrainLog, ProgressBarLine) {
+  EXPECT_EQ(posekd::train::format_progress(250, 1000, 0.12345, 0.1, 0.2, 45.06, 90.0, 10),
+            "[##--------]  25.0% | batch 250/1000 | loss 0.1235 (S 0.1000, D 0.2000) | 45.1 img/s | ETA: 1.5m");
+  EXPECT_EQ(posekd::train::format_progress(1000, 1000, 1, 0, 0, 10, 0, 4).substr(0, 14), "[####] 100.0% ");
+  // Past the end (a resumed run with a lower --total-batches) stays a full bar.
+  EXPECT_EQ(posekd::train::format_progress(12, 10, 1, 0, 0, 10, 0, 4).substr(0, 6), "[####]");
+}
+
+TEST(TrainLog, WithoutAFolderNothingIsWritten) {
+  // The non-zero ranks of a distributed run: lines and rows go nowhere, and nothing fails.
+  posekd::train::TrainLog log("", true);
+  log.line("a line");
+  log.batch_line("a batch line");
+  log.csv(1, 1, 1, 0, 10, 1e-3, "float", -1);
+  EXPECT_FALSE(log.has_progress_bar());
+}
