@@ -25,7 +25,10 @@ demo: build
 	$(BUILD)/posekd demo --out demo-out
 
 bench: build
+	cmake --build $(BUILD) -j $(JOBS) --target benchmarks
 	$(BUILD)/posekd bench
+	$(BUILD)/bench_data
+	$(BUILD)/bench_train
 
 # Tests under AddressSanitizer + UndefinedBehaviorSanitizer, in their own build folder.
 asan: deps

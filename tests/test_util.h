@@ -32,9 +32,15 @@ inline std::filesystem::path temp_dir(const std::string& tag) {
 
 inline std::string cli() { return POSEKD_CLI; }
 
+// Writes `text` to `p` (binary, replacing it).
+inline void write_text(const std::filesystem::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary);
+  out << text;
+}
+
 // The whole file as text ("" when it cannot be read).
 inline std::string read_text(const std::filesystem::path& p) {
-  std::ifstream f(p);
+  std::ifstream f(p, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();

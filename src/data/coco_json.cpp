@@ -35,7 +35,7 @@ std::string read_file_bytes(const std::string& path) {
   return buf;
 }
 
-struct Loader {
+struct AnnotationBuilder {
   CocoDataset ds;
   std::unordered_map<int64_t, size_t> index;  // image id -> position in ds.images
   struct PendingAnn {
@@ -242,10 +242,10 @@ struct Loader {
 };
 
 // SAX handler: tracks the top-level keys, builds a small DOM per element of `images` and
-// `annotations`, hands it to Loader, and skips everything else.
+// `annotations`, hands it to AnnotationBuilder, and skips everything else.
 class Sax {
  public:
-  explicit Sax(Loader& l) : loader_(l) {}
+  explicit Sax(AnnotationBuilder& l) : loader_(l) {}
 
   bool null() { return value(json(nullptr)); }
   bool boolean(bool b) { return value(json(b)); }
@@ -342,7 +342,7 @@ class Sax {
     elem_ = json();
   }
 
-  Loader& loader_;
+  AnnotationBuilder& loader_;
   int depth_ = 0;
   int section_ = 0;  // 1 images, 2 annotations
   size_t count_ = 0;
@@ -353,7 +353,7 @@ class Sax {
 
 CocoDataset parse_coco(const std::string& path) {
   std::string buf = read_file_bytes(path);
-  Loader loader;
+  AnnotationBuilder loader;
   Sax sax(loader);
   bool ok = json::sax_parse(buf.data(), buf.data() + buf.size(), &sax);
   if (!ok) {

@@ -25,7 +25,7 @@ namespace {
 std::atomic<int> g_forward_signal{0};
 extern "C" void on_launch_signal(int sig) { g_forward_signal.store(sig); }
 
-void say(const std::string& s) {
+void tell(const std::string& s) {
   std::fprintf(stderr, "posekd launch: %s\n", s.c_str());
   std::fflush(stderr);
 }
@@ -78,7 +78,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
     program.assign(buf, static_cast<size_t>(n));
   }
   const int world = o.nproc * o.nnodes;
-  say(fmt::format("{} process(es) on this machine (node {} of {}), world size {}, rendezvous {}:{}", o.nproc,
+  tell(fmt::format("{} process(es) on this machine (node {} of {}), world size {}, rendezvous {}:{}", o.nproc,
                   o.node_rank, o.nnodes, world, o.master_addr, port));
 
   g_forward_signal.store(0);
@@ -125,7 +125,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
   std::chrono::steady_clock::time_point kill_deadline{};
   while (running > 0) {
     if (const int sig = g_forward_signal.exchange(0); sig != 0) {
-      say(fmt::format("got signal {}: passing it on to the ranks (they checkpoint and stop)", sig));
+      tell(fmt::format("got signal {}: passing it on to the ranks (they checkpoint and stop)", sig));
       kill_others(sig);
     }
     int status = 0;
@@ -141,7 +141,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
       if (!ok && !stopping) {
         result = exit_code_of(status);
         stopping = true;
-        say(fmt::format("rank {} (pid {}) {}; stopping the other {} rank(s) (resume from the last checkpoint)",
+        tell(fmt::format("rank {} (pid {}) {}; stopping the other {} rank(s) (resume from the last checkpoint)",
                         o.node_rank * o.nproc + lr, pid, describe_status(status), running));
         kill_others(SIGTERM);
         kill_deadline = std::chrono::steady_clock::now() +
@@ -151,7 +151,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
     }
     if (pid < 0 && errno != EINTR) break;
     if (stopping && std::chrono::steady_clock::now() > kill_deadline) {
-      say(fmt::format("{} rank(s) still running {:.0f} s after SIGTERM: SIGKILL", running, o.grace_s));
+      tell(fmt::format("{} rank(s) still running {:.0f} s after SIGTERM: SIGKILL", running, o.grace_s));
       kill_others(SIGKILL);
       kill_deadline = std::chrono::steady_clock::time_point::max();
     }
@@ -159,7 +159,7 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
-  if (result == 0) say(fmt::format("all {} rank(s) finished", o.nproc));
+  if (result == 0) tell(fmt::format("all {} rank(s) finished", o.nproc));
   return result;
 }
 

@@ -32,18 +32,11 @@ struct Run {
   std::string out, err;
 };
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 Run run_cli(const std::string& args) {
   auto dir = posekd::testing::temp_dir("evalcli-out");
   const fs::path o = dir / "out.txt", e = dir / "err.txt";
   int rc = std::system((posekd::testing::cli() + " " + args + " > " + o.string() + " 2> " + e.string()).c_str());
-  Run r{WEXITSTATUS(rc), slurp(o), slurp(e)};
+  Run r{WEXITSTATUS(rc), posekd::testing::read_text(o), posekd::testing::read_text(e)};
   fs::remove_all(dir);
   return r;
 }
@@ -148,7 +141,7 @@ TEST_F(EvalCli, FreshStudentRunsEndToEndAndWritesValidResults) {
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(summary_stats(r.out).size(), 10u) << r.out;
   EXPECT_EQ(lines(r.out).size(), 10u) << r.out;
-  auto j = nlohmann::json::parse(slurp(out));
+  auto j = nlohmann::json::parse(posekd::testing::read_text(out));
   ASSERT_TRUE(j.is_array());
   for (const auto& d : j) {
     EXPECT_EQ(d.at("category_id"), 1);
@@ -171,7 +164,7 @@ TEST_F(EvalCli, QatCheckpointInt8EqualsQatAndFloatCheckpointIsRefused) {
   ASSERT_EQ(rq.rc, 0) << rq.err;
   ASSERT_EQ(ri.rc, 0) << ri.err;
   EXPECT_NE(ri.err.find("int8 student"), std::string::npos) << ri.err;
-  EXPECT_EQ(nlohmann::json::parse(slurp(a)), nlohmann::json::parse(slurp(b)));
+  EXPECT_EQ(nlohmann::json::parse(posekd::testing::read_text(a)), nlohmann::json::parse(posekd::testing::read_text(b)));
   EXPECT_EQ(rq.out, ri.out);
 
   auto bad = run_cli("eval " + data_args(coco) + " --checkpoint " + fresh_.string() + " --int8");
@@ -206,7 +199,7 @@ TEST_F(EvalCli, PredictWritesDrawnImagesAndPosesJson) {
     ASSERT_FALSE(b.empty());
     EXPECT_EQ(a.size(), b.size());
   }
-  auto j = nlohmann::json::parse(slurp(out / "poses.json"));
+  auto j = nlohmann::json::parse(posekd::testing::read_text(out / "poses.json"));
   ASSERT_EQ(j.at("images").size(), 2u);
   EXPECT_EQ(j["images"][0].at("file"), img1.string());
   EXPECT_EQ(j["images"][0].at("width"), cv::imread(img1.string()).cols);

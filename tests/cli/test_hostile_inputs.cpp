@@ -28,13 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 void spit(const fs::path& p, const std::string& bytes) {
   std::ofstream f(p, std::ios::binary);
   f << bytes;
@@ -53,7 +46,7 @@ CliResult run_posekd(const std::string& args, const std::string& shell_prefix = 
   int rc = std::system(("bash -c '" + cmd + "'").c_str());
   CliResult r;
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-  r.out = slurp(o);
+  r.out = posekd::testing::read_text(o);
   fs::remove_all(dir);
   return r;
 }
@@ -304,7 +297,7 @@ TEST(HostileInputs, BadCheckpointsUnwritableOutputFullDiskAndNanLoss) {
   const fs::path base = root / "base";
   auto r = run_posekd(train_args(ann, images, base) + " --batch-size 2 --total-batches 1 --save-every 1");
   ASSERT_EQ(r.status, 0) << r.out;
-  const std::string ckpt = slurp(base / "latest.pth");
+  const std::string ckpt = posekd::testing::read_text(base / "latest.pth");
   ASSERT_GT(ckpt.size(), 4096u);
 
   std::mt19937 rng(7);
@@ -332,14 +325,14 @@ TEST(HostileInputs, BadCheckpointsUnwritableOutputFullDiskAndNanLoss) {
       << r.out;
 
   // Full disk: files may not grow beyond 8 KiB; the resumed run's checkpoint write fails.
-  const std::string batch1 = slurp(base / "batch_000001.pth");
+  const std::string batch1 = posekd::testing::read_text(base / "batch_000001.pth");
   ASSERT_GT(batch1.size(), 4096u);
   r = run_posekd(train_args(ann, images, base) + " --batch-size 2 --total-batches 2 --save-every 1",
                  "trap \"\" XFSZ; ulimit -f 8; ");
   EXPECT_EQ(r.status, 1) << r.out;
   EXPECT_TRUE(contains(r.out, "posekd: error: " + base.string() + "/")) << r.out;
-  EXPECT_EQ(slurp(base / "latest.pth"), ckpt) << "latest.pth changed by a failed write";
-  EXPECT_EQ(slurp(base / "batch_000001.pth"), batch1);
+  EXPECT_EQ(posekd::testing::read_text(base / "latest.pth"), ckpt) << "latest.pth changed by a failed write";
+  EXPECT_EQ(posekd::testing::read_text(base / "batch_000001.pth"), batch1);
   for (const auto& e : fs::directory_iterator(base))
     EXPECT_FALSE(contains(e.path().filename().string(), ".tmp.")) << "temp file left: " << e.path();
   // ... and with space again the run resumes from the intact checkpoint.

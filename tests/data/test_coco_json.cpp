@@ -13,10 +13,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace posekd::data;
 
-void write(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary);
-  out << s;
-}
 
 TEST(CocoJson, LoadsCocoSample) {
   POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
@@ -60,7 +56,7 @@ TEST(CocoJson, SubsetCountsImagesWithKeypointPersons) {
   j["annotations"] = {{{"id", 10}, {"image_id", 1}, {"iscrowd", 0}, {"num_keypoints", 0}, {"keypoints", kp}},
                       {{"id", 11}, {"image_id", 2}, {"iscrowd", 0}, {"num_keypoints", 1}, {"keypoints", kp}},
                       {{"id", 12}, {"image_id", 3}, {"iscrowd", 0}, {"num_keypoints", 3}, {"keypoints", kp}}};
-  write(dir / "a.json", j.dump());
+  posekd::testing::write_text(dir / "a.json", j.dump());
   CocoLoadOptions o;
   EXPECT_EQ(load_coco((dir / "a.json").string(), "", o).images.size(), 3u);
   o.subset = 1;
@@ -76,7 +72,7 @@ TEST(CocoJson, SegmentationsPolygonRleAndCompressedRle) {
   auto dir = posekd::testing::temp_dir("coco-seg");
   // Annotations before images (allowed in JSON); crowd with uncompressed RLE, crowd with the
   // compressed string "325O" = [3, 2, 5, 1] (deltas only from the 4th run on) and "T3" = [100]; a person with a polygon.
-  write(dir / "s.json", R"({"annotations":[
+  posekd::testing::write_text(dir / "s.json", R"({"annotations":[
     {"id":1,"image_id":7,"iscrowd":1,"segmentation":{"size":[3,4],"counts":[2,5,5]},"area":5,"bbox":[0,0,2,3]},
     {"id":2,"image_id":7,"iscrowd":1,"segmentation":{"size":[3,4],"counts":"325O"}},
     {"id":3,"image_id":7,"iscrowd":1,"segmentation":{"size":[10,10],"counts":"T3"}},
@@ -109,7 +105,7 @@ TEST(CocoJson, BadValuesAreCountedNotFatal) {
   std::string kp51 = "[";
   for (int i = 0; i < 51; ++i) kp51 += (i ? ",0" : "0");
   kp51 += "]";
-  write(dir / "b.json", R"({"images":[
+  posekd::testing::write_text(dir / "b.json", R"({"images":[
       {"id":1,"file_name":"a.jpg","width":100,"height":50},
       {"id":2,"file_name":"b.jpg","width":-3,"height":50},
       {"id":3,"file_name":7,"width":10,"height":10},
@@ -148,7 +144,7 @@ TEST(CocoJson, BadValuesAreCountedNotFatal) {
 TEST(CocoJson, MalformedJsonNamesFileLineColumn) {
   auto dir = posekd::testing::temp_dir("coco-malformed");
   auto p = (dir / "m.json").string();
-  write(p, "{\n  \"images\": [\n    {\"id\": 1,, }\n  ]\n}\n");
+  posekd::testing::write_text(p, "{\n  \"images\": [\n    {\"id\": 1,, }\n  ]\n}\n");
   try {
     load_coco(p, "");
     FAIL() << "no error";
@@ -157,9 +153,9 @@ TEST(CocoJson, MalformedJsonNamesFileLineColumn) {
     EXPECT_EQ(w.rfind(p + ":3:14: malformed JSON", 0), 0u) << w;
     EXPECT_EQ(w.find('\n'), std::string::npos);
   }
-  write(p, "");
+  posekd::testing::write_text(p, "");
   EXPECT_THROW(load_coco(p, ""), posekd::Error);
-  write(p, "{\"images\": [");  // truncated
+  posekd::testing::write_text(p, "{\"images\": [");  // truncated
   try {
     load_coco(p, "");
     FAIL() << "no error";
@@ -209,7 +205,7 @@ TEST(CocoJson, BinaryCacheRoundTripAndStaleness) {
     nlohmann::json j = nlohmann::json::parse(in);
     j["annotations"].push_back({{"id", 1}, {"image_id", 785}, {"iscrowd", 1}, {"category_id", 1},
                                 {"segmentation", {{"size", {425, 640}}, {"counts", "T3"}}}});
-    write(json_path, j.dump(1));
+    posekd::testing::write_text(json_path, j.dump(1));
   }
   CocoLoadOptions o;
   o.cache_dir = (dir / "cache").string();
@@ -236,7 +232,7 @@ TEST(CocoJson, BinaryCacheRoundTripAndStaleness) {
   ASSERT_NE(pos, std::string::npos);
   std::string edited = text;
   edited.replace(pos + 14, 16, "000000000786.jpg");
-  write(json_path, edited);
+  posekd::testing::write_text(json_path, edited);
   fs::last_write_time(json_path, mtime);
   EXPECT_EQ(load_coco(json_path.string(), "i", o).images[0].file_name, "000000000785.jpg");
   o.use_cache = false;

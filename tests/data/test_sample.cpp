@@ -120,10 +120,6 @@ CocoImage one_image(const std::string& file, int w = 64, int h = 48) {
   return im;
 }
 
-void write(const fs::path& p, const std::string& s) {
-  std::ofstream out(p, std::ios::binary);
-  out << s;
-}
 
 void expect_bad(const fs::path& dir, const std::string& file, const std::string& what) {
   Sample s = prepare_sample(one_image(file), dir.string(), SampleConfig{});
@@ -141,16 +137,16 @@ TEST(Sample, BadInputsGiveOneLineErrors) {
   std::vector<uchar> jpg;
   cv::imencode(".jpg", img, jpg);
   std::string full(jpg.begin(), jpg.end());
-  write(dir / "good.jpg", full);
-  write(dir / "truncated.jpg", full.substr(0, full.size() / 2));
-  write(dir / "empty.jpg", "");
-  write(dir / "text.jpg", "this is not an image\n");
+  posekd::testing::write_text(dir / "good.jpg", full);
+  posekd::testing::write_text(dir / "truncated.jpg", full.substr(0, full.size() / 2));
+  posekd::testing::write_text(dir / "empty.jpg", "");
+  posekd::testing::write_text(dir / "text.jpg", "this is not an image\n");
   std::string corrupt = full;
   for (size_t i = 2; i < 200 && i < corrupt.size(); ++i) corrupt[i] = static_cast<char>(0x5A);
-  write(dir / "corrupt.jpg", corrupt);
+  posekd::testing::write_text(dir / "corrupt.jpg", corrupt);
   // A PNG header claiming 20000 x 20000 pixels.
   std::string png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\x4e\x20\0\0\x4e\x20\x08\x02\0\0\0", 29);
-  write(dir / "huge.png", png + std::string(64, '\0'));
+  posekd::testing::write_text(dir / "huge.png", png + std::string(64, '\0'));
 
   EXPECT_TRUE(prepare_sample(one_image("good.jpg"), dir.string(), SampleConfig{}).ok);
   expect_bad(dir, "missing.jpg", "cannot open");

@@ -15,7 +15,7 @@ namespace {
 using posekd::model::PoseEstimationWithMobileNet;
 namespace fs = std::filesystem;
 
-double rel_err(const torch::Tensor& out, const torch::Tensor& ref) {
+double norm_rel_err(const torch::Tensor& out, const torch::Tensor& ref) {
   return ((out - ref).norm() / ref.norm()).item<double>();
 }
 
@@ -71,7 +71,7 @@ TEST(Teacher, ZipStateMatchesReferenceOutputs) {
   ASSERT_EQ(out.size(), 4u);
   const char* names[] = {"stage0_heatmaps", "stage0_pafs", "stage1_heatmaps", "stage1_pafs"};
   for (int i = 0; i < 4; ++i) {
-    double e = rel_err(out[i], ref.at(names[i]).as_tensor().slice(0, 0, 1));
+    double e = norm_rel_err(out[i], ref.at(names[i]).as_tensor().slice(0, 0, 1));
     EXPECT_LT(e, 1e-4) << names[i];
     RecordProperty(std::string("unfused_") + names[i], std::to_string(e));
   }
@@ -79,7 +79,7 @@ TEST(Teacher, ZipStateMatchesReferenceOutputs) {
   net->fuse();
   auto fused = net->forward(x);
   for (int i = 0; i < 4; ++i) {
-    double e = rel_err(fused[i], ref.at(names[i]).as_tensor());
+    double e = norm_rel_err(fused[i], ref.at(names[i]).as_tensor());
     EXPECT_LT(e, 1e-4) << "fused " << names[i];
     RecordProperty(std::string("fused_") + names[i], std::to_string(e));
   }
@@ -106,8 +106,8 @@ TEST(Teacher, LegacyCheckpointWrappedMatchesReference) {
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].sizes(), (std::vector<int64_t>{2, 19, 16, 16}));
   EXPECT_EQ(out[1].sizes(), (std::vector<int64_t>{2, 38, 16, 16}));
-  EXPECT_LT(rel_err(out[0], ref.at("wrapped_heatmaps_16").as_tensor()), 1e-4);
-  EXPECT_LT(rel_err(out[1], ref.at("wrapped_pafs_16").as_tensor()), 1e-4);
+  EXPECT_LT(norm_rel_err(out[0], ref.at("wrapped_heatmaps_16").as_tensor()), 1e-4);
+  EXPECT_LT(norm_rel_err(out[1], ref.at("wrapped_pafs_16").as_tensor()), 1e-4);
   // input_scale 0.5 (the default) equals net(0.5 * resized input).
   torch::NoGradGuard ng;
   posekd::model::TeacherOptions half;
@@ -121,7 +121,7 @@ TEST(Teacher, LegacyCheckpointWrappedMatchesReference) {
   auto direct = teacher->net()->forward(resized * 0.5);
   auto direct16 = F::interpolate(direct[2], F::InterpolateFuncOptions().size(std::vector<int64_t>{16, 16})
                                                 .mode(torch::kBilinear).align_corners(false));
-  EXPECT_LT(rel_err(o2[0], direct16), 1e-6);
+  EXPECT_LT(norm_rel_err(o2[0], direct16), 1e-6);
 }
 
 TEST(Teacher, LoadStateSemantics) {
@@ -195,7 +195,7 @@ TEST(Teacher, FusedEqualsUnfusedAndSpeedAt368) {
   ASSERT_EQ(fused.size(), 4u);
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(fused[i].sizes(), ref[i].sizes());
-    EXPECT_LT(rel_err(fused[i], ref[i]), 1e-4) << i;
+    EXPECT_LT(norm_rel_err(fused[i], ref[i]), 1e-4) << i;
   }
   RecordProperty("fused_images_per_second", std::to_string(1 / tf.first));
   std::printf("teacher forward at 368, %d threads: unfused %.2f img/s (%.3f CPU-s), fused %.2f img/s (%.3f CPU-s)\n",
