@@ -16,6 +16,7 @@ posekd::cli::Registration reg("bench", "Measure sample preparation, student/teac
   app.add_option("--seconds", o->seconds, "minimum seconds per figure")->capture_default_str();
   app.add_option("--arch", o->arch, "student architecture")->capture_default_str();
   app.add_flag("--quick", o->quick, "short run (smoke test)");
+  app.add_option("--profile", o->profile_dir, "also profile 5 float and 5 QAT steps: Chrome traces into this folder, top operators printed");
   return [o]() {
     auto r = posekd::train::run_bench(*o);
     std::printf("threads: %d\n\n%s", r.threads, r.text().c_str());

@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "posekd/cli/registry.h"
 #include "posekd/core/alloc.h"
@@ -16,6 +18,7 @@
 #include "posekd/data/coco_json.h"
 #include "posekd/data/sample.h"
 #include "posekd/model/teacher.h"
+#include "posekd/train/distributed.h"
 #include "posekd/train/teacher_cache.h"
 
 namespace {
@@ -45,11 +48,21 @@ void progress(int64_t done, int64_t total, int64_t computed, double secs, bool f
 int run(const Opts& o) {
   using namespace posekd;
   const std::string alloc = tune_allocator();
-  const int threads = set_compute_threads(o.threads);
+  // Under `posekd launch --nproc N` (or torchrun) each rank computes every N-th image into the one file.
+  const train::DistOptions dopt = train::resolve_dist_options({});
+  const int rank = dopt.rank, world = dopt.world_size;
+  int want_threads = o.threads;
+  if (want_threads <= 0 && dopt.local_world_size > 1)
+    want_threads = std::max(1, hardware_threads() / dopt.local_world_size);
+  const int threads = set_compute_threads(want_threads);
   if (o.batch < 1) throw Error("cache-teacher: --batch must be at least 1");
+  std::unique_ptr<train::Distributed> dist;
+  if (world > 1) dist = std::make_unique<train::Distributed>(dopt);
+  const bool quiet = o.quiet || rank != 0;
   auto say = [&](const std::string& s) {
-    if (!o.quiet) std::printf("%s\n", s.c_str());
+    if (!quiet) std::printf("%s\n", s.c_str());
   };
+  if (dist) say(fmt::format("{} processes, each computes every {}-th image", world, world));
   say(fmt::format("{}; {} compute threads", alloc, threads));
 
   data::CocoLoadOptions lo;
@@ -72,16 +85,22 @@ int run(const Opts& o) {
                   rep.ignored));
   data::SampleConfig sc;
   const train::CacheKey key = train::make_cache_key(teacher, sc, train::dataset_identity(o.ann, o.images));
-  auto cache = train::TeacherCache::open(o.out, key, ids, say);
+  std::optional<train::TeacherCache> opened;
+  for (int r = 0; r < world; ++r) {  // rank by rank: exactly one process creates the file
+    if (r == rank) opened.emplace(train::TeacherCache::open(o.out, key, ids, say));
+    if (dist) dist->barrier();
+  }
+  train::TeacherCache& cache = *opened;
 
   std::vector<const data::CocoImage*> todo;
-  for (const auto* im : samples)
-    if (!cache.contains(im->id)) todo.push_back(im);
+  for (size_t i = 0; i < samples.size(); ++i)
+    if (static_cast<int>(i % static_cast<size_t>(world)) == rank && !cache.contains(samples[i]->id))
+      todo.push_back(samples[i]);
   const int64_t total = static_cast<int64_t>(samples.size());
   int64_t done = total - static_cast<int64_t>(todo.size()), bad = 0;
   say(fmt::format("{} images, {} already cached, {} to compute", total, done, todo.size()));
 
-  const bool bar = !o.quiet && ::isatty(STDERR_FILENO);
+  const bool bar = !quiet && ::isatty(STDERR_FILENO);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t computed = 0;
   for (size_t i = 0; i < todo.size(); i += static_cast<size_t>(o.batch)) {
@@ -107,6 +126,11 @@ int run(const Opts& o) {
                false);
   }
   cache.flush();
+  if (dist) {  // everyone's entries are in the file now; count the unreadable images of all ranks
+    dist->barrier();
+    bad = static_cast<int64_t>(dist->sum({static_cast<double>(bad)})[0]);
+    computed = static_cast<int64_t>(dist->sum({static_cast<double>(computed)})[0]);
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (bar) progress(done, total, computed, secs, true);
   say(fmt::format("Teacher cache {}: {} of {} images valid; {} computed in {:.1f}s ({:.1f} img/s), {} unreadable",

@@ -4,10 +4,18 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <chrono>
-#include <filesystem>
-#include <random>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
 
 #include "posekd/ai8x/calibration.h"
 #include "posekd/core/alloc.h"
@@ -54,6 +62,45 @@ double conv_peak(double seconds) {
 constexpr double kTeacherFlop368 = 2 * 8.88e9;
 
 }  // namespace
+
+std::vector<OpTime> self_times_from_trace(const std::string& trace_json) {
+  const auto j = nlohmann::json::parse(trace_json);
+  const auto& events = j.is_array() ? j : j.at("traceEvents");
+  struct Ev {
+    double ts, dur;
+    std::string name;
+  };
+  std::map<std::string, std::vector<Ev>> by_thread;
+  for (const auto& e : events) {
+    if (e.value("ph", "") != "X") continue;
+    by_thread[e.value("tid", nlohmann::json(0)).dump()].push_back(
+        {e.value("ts", 0.0), e.value("dur", 0.0), e.value("name", "?")});
+  }
+  std::map<std::string, OpTime> acc;
+  for (auto& [tid, evs] : by_thread) {
+    // Parents start no later and last longer: sort so each event follows its enclosing one.
+    std::sort(evs.begin(), evs.end(), [](const Ev& a, const Ev& b) { return a.ts != b.ts ? a.ts < b.ts : a.dur > b.dur; });
+    std::vector<size_t> stack;
+    std::vector<double> self(evs.size());
+    for (size_t i = 0; i < evs.size(); ++i) {
+      while (!stack.empty() && evs[stack.back()].ts + evs[stack.back()].dur <= evs[i].ts) stack.pop_back();
+      self[i] = evs[i].dur;
+      if (!stack.empty()) self[stack.back()] -= evs[i].dur;
+      stack.push_back(i);
+    }
+    for (size_t i = 0; i < evs.size(); ++i) {
+      OpTime& o = acc[evs[i].name];
+      o.name = evs[i].name;
+      o.self_us += std::max(0.0, self[i]);
+      o.total_us += evs[i].dur;
+      ++o.calls;
+    }
+  }
+  std::vector<OpTime> out;
+  for (auto& [n, o] : acc) out.push_back(o);
+  std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.self_us > b.self_us; });
+  return out;
+}
 
 std::string BenchReport::text() const {
   std::string s = fmt::format("| figure | value | GFLOP/s | of conv peak |\n|---|---|---|---|\n");
@@ -140,10 +187,34 @@ BenchReport run_bench(const BenchOptions& o) {
     lp.total.backward();
     opt.step();
   };
+  // --profile: a Chrome trace of a few steps plus a table of the operators' self times.
+  auto profile = [&](const std::string& name, const std::function<void()>& step) {
+    if (o.profile_dir.empty()) return;
+    fs::create_directories(o.profile_dir);
+    const std::string path = (fs::path(o.profile_dir) / (name + ".json")).string();
+    step();  // warm
+    {
+      torch::autograd::profiler::RecordProfile rec(path);
+      for (int i = 0; i < 5; ++i) step();
+    }
+    std::ifstream f(path);
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto ops = self_times_from_trace(text);
+    double total = 0;
+    for (const auto& op : ops) total += op.self_us;
+    std::string table = fmt::format("{}: 5 steps, {:.1f} ms per step of operator time (trace: {})\n", name,
+                                    total / 5000.0, path);
+    for (size_t i = 0; i < ops.size() && i < 15; ++i)
+      table += fmt::format("  {:>6.2f} ms/step {:>5.1f}%  {:>6} calls  {}\n", ops[i].self_us / 5000.0,
+                           100.0 * ops[i].self_us / total, ops[i].calls / 5, ops[i].name);
+    std::printf("%s", table.c_str());
+    std::fflush(stdout);
+  };
   double float_step;
   {
     student->train();
     torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
+    profile("float_step", [&] { step_fn(*student, opt, true); });
     float_step = time_per_call([&] { step_fn(*student, opt, true); }, secs);
     add("student float train step, batch 8", B / float_step, "img/s", 0);
   }
@@ -159,6 +230,7 @@ BenchReport run_bench(const BenchOptions& o) {
         pol);
     student->train();
     torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
+    profile("qat_step", [&] { step_fn(*student, opt, true); });
     qat_step = time_per_call([&] { step_fn(*student, opt, true); }, secs);
     add("student QAT train step, batch 8", B / qat_step, "img/s", 0);
     add("QAT step / float step", qat_step / float_step, "x", 0);

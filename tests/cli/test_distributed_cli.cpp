@@ -146,4 +146,18 @@ TEST_F(DistributedTrain, BothRanksFillOneTeacherCache) {
       << read_text(dir_ / "t" / "log.txt");
 }
 
+TEST_F(DistributedTrain, CacheTeacherSplitsTheImagesOverTheRanks) {
+  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  const std::string args = "cache-teacher --teacher " + teacher.string() + " --ann " +
+                           (coco_ / "annotations" / "person_keypoints_val2017.json").string() + " --images " +
+                           (coco_ / "val2017").string() + " --out " + (dir_ / "tc.bin").string() + " --threads 1";
+  const Proc r = run(launch2() + args);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("2 processes, each computes every 2-th image"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("4 of 4 images valid; 4 computed"), std::string::npos) << r.out;
+  const Proc again = run(posekd() + args);  // one process finds nothing left to do
+  ASSERT_EQ(again.rc, 0) << again.out;
+  EXPECT_NE(again.out.find("4 already cached, 0 to compute"), std::string::npos) << again.out;
+}
+
 }  // namespace

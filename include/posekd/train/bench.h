@@ -12,7 +12,18 @@ struct BenchOptions {
   std::string arch = "seed";
   bool quick = false;     // fewer repetitions (tests)
   std::string work_dir;   // scratch folder for generated JPEGs ("" = a temp dir)
+  std::string profile_dir;  // "": no profile; else Chrome traces of 5 float and 5 QAT steps go here
 };
+
+// One operator's share of a profiled run: time in the operator itself (children excluded), time
+// including its children, and the number of calls.
+struct OpTime {
+  std::string name;
+  double self_us = 0, total_us = 0;
+  long long calls = 0;
+};
+// Self times from a Chrome trace (LibTorch's RecordProfile output), largest first.
+std::vector<OpTime> self_times_from_trace(const std::string& trace_json);
 
 struct BenchFigure {
   std::string name;
