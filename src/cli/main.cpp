@@ -1,9 +1,11 @@
 // posekd: one program, many subcommands (see src/cli/cmd_*.cpp).
 #include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <string>
 
 #include "posekd/cli/registry.h"
 #include "posekd/core/alloc.h"
@@ -42,6 +44,11 @@ int main(int argc, char** argv) {
   try {
     for (auto& [sub, run] : runners)
       if (sub->parsed()) return run();
+  } catch (const c10::Error& e) {  // a LibTorch check: its message without the C++ backtrace
+    std::string m = e.what_without_backtrace();
+    if (const auto nl = m.find('\n'); nl != std::string::npos) m.resize(nl);
+    std::fprintf(stderr, "posekd: error: %s\n", m.c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "posekd: error: %s\n", e.what());
     return 1;

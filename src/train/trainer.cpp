@@ -35,6 +35,7 @@
 #include "posekd/train/checkpoint.h"
 #include "posekd/train/distributed.h"
 #include "posekd/train/log.h"
+#include "posekd/train/fused_adam.h"
 #include "posekd/train/loss.h"
 #include "posekd/train/plot.h"
 #include "posekd/train/teacher_cache.h"
@@ -600,7 +601,7 @@ TrainResult run_training(const TrainConfig& cfg) {
       optimizer->zero_grad();
       lp.total.backward();
     }
-    optimizer->step();
+    fused_adam_step(*optimizer);
     ++batch;
     ++result.batches_run;
     last_loss = loss_v;
