@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
 #include <map>
 #include <string>
 
@@ -26,6 +28,15 @@ Registration::Registration(std::string name, std::string help, Setup setup) {
 
 int main(int argc, char** argv) {
   using namespace posekd::cli;
+  // LibTorch's OpenMP (libgomp) threads spin while they wait for work. When the cores are shared (the
+  // loader's own threads, a second rank, any other program) a spinning thread holds a core the others
+  // need and every parallel region stalls: under load 3 on 2 cores the seed student's step fell from
+  // 31 to 3 img/s (docs/performance.md). libgomp reads its settings when it is loaded, before main,
+  // so posekd re-executes itself once with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr) {
+    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    ::execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
+  }
   posekd::tune_allocator();  // glibc keeps freed memory instead of page-faulting it back (docs/performance.md)
   CLI::App app{"posekd: distil, quantize and deploy tiny pose networks for MAX78000/MAX78002"};
   app.require_subcommand(1);
