@@ -559,7 +559,7 @@ void draw_distractor(cv::Mat& img, SynthRng& rng, double scale) {
   }
 }
 
-void draw_background(cv::Mat& img, SynthRng& rng) {
+void draw_background(cv::Mat& img, SynthRng& rng, double clutter) {
   const int w = img.cols, h = img.rows;
   const int kind = rng.uniform_int(0, 2);
   if (kind == 0) {  // wall and floor
@@ -585,7 +585,8 @@ void draw_background(cv::Mat& img, SynthRng& rng) {
     img32.convertTo(img, CV_8UC3);
   }
   // Clutter: furniture, windows, posters, lines.
-  const int shapes = rng.uniform_int(2, 10);
+  int shapes = rng.uniform_int(2, 10);
+  if (clutter != 1.0) shapes = int(std::lround(shapes * std::max(0.0, clutter)));
   const double s = std::max(w, h);
   for (int i = 0; i < shapes; ++i) {
     const cv::Scalar col = random_color(rng);
@@ -611,7 +612,8 @@ void draw_background(cv::Mat& img, SynthRng& rng) {
       cv::fillPoly(img, std::vector<std::vector<cv::Point>>{poly}, col, cv::LINE_AA, kShift);
     }
   }
-  const int distractors = rng.uniform_int(0, 3);
+  int distractors = rng.uniform_int(0, 3);
+  if (clutter != 1.0) distractors = int(std::lround(distractors * std::max(0.0, clutter)));
   for (int i = 0; i < distractors; ++i) draw_distractor(img, rng, h * rng.uniform(0.5, 1.3));
 }
 
@@ -693,12 +695,12 @@ BodyPose clamp_pose(BodyPose q) {
   return q;
 }
 
-SynthPerson sample_person(SynthRng& r, double x, double y, double height) {
+SynthPerson sample_person(SynthRng& r, double x, double y, double height, double max_yaw) {
   SynthPerson P;
   P.x = x;
   P.y = y;
   P.height = height;
-  P.yaw = r.uniform(-kPi, kPi);
+  P.yaw = r.uniform(-max_yaw, max_yaw);
   P.roll = clampd(r.normal(0, deg(5)), deg(-18), deg(18));
   BodyPose& q = P.pose;
   q.torso_side = deg(r.uniform(-6, 6));
@@ -794,6 +796,7 @@ SynthScene sample_scene(const SynthConfig& cfg, uint64_t image_seed) {
   sc.width = cfg.width_max > cfg.width ? rng.uniform_int(cfg.width, cfg.width_max) : cfg.width;
   sc.height = cfg.height_max > cfg.height ? rng.uniform_int(cfg.height, cfg.height_max) : cfg.height;
   sc.style_seed = rng.next();
+  sc.clutter = cfg.clutter;
   const double w = sc.width, h = sc.height;
   const int n = rng.uniform_int(cfg.min_people, cfg.max_people);
   std::vector<std::pair<double, SynthPerson>> people;
@@ -802,7 +805,7 @@ SynthScene sample_scene(const SynthConfig& cfg, uint64_t image_seed) {
     const double lo = std::min(-0.1 * H, h - 0.9 * H), hi = std::max(-0.1 * H, h - 0.9 * H);
     const double top = rng.uniform(lo, hi);
     const double x = rng.uniform(-0.05 * w, 1.05 * w);
-    SynthPerson p = sample_person(rng, x, top + 0.52 * H, H);
+    SynthPerson p = sample_person(rng, x, top + 0.52 * H, H, cfg.max_yaw);
     people.emplace_back(H * rng.uniform(0.85, 1.15), p);
   }
   std::stable_sort(people.begin(), people.end(),
@@ -840,7 +843,7 @@ SynthImage render_scene(const SynthScene& sc) {
   SynthImage out;
   const int w = sc.width, h = sc.height;
   out.image = cv::Mat(h, w, CV_8UC3, cv::Scalar(128, 128, 128));
-  if (!sc.plain_background) draw_background(out.image, rng);
+  if (!sc.plain_background) draw_background(out.image, rng, sc.clutter);
   const cv::Point2d light = unit2(cv::Point2d(rng.uniform(-1, 1), -1.0), cv::Point2d(0, -1));
 
   // Crowds: small unlabelled people behind everybody, one iscrowd=1 region per group.

@@ -124,6 +124,8 @@ void validate_synth_config(const SynthConfig& c, const std::string& what) {
     bad("person scale range must satisfy 0.01 < min <= max < 10");
   for (double r : {c.crowd_rate, c.occluder_rate, c.blur_rate})
     if (!(r >= 0 && r <= 1)) bad("rates must be within 0..1");
+  if (!(c.clutter >= 0 && c.clutter <= 4)) bad("clutter must be within 0..4");
+  if (!(c.max_yaw >= 0 && c.max_yaw <= 3.14159265358979323846)) bad("max_yaw must be within 0..pi");
   if (c.jpeg_quality < 1 || c.jpeg_quality > 100) bad("JPEG quality must be within 1..100");
 }
 

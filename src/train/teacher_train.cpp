@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include "posekd/core/error.h"
@@ -31,10 +33,23 @@ io::StateDict teacher_state(torch::nn::Module& m) {
 
 }  // namespace
 
+double teacher_lr_at(const TeacherTrainConfig& cfg, std::int64_t batch) {
+  if (cfg.warmup_batches > 0 && batch < cfg.warmup_batches)
+    return cfg.lr * static_cast<double>(batch + 1) / static_cast<double>(cfg.warmup_batches);
+  if (cfg.lr_end_factor == 1.0) return cfg.lr;
+  const double span = static_cast<double>(std::max<std::int64_t>(1, cfg.total_batches - cfg.warmup_batches));
+  const double t = std::min(1.0, static_cast<double>(batch - cfg.warmup_batches) / span);
+  const double c = 0.5 * (1.0 + std::cos(3.14159265358979323846 * t));
+  return cfg.lr * (cfg.lr_end_factor + (1.0 - cfg.lr_end_factor) * c);
+}
+
 TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   using clock = std::chrono::steady_clock;
   if (cfg.input_size % 8 != 0 || cfg.input_size < 32) throw Error("train-teacher: --input-size must be a multiple of 8, >= 32");
   if (cfg.batch_size < 1 || cfg.total_batches < 1) throw Error("train-teacher: --batch-size and --total-batches must be >= 1");
+  if (!(cfg.lr > 0) || !(cfg.lr_end_factor >= 0) || cfg.warmup_batches < 0)
+    throw Error("train-teacher: --lr must be > 0, --lr-end-factor >= 0, --warmup >= 0");
+  const auto t_start = clock::now();
   const int threads = set_compute_threads(cfg.threads);
   std::error_code ec;
   fs::create_directories(cfg.output, ec);
@@ -80,9 +95,13 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   std::int64_t nparams = 0;
   for (const auto& p : params) nparams += p.numel();
   log.line(fmt::format("Teacher PoseEstimationWithMobileNet({} refinement stage, {} parameters) from scratch at {}x{}, "
-                       "{} samples, batch {}, {} batches, lr {}, {} threads",
+                       "{} samples, batch {}, {} batches, lr {}{}, {} threads",
                        cfg.num_refinement_stages, nparams, cfg.input_size, cfg.input_size, loader.num_samples(),
-                       cfg.batch_size, cfg.total_batches, cfg.lr, threads));
+                       cfg.batch_size, cfg.total_batches, cfg.lr,
+                       cfg.warmup_batches > 0 || cfg.lr_end_factor != 1.0
+                           ? fmt::format(" (warm-up {} batches, cosine to x{})", cfg.warmup_batches, cfg.lr_end_factor)
+                           : std::string(),
+                       threads));
 
   auto save = [&]() {
     Value root = Value::dict();
@@ -109,6 +128,8 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   RunningAverage avg;
   while (batch < cfg.total_batches) {
     auto t0 = clock::now();
+    const double lr = teacher_lr_at(cfg, batch);
+    for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
     data::Batch b = loader.next();
     auto outs = net->forward(b.image);
     torch::Tensor hm_loss = torch::zeros({}), paf_loss = torch::zeros({});
@@ -133,7 +154,7 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
       log.line(fmt::format("Teacher batch {}/{} | Loss: {:.4f} | Heatmaps: {:.4f} | PAFs: {:.4f} | Time: {:.2f}s | {}",
                            batch, cfg.total_batches, avg.loss / n, avg.student / n, avg.distill / n, avg.seconds / n,
                            format_eta(avg.seconds / n * static_cast<double>(cfg.total_batches - batch))));
-      log.csv(batch, avg.loss / n, avg.student / n, avg.distill / n, cfg.batch_size * n / avg.seconds, cfg.lr,
+      log.csv(batch, avg.loss / n, avg.student / n, avg.distill / n, cfg.batch_size * n / avg.seconds, lr,
               "teacher", -1);
       avg.reset();
     }
@@ -142,6 +163,7 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
     if (stop) break;
   }
   res.batches_done = batch;
+  res.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
   log.line(fmt::format("Teacher done: batch {}/{}; {}", batch, cfg.total_batches, ckpt_path));
   return res;
 }

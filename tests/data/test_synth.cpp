@@ -434,3 +434,31 @@ TEST(Synth, CliWritesTheSameTrainSplitAsTheLibrary) {
   fs::remove_all(dir);
   fs::remove_all(ref);
 }
+
+TEST(Synth, ClutterAndYawKnobsDefaultToTheHardDataAndEaseIt) {
+  const SynthConfig def;
+  EXPECT_EQ(def.clutter, 1.0);
+  EXPECT_EQ(def.max_yaw, kPi);
+  SynthConfig easy = small_config(8, 31);
+  easy.clutter = 0;
+  easy.max_yaw = 0.5;
+  SynthConfig same = small_config(8, 31);
+  same.clutter = 1.0;  // explicit default: the same images
+  int differ = 0;
+  for (int i = 0; i < 8; ++i) {
+    const SynthImage a = generate_synth_image(small_config(8, 31), i), b = generate_synth_image(same, i);
+    EXPECT_EQ(cv::norm(a.image, b.image, cv::NORM_L1), 0.0) << i;
+    const SynthImage e = generate_synth_image(easy, i);
+    differ += cv::norm(a.image, e.image, cv::NORM_L1) > 0;
+    const SynthScene sc = sample_scene(easy, synth_mix(easy.seed ^ synth_mix(uint64_t(i) + 0x51ED2701ULL)));
+    for (const auto& p : sc.people) EXPECT_LE(std::fabs(p.yaw), 0.5);
+    EXPECT_EQ(sc.clutter, 0.0);
+  }
+  EXPECT_GT(differ, 0);
+  SynthConfig bad = small_config(1, 1);
+  bad.clutter = -1;
+  EXPECT_THROW(validate_synth_config(bad, "demo"), posekd::Error);
+  bad = small_config(1, 1);
+  bad.max_yaw = 4;
+  EXPECT_THROW(validate_synth_config(bad, "demo"), posekd::Error);
+}

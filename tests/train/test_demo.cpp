@@ -1,14 +1,35 @@
 // `posekd demo --quick`: the whole pipeline end to end on synthetic people.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
+#include "posekd/data/synth.h"
 #include "posekd/train/demo.h"
+#include "posekd/train/plot.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
 
-TEST(Demo, QuickRunProducesEveryArtifact) {
+TEST(Demo, PresetsAndTheEasyDataAreValid) {
+  const auto q = posekd::train::demo_budget(true), f = posekd::train::demo_budget(false);
+  EXPECT_LT(q.teacher_batches, f.teacher_batches);
+  EXPECT_LT(q.student_batches, f.student_batches);
+  EXPECT_LT(q.train_images, f.train_images);
+  for (const auto& b : {q, f}) {
+    EXPECT_GT(b.qat_fraction, 0.0);
+    EXPECT_LT(b.qat_fraction, 1.0);
+    EXPECT_GE(b.teacher_stages, 0);
+  }
+  const auto c = posekd::train::demo_synth_config(10, 3);
+  EXPECT_NO_THROW(posekd::data::validate_synth_config(c, "demo"));
+  EXPECT_GE(c.min_people, 1);  // every image is a training sample
+  EXPECT_EQ(c.crowd_rate, 0.0);
+}
+
+TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   auto out = posekd::testing::temp_dir("demo");
   posekd::train::DemoOptions o;
   o.out = out.string();
@@ -16,20 +37,54 @@ TEST(Demo, QuickRunProducesEveryArtifact) {
   o.threads = 2;
   o.quiet = true;
   auto r = posekd::train::run_demo(o);
-  ASSERT_EQ(r.rows.size(), 6u);
-  for (const auto& row : r.rows) {
-    EXPECT_GE(row.stats[0], -1.0) << row.model;  // pycocotools prints -1 for an empty area range
-    EXPECT_LE(row.stats[0], 1.0) << row.model;
-    EXPECT_GE(row.stats[5], 0.0) << row.model;   // AR over all areas is defined: val has people
+
+  // the table: teacher, KD float/QAT/int8, no-teacher float/QAT/int8
+  const char* names[] = {"teacher", "student KD, float (before QAT)", "student KD, QAT",
+                         "student KD, int8 (MAX78000 arithmetic)", "student without teacher, float (before QAT)",
+                         "student without teacher, QAT", "student without teacher, int8"};
+  ASSERT_EQ(r.rows.size(), 7u);
+  for (size_t i = 0; i < 7; ++i) {
+    EXPECT_EQ(r.rows[i].model.rfind(names[i], 0), 0u) << r.rows[i].model;
+    EXPECT_NE(r.table_markdown.find(r.rows[i].model), std::string::npos) << r.rows[i].model;
+    for (int k : {0, 1, 2, 5, 6}) {  // AP, AP50, AP75, AR, AR50: val has people, so all defined
+      EXPECT_GE(r.rows[i].stats[k], 0.0) << r.rows[i].model << " stat " << k;
+      EXPECT_LE(r.rows[i].stats[k], 1.0) << r.rows[i].model << " stat " << k;
+    }
   }
+  // The teacher learned: its loss fell and it finds people (AP > 0 even on the quick budget).
+  EXPECT_LT(r.teacher_last_loss, 0.7 * r.teacher_first_loss);
+  EXPECT_GT(r.rows[0].stats[0], 0.0) << r.table_markdown;
+  // The int8 student (integer arithmetic of the chip) stays close to its QAT model.
+  EXPECT_NEAR(r.rows[3].stats[0], r.rows[2].stats[0], 0.05) << r.table_markdown;
+  EXPECT_NEAR(r.rows[6].stats[0], r.rows[5].stats[0], 0.05) << r.table_markdown;
+
   EXPECT_TRUE(r.export_fits);
-  for (const char* f : {"table.md", "results.csv", "results.png", "teacher/teacher.pth", "student_kd/latest.pth",
-                        "student_gt/latest.pth", "export/ai85pose.yaml", "export/ai85pose-q8.pth.tar",
-                        "data/annotations/person_keypoints_val.json"})
+  double sum = 0;
+  for (double s : r.step_seconds) sum += s;
+  EXPECT_NEAR(sum, r.seconds, 1.0);
+  for (const char* f : {"table.md", "results.csv", "results.png", "teacher/teacher.pth", "teacher/results.csv",
+                        "student_kd/latest.pth", "student_gt/latest.pth", "export/ai85pose.yaml",
+                        "export/ai85pose-q8.pth.tar", "export/ai85pose-qat.pth.tar", "predictions/sheet.jpg",
+                        "data/contact_sheet.jpg", "data/annotations/person_keypoints_val.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   int pictures = 0;
   for (const auto& e : fs::directory_iterator(out / "predictions")) pictures += e.path().extension() == ".jpg";
-  EXPECT_GT(pictures, 0);
-  EXPECT_NE(r.table_markdown.find("student KD, int8 (MAX78000 arithmetic)"), std::string::npos);
+  EXPECT_GE(pictures, 2);
+  {
+    std::ifstream f(out / "table.md");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    EXPECT_EQ(ss.str().rfind(r.table_markdown, 0), 0u);
+    EXPECT_NE(ss.str().find("Time: "), std::string::npos);
+  }
+  // results.csv: the distilled student's curve, with validation APs and the QAT phase
+  const auto rows = posekd::train::read_results_csv((out / "results.csv").string());
+  int val_rows = 0, qat_rows = 0;
+  for (const auto& row : rows) {
+    val_rows += row.val_ap >= 0;
+    qat_rows += row.phase == "qat";
+  }
+  EXPECT_GE(val_rows, 2);
+  EXPECT_GT(qat_rows, 0);
   fs::remove_all(out);
 }

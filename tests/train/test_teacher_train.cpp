@@ -46,3 +46,20 @@ TEST(TeacherTrain, LearnsOnTheSampleAndLoadsBackAsADistillationTeacher) {
   EXPECT_EQ(r2.batches_done, 7);
   fs::remove_all(out);
 }
+
+TEST(TeacherTrain, LearningRateScheduleWarmsUpThenDecays) {
+  posekd::train::TeacherTrainConfig c;
+  c.lr = 1e-3;
+  c.total_batches = 100;
+  EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 0), 1e-3);  // default: constant
+  EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 99), 1e-3);
+  c.warmup_batches = 10;
+  c.lr_end_factor = 0.1;
+  EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 0), 1e-4);
+  EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 9), 1e-3);
+  EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 10), 1e-3);
+  EXPECT_NEAR(posekd::train::teacher_lr_at(c, 55), 0.55e-3, 1e-12);  // half way: the mean of lr and lr/10
+  EXPECT_NEAR(posekd::train::teacher_lr_at(c, 100), 1e-4, 1e-12);
+  for (int b = 11; b < 100; ++b)
+    EXPECT_LE(posekd::train::teacher_lr_at(c, b), posekd::train::teacher_lr_at(c, b - 1));
+}

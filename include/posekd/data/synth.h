@@ -50,6 +50,13 @@ struct SynthConfig {
   double crowd_rate = 0.08;    // probability that an image has an iscrowd=1 region
   double occluder_rate = 0.15; // probability of a foreground (non-person) occluder
   double blur_rate = 0.3;      // probability of a Gaussian blur
+  // Background clutter (furniture-like shapes and person-like distractors), as a fraction of the
+  // default amount: 1 = the default (hard), 0 = gradients and blotches only. Values other than 1
+  // change the images (the demo uses an easier setting); 1 keeps `posekd synth` byte-identical.
+  double clutter = 1.0;
+  // Largest |yaw| of the labelled people (radians): 3.14159... (the default) = every direction;
+  // smaller values keep them facing the camera (no back views: left and right are unambiguous).
+  double max_yaw = 3.14159265358979323846;
   int jpeg_quality = 90;
 };
 
@@ -85,8 +92,10 @@ struct BodyKeypoints {
 };
 BodyKeypoints pose_keypoints(const SynthPerson& person);
 
-// Random person (pose, view, clothes) at a pelvis position and standing height.
-SynthPerson sample_person(SynthRng& rng, double x, double y, double height);
+// Random person (pose, view, clothes) at a pelvis position and standing height; yaw is uniform
+// in [-max_yaw, max_yaw).
+SynthPerson sample_person(SynthRng& rng, double x, double y, double height,
+                          double max_yaw = 3.14159265358979323846);
 // Clamps the joint angles to the limits of the body model.
 BodyPose clamp_pose(BodyPose pose);
 
@@ -104,6 +113,7 @@ struct SynthScene {
   std::vector<SynthOccluder> occluders;         // drawn last
   uint64_t style_seed = 0;    // background, clutter and photometric effects
   bool plain_background = false;  // flat grey, no clutter, blur or noise (for tests)
+  double clutter = 1.0;           // SynthConfig::clutter
   double blur_sigma = 0;
 };
 

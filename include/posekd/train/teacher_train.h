@@ -18,6 +18,10 @@ struct TeacherTrainConfig {
   int batch_size = 8;
   std::int64_t total_batches = 1000;
   double lr = 5e-4;
+  // Learning-rate schedule: linear warm-up over the first `warmup_batches` batches, then a cosine
+  // decay to lr * lr_end_factor at total_batches (1 = constant, the default).
+  std::int64_t warmup_batches = 0;
+  double lr_end_factor = 1.0;
   std::int64_t save_every = 200;
   std::string output = "teacher_train";
   int threads = 0, workers = 2;
@@ -29,9 +33,13 @@ struct TeacherTrainConfig {
 struct TeacherTrainResult {
   std::int64_t batches_done = 0, batches_run = 0;
   double first_loss = 0, last_loss = 0;
+  double seconds = 0;  // wall time of this run
   std::string checkpoint;  // <output>/teacher.pth
 };
 
 TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg);
+
+// The learning rate of batch `batch` (0-based) under cfg's schedule.
+double teacher_lr_at(const TeacherTrainConfig& cfg, std::int64_t batch);
 
 }  // namespace posekd::train
