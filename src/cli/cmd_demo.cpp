@@ -27,7 +27,7 @@ posekd::cli::Registration reg(
       g->add_option("--teacher-batch-size", v.teacher_batch, "teacher images per batch");
       g->add_option("--teacher-lr", v.teacher_lr, "teacher Adam learning rate (cosine decay to 5%)");
       g->add_option("--teacher-warmup", v.teacher_warmup, "teacher learning-rate warm-up batches");
-      g->add_option("--teacher-stages", v.teacher_stages, "teacher refinement stages");
+      g->add_option("--teacher-stages", v.teacher_stages, "teacher refinement stages (-1 = preset, 0)");
       g->add_option("--student-batches", v.student_batches, "batches of each student");
       g->add_option("--student-batch-size", v.student_batch, "student images per batch");
       g->add_option("--student-lr", v.student_lr, "student Adam learning rate");

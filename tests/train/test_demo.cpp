@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "posekd/data/synth.h"
+#include "posekd/train/checkpoint.h"
 #include "posekd/train/demo.h"
 #include "posekd/train/plot.h"
 #include "test_util.h"
@@ -57,6 +58,11 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   // The int8 student (integer arithmetic of the chip) stays close to its QAT model.
   EXPECT_NEAR(r.rows[3].stats[0], r.rows[2].stats[0], 0.05) << r.table_markdown;
   EXPECT_NEAR(r.rows[6].stats[0], r.rows[5].stats[0], 0.05) << r.table_markdown;
+
+  // both students ran their QAT phase at the lowered learning rate
+  for (const char* s : {"student_kd/latest.pth", "student_gt/latest.pth"})
+    EXPECT_DOUBLE_EQ(posekd::train::load_checkpoint((out / s).string()).optimizer.lr, r.budget.student_qat_lr) << s;
+  EXPECT_LT(r.budget.student_qat_lr, r.budget.student_lr);
 
   EXPECT_TRUE(r.export_fits);
   double sum = 0;
