@@ -3,6 +3,13 @@
 
 #include "posekd/ai8x/quantizers.h"
 
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <vector>
+
 using namespace posekd::ai8x;
 
 TEST(Quantizers, QnRoundsHalfUpOnTheGrid) {
@@ -30,6 +37,80 @@ TEST(Quantizers, SteHasIdentityGradientAndClampMasks) {
   EXPECT_TRUE(out.equal(want));
   out.sum().backward();
   EXPECT_TRUE(y.grad().equal(torch::tensor({8.0f, 0.0f, 0.0f, 8.0f})));
+}
+
+// The AVX2 and the portable kernels behind quantize_clamp_ste give the same bits, and both equal
+// the formula written with plain tensor operations, on values chosen to hit every edge: exact
+// half-way points, the clamp bounds, zero and negative zero, huge values, infinities, NaN, and
+// lengths that leave a tail after the 8-wide loop.
+TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
+  std::vector<float> v;
+  for (int k = -300; k <= 300; ++k) v.push_back(static_cast<float>(k) / 256.0f);  // half-way points at 8 bits
+  for (float e : {0.0f, -0.0f, 1.0f, -1.0f, 127.0f / 128, 0.99999f, -1.00001f, 3e38f, -3e38f, 8388608.0f,
+                  -8388609.0f, 1e-30f, -1e-30f, 32767.99f, 32768.0f, 40000.0f, -40000.0f})
+    v.push_back(e);
+  auto rnd = torch::randn({1000}, torch::TensorOptions().dtype(torch::kFloat)) * 3;
+  for (int64_t i = 0; i < rnd.numel(); ++i) v.push_back(rnd[i].item<float>());
+  const auto finite = torch::tensor(v);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  auto special = v;
+  special.insert(special.end(), {inf, -inf, nan, -nan, nan});
+
+  struct Case {
+    float in_scale, lo, hi;
+    int bits;
+    bool relu;
+    float out_scale;
+  };
+  const Case cases[] = {{2.0f, -1.0f, 127.0f / 128, 8, true, 4.0f},
+                        {0.25f, -1.0f, 127.0f / 128, 8, false, 1.0f},
+                        {1.0f, -32768.0f, 32768.0f, 15, false, 1.0f},
+                        {8.0f, -inf, inf, 8, true, 0.5f},
+                        {1.0f, -1.0f, 1.0f - 1.0f / 8, 4, false, 1.0f}};
+  for (const auto& c : cases) {
+    const float mul = std::ldexp(1.0f, c.bits - 1);
+    // all lengths 0..19 from an odd offset (tails and unaligned loads), then the whole vector
+    for (size_t len : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{19}, special.size() - 1}) {
+      const float* x = special.data() + 1;
+      std::vector<float> ya(len), yb(len);
+      std::vector<std::uint8_t> ma(len), mb(len);
+      posekd::ai8x::kernels::quant_clamp_kernel(x, ya.data(), ma.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu, c.out_scale,
+                                 true);
+      posekd::ai8x::kernels::quant_clamp_kernel(x, yb.data(), mb.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu, c.out_scale,
+                                 false);
+      for (size_t i = 0; i < len; ++i) {
+        ASSERT_EQ(std::memcmp(&ya[i], &yb[i], 4) == 0 || (std::isnan(ya[i]) && std::isnan(yb[i])), true)
+            << "x=" << x[i] << " " << ya[i] << " vs " << yb[i];
+        ASSERT_EQ(ma[i], mb[i]) << "x=" << x[i];
+      }
+      std::vector<float> g(len), ga(len), gb(len);
+      for (size_t i = 0; i < len; ++i) g[i] = x[(i * 7) % len];
+      posekd::ai8x::kernels::masked_scale_kernel(g.data(), ma.data(), ga.data(), len, c.in_scale * c.out_scale, true);
+      posekd::ai8x::kernels::masked_scale_kernel(g.data(), ma.data(), gb.data(), len, c.in_scale * c.out_scale, false);
+      for (size_t i = 0; i < len; ++i) {
+        ASSERT_TRUE(std::memcmp(&ga[i], &gb[i], 4) == 0 || (std::isnan(ga[i]) && std::isnan(gb[i]))) << i;
+        if (!ma[i]) ASSERT_EQ(ga[i], 0.0f);
+      }
+    }
+    // the formula on the finite values, with tensor operations
+    auto xs = finite * c.in_scale;
+    auto pass = torch::ones_like(xs, torch::kBool);
+    if (c.relu) {
+      pass = xs > 0;
+      xs = xs.clamp_min(0);
+    }
+    auto q = xs.mul(mul).add(0.5).floor().div(mul);
+    auto inside = q.ge(c.lo).logical_and(q.le(c.hi));
+    auto want = q.clamp(c.lo, c.hi).mul(c.out_scale);
+    auto want_mask = pass.logical_and(inside);
+    auto xg = finite.clone().requires_grad_(true);
+    auto got = quantize_clamp_ste(xg, c.in_scale, c.bits, c.lo, c.hi, c.relu, c.out_scale);
+    EXPECT_TRUE(got.equal(want)) << "bits " << c.bits << " relu " << c.relu;
+    got.sum().backward();
+    auto want_grad = torch::where(want_mask, torch::full_like(xs, c.in_scale * c.out_scale), torch::zeros_like(xs));
+    EXPECT_TRUE(xg.grad().equal(want_grad)) << "bits " << c.bits << " relu " << c.relu;
+  }
+  std::printf("vectorised kernels: %s\n", posekd::ai8x::kernels::quant_kernels_vectorised() ? "AVX2" : "not available (scalar twice)");
 }
 
 TEST(Quantizers, OutputShiftAndQuantiles) {

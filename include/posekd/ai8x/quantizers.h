@@ -40,6 +40,18 @@ constexpr double kActHi = 127.0 / 128.0;
 torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo,
                                  double hi, bool relu, double out_scale);
 
+namespace kernels {
+// The raw kernels behind quantize_clamp_ste, over contiguous float32 data (mask: 0/1 bytes), split
+// over the intra-op threads. `vectorised` picks the AVX2 form when the CPU has it, else the
+// portable loop; the two give identical bits. Exposed for the tests and the benchmark.
+bool quant_kernels_vectorised();  // true when the AVX2 form exists and the CPU runs it
+void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale,
+                        float mul, float lo, float hi, bool relu, float out_scale, bool vectorised);
+// out = mask ? g * s : 0
+void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s,
+                         bool vectorised);
+}  // namespace kernels
+
 // ---- quantiles and the output shift -------------------------------------------------------
 // ai8x's "ersatz" quantile (T2 ai8x.py, written for torch.compile): differs from torch.quantile
 // for q < 1; q == 1 gives the max. x is flattened. Returns a 0-dim float tensor.
