@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "posekd/cli/registry.h"
+#include "posekd/core/omp_wait.h"
 #include "posekd/train/bench.h"
 
 namespace {
@@ -19,7 +20,8 @@ posekd::cli::Registration reg("bench", "Measure sample preparation, student/teac
   app.add_option("--profile", o->profile_dir, "also profile 5 float and 5 QAT steps: Chrome traces into this folder, top operators printed");
   return [o]() {
     auto r = posekd::train::run_bench(*o);
-    std::printf("threads: %d\n\n%s", r.threads, r.text().c_str());
+    std::printf("threads: %d, OpenMP waits: %s\n\n%s", r.threads, posekd::omp_wait_description().c_str(),
+                r.text().c_str());
     return 0;
   };
 });

@@ -11,6 +11,7 @@
 
 #include "posekd/cli/registry.h"
 #include "posekd/core/alloc.h"
+#include "posekd/core/omp_wait.h"
 #include "posekd/core/error.h"
 
 namespace posekd::cli {
@@ -28,13 +29,13 @@ Registration::Registration(std::string name, std::string help, Setup setup) {
 
 int main(int argc, char** argv) {
   using namespace posekd::cli;
-  // LibTorch's OpenMP (libgomp) threads spin while they wait for work. When the cores are shared (the
-  // loader's own threads, a second rank, any other program) a spinning thread holds a core the others
-  // need and every parallel region stalls: under load 3 on 2 cores the seed student's step fell from
-  // 31 to 3 img/s (docs/performance.md). libgomp reads its settings when it is loaded, before main,
-  // so posekd re-executes itself once with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy.
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  // How libgomp's threads wait: a short spin on an idle machine, sleeping when other programs use
+  // the cores (libgomp's default long spin made the student 10x slower there). libgomp reads this
+  // when it is loaded, before main, so posekd re-executes itself once. The user's own
+  // OMP_WAIT_POLICY / GOMP_SPINCOUNT win. See core/omp_wait.h and docs/performance.md.
+  if (const auto w = posekd::decide_omp_wait()) {
+    ::setenv(w->name.c_str(), w->value.c_str(), 1);
+    ::setenv(posekd::kOmpWaitReasonEnv, w->reason.c_str(), 1);
     ::execv("/proc/self/exe", argv);  // returns only on failure: then carry on as we are
   }
   posekd::tune_allocator();  // glibc keeps freed memory instead of page-faulting it back (docs/performance.md)

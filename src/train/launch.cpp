@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "posekd/core/error.h"
+#include "posekd/core/omp_wait.h"
 
 namespace posekd::train {
 
@@ -103,6 +104,15 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
       ::setenv("LOCAL_WORLD_SIZE", std::to_string(o.nproc).c_str(), 1);
       ::setenv("MASTER_ADDR", o.master_addr.c_str(), 1);
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      // Ranks on one machine share its cores: OpenMP threads must sleep, not spin, while they wait
+      // (core/omp_wait.h), unless the user chose. posekd's own idle-machine choice is overridden.
+      const bool user_chose = (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) &&
+                              !std::getenv(kOmpWaitReasonEnv);
+      if (o.nproc > 1 && !user_chose) {
+        ::unsetenv("GOMP_SPINCOUNT");
+        ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        ::setenv(kOmpWaitReasonEnv, "set by posekd launch: the ranks share this machine's cores", 1);
+      }
       std::vector<char*> argv;
       argv.push_back(const_cast<char*>(program.c_str()));
       for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));

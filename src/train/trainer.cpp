@@ -22,6 +22,7 @@
 #include "posekd/ai8x/policy.h"
 #include "posekd/ai8x/state_dict.h"
 #include "posekd/core/error.h"
+#include "posekd/core/omp_wait.h"
 #include "posekd/core/threads.h"
 #include "posekd/data/coco_json.h"
 #include "posekd/data/loader.h"
@@ -429,6 +430,7 @@ TrainResult run_training(const TrainConfig& cfg) {
                        }(),
                        loader.num_samples(), cfg.batch_size, cfg.total_batches, cfg.lr, threads, cfg.workers,
                        qat_start >= 0 ? fmt::format(", QAT from batch {}", qat_start) : std::string(", no QAT")));
+  log.line("OpenMP waits: " + omp_wait_description());
 
   const LossWeights weights{cfg.kd_student_wt, cfg.kd_distill_wt};
   std::unique_ptr<GradSync> gsync;

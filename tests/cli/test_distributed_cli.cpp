@@ -76,9 +76,14 @@ class DistributedTrain : public ::testing::Test {
 };
 
 TEST_F(DistributedTrain, TwoProcessesGiveOneProcessWeightsAndTheCheckpointResumesOnOne) {
-  const Proc one = run(posekd() + train("one", 6));
+  // Without the user's OpenMP settings (ctest sets OMP_WAIT_POLICY): posekd picks one at start and
+  // logs it; the launcher makes ranks that share the machine sleep rather than spin.
+  const std::string no_omp_env = "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u POSEKD_OMP_WAIT ";
+  const Proc one = run(no_omp_env + posekd() + train("one", 6));
   ASSERT_EQ(one.rc, 0) << one.out;
-  const Proc two = run(launch2() + train("two", 6));
+  EXPECT_NE(read_text(dir_ / "one" / "log.txt").find(" (set by posekd: "), std::string::npos)
+      << read_text(dir_ / "one" / "log.txt");
+  const Proc two = run(no_omp_env + launch2() + train("two", 6));
   ASSERT_EQ(two.rc, 0) << two.out;
   EXPECT_NE(two.out.find("all 2 rank(s) finished"), std::string::npos) << two.out;
 
@@ -95,6 +100,9 @@ TEST_F(DistributedTrain, TwoProcessesGiveOneProcessWeightsAndTheCheckpointResume
   // Rank 0 alone wrote the log; args.yaml records the group.
   const std::string log = read_text(dir_ / "two" / "log.txt");
   EXPECT_NE(log.find("Distributed: 2 processes"), std::string::npos) << log;
+  EXPECT_NE(log.find("OpenMP waits: OMP_WAIT_POLICY=PASSIVE (set by posekd launch: the ranks share"),
+            std::string::npos)
+      << log;
   EXPECT_EQ(log.find("Done:"), log.rfind("Done:")) << log;
   EXPECT_NE(read_text(dir_ / "two" / "args.yaml").find("world_size: 2"), std::string::npos);
   EXPECT_TRUE(fs::exists(dir_ / "one" / "results.png"));  // written at the end of every train
