@@ -179,6 +179,13 @@ void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, s
 
 namespace {
 
+// Channels-last stays channels-last; anything else is made contiguous.
+at::MemoryFormat dense_format(const torch::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
 struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                double in_scale, int64_t bits, double lo, double hi, bool relu,
@@ -188,9 +195,11 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
     const double mul = std::ldexp(1.0, static_cast<int>(bits) - 1);
     torch::Tensor y, mask;
     if (x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
-      auto xc = x.contiguous();
+      // Element-wise: work on the storage in the input's own layout (the student's activations are
+      // channels-last, model/student.cpp), with y and the mask in the same layout.
+      auto xc = x.contiguous(dense_format(x));
       y = torch::empty_like(xc);
-      mask = torch::empty(xc.sizes(), xc.options().dtype(torch::kBool));
+      mask = torch::empty_like(xc, xc.options().dtype(torch::kBool));
       kernels::quant_clamp_kernel(xc.data_ptr<float>(), y.data_ptr<float>(),
                          reinterpret_cast<std::uint8_t*>(mask.data_ptr<bool>()),
                          xc.numel(), static_cast<float>(in_scale), static_cast<float>(mul),
@@ -219,8 +228,9 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
     const double s = ctx->saved_data["s"].toDouble();
     auto g = grad[0];
     torch::Tensor gx;
-    if (g.device().is_cpu() && g.scalar_type() == torch::kFloat && mask.is_contiguous()) {
-      auto gc = g.contiguous();
+    auto gc = g.device().is_cpu() && g.scalar_type() == torch::kFloat ? g.contiguous(dense_format(mask)) : g;
+    if (g.device().is_cpu() && g.scalar_type() == torch::kFloat && gc.strides() == mask.strides() &&
+        (mask.is_contiguous() || mask.is_contiguous(at::MemoryFormat::ChannelsLast))) {
       gx = torch::empty_like(gc);
       const float* gp = gc.data_ptr<float>();
       const auto* mp = reinterpret_cast<const std::uint8_t*>(mask.data_ptr<bool>());

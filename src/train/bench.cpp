@@ -184,7 +184,7 @@ BenchReport run_bench(const BenchOptions& o) {
     auto out = s.forward(x);
     auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, with_teacher ? th : torch::Tensor(),
                         with_teacher ? tp : torch::Tensor(), {0.3, 0.7});
-    opt.zero_grad();
+    clear_grads(opt);
     lp.total.backward();
     fused_adam_step(opt);
   };

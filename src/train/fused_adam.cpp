@@ -63,4 +63,10 @@ void fused_adam_step(torch::optim::Adam& opt) {
   }
 }
 
+void clear_grads(torch::optim::Optimizer& opt) {
+  for (auto& group : opt.param_groups())
+    for (auto& p : group.params())
+      if (p.grad().defined()) p.mutable_grad().reset();
+}
+
 }  // namespace posekd::train

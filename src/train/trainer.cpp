@@ -600,7 +600,7 @@ TrainResult run_training(const TrainConfig& cfg) {
     }
     nonfinite_in_row = 0;
     if (!dist) {
-      optimizer->zero_grad();
+      clear_grads(*optimizer);
       lp.total.backward();
     }
     fused_adam_step(*optimizer);

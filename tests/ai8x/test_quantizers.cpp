@@ -113,6 +113,24 @@ TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
   std::printf("vectorised kernels: %s\n", posekd::ai8x::kernels::quant_kernels_vectorised() ? "AVX2" : "not available (scalar twice)");
 }
 
+// The student's activations are channels-last: the fused kernel keeps that layout (no copy) and
+// gives the same values and gradients as on the NCHW tensor.
+TEST(Quantizers, FusedKernelKeepsChannelsLastAndAgreesWithNchw) {
+  auto x = torch::randn({2, 5, 3, 4});
+  auto a = x.clone().requires_grad_(true);
+  auto b = x.contiguous(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+  ASSERT_FALSE(b.is_contiguous());
+  auto ya = quantize_clamp_ste(a, 2.0, 8, kActLo, kActHi, true, 1.0);
+  auto yb = quantize_clamp_ste(b, 2.0, 8, kActLo, kActHi, true, 1.0);
+  EXPECT_TRUE(yb.is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(ya.equal(yb));
+  auto w = torch::randn({2, 5, 3, 4});  // a weighting, so the incoming gradient is not uniform
+  (ya * w).sum().backward();
+  (yb * w).sum().backward();
+  EXPECT_TRUE(a.grad().equal(b.grad()));
+  EXPECT_GT(a.grad().abs().sum().item<float>(), 0.0f);
+}
+
 TEST(Quantizers, OutputShiftAndQuantiles) {
   EXPECT_EQ(output_shift_from_limit(1.0f), 0);
   EXPECT_EQ(output_shift_from_limit(0.5f), -1);

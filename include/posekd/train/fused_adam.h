@@ -14,4 +14,9 @@ namespace posekd::train {
 // opt.step().
 void fused_adam_step(torch::optim::Adam& opt);
 
+// Drops every parameter's gradient (PyTorch's zero_grad(set_to_none=True)). The next backward then
+// hands its gradient buffers over instead of filling zeros and adding into them: the same values
+// (0 + g == g exactly), two passes fewer per parameter.
+void clear_grads(torch::optim::Optimizer& opt);
+
 }  // namespace posekd::train
