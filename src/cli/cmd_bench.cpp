@@ -8,6 +8,7 @@
 #include "posekd/core/omp_wait.h"
 #include "posekd/train/bench.h"
 
+namespace posekd::cli::cmd_bench {  // named: the commands share unity-build translation units
 namespace {
 
 posekd::cli::Registration reg("bench", "Measure sample preparation, student/teacher steps and the conv peak",
@@ -27,3 +28,4 @@ posekd::cli::Registration reg("bench", "Measure sample preparation, student/teac
 });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_bench

@@ -21,6 +21,7 @@
 #include "posekd/train/distributed.h"
 #include "posekd/train/teacher_cache.h"
 
+namespace posekd::cli::cmd_cache_teacher {  // named: the commands share unity-build translation units
 namespace {
 
 struct Opts {
@@ -155,3 +156,4 @@ posekd::cli::Registration reg("cache-teacher", "Run the teacher once per trainin
 });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_cache_teacher

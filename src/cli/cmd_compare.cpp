@@ -14,6 +14,7 @@
 #include "posekd/io/torch_file.h"
 #include "posekd/io/value.h"
 
+namespace posekd::cli::cmd_compare {  // named: the commands share unity-build translation units
 namespace {
 
 using posekd::io::Value;
@@ -155,3 +156,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_compare

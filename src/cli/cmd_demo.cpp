@@ -6,6 +6,7 @@
 #include "posekd/cli/registry.h"
 #include "posekd/train/demo.h"
 
+namespace posekd::cli::cmd_demo {  // named: the commands share unity-build translation units
 namespace {
 
 posekd::cli::Registration reg(
@@ -42,3 +43,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_demo

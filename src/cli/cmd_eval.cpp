@@ -21,6 +21,7 @@
 #include "posekd/infer/evaluate.h"
 #include "posekd/train/checkpoint.h"
 
+namespace posekd::cli::cmd_eval {  // named: the commands share unity-build translation units
 namespace {
 
 namespace fs = std::filesystem;
@@ -160,3 +161,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_eval

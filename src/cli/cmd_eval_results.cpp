@@ -10,6 +10,7 @@
 #include "posekd/infer/coco_eval.h"
 #include "posekd/infer/coco_results.h"
 
+namespace posekd::cli::cmd_eval_results {  // named: the commands share unity-build translation units
 namespace {
 
 struct Opts {
@@ -40,3 +41,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_eval_results

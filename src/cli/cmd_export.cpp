@@ -13,6 +13,7 @@
 #include "posekd/io/torch_file.h"
 #include "posekd/train/checkpoint.h"
 
+namespace posekd::cli::cmd_export {  // named: the commands share unity-build translation units
 namespace {
 
 struct Opts {
@@ -69,3 +70,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_export

@@ -10,6 +10,7 @@
 #include "posekd/io/torch_file.h"
 #include "posekd/io/value.h"
 
+namespace posekd::cli::cmd_inspect {  // named: the commands share unity-build translation units
 namespace {
 
 using posekd::io::Value;
@@ -78,3 +79,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_inspect

@@ -6,6 +6,7 @@
 #include "posekd/cli/registry.h"
 #include "posekd/train/launch.h"
 
+namespace posekd::cli::cmd_launch {  // named: the commands share unity-build translation units
 namespace {
 
 posekd::cli::Registration reg(
@@ -26,3 +27,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_launch

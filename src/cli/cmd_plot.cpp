@@ -9,6 +9,7 @@
 #include "posekd/core/error.h"
 #include "posekd/train/plot.h"
 
+namespace posekd::cli::cmd_plot {  // named: the commands share unity-build translation units
 namespace {
 
 posekd::cli::Registration reg("plot", "Draw DIR/results.png (losses, validation AP, QAT switch) from DIR/results.csv",
@@ -29,3 +30,4 @@ posekd::cli::Registration reg("plot", "Draw DIR/results.png (losses, validation 
 });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_plot

@@ -21,6 +21,7 @@
 #include "posekd/infer/evaluate.h"
 #include "posekd/train/checkpoint.h"
 
+namespace posekd::cli::cmd_predict {  // named: the commands share unity-build translation units
 namespace {
 
 namespace fs = std::filesystem;
@@ -123,3 +124,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_predict

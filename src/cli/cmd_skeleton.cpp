@@ -6,6 +6,7 @@
 #include "posekd/cli/registry.h"
 #include "posekd/core/skeleton.h"
 
+namespace posekd::cli::cmd_skeleton {  // named: the commands share unity-build translation units
 namespace {
 namespace sk = posekd::skeleton;
 
@@ -30,3 +31,4 @@ posekd::cli::Registration reg("skeleton", "Print the skeleton table (keypoints, 
 });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_skeleton

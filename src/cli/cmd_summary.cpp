@@ -8,6 +8,7 @@
 #include "posekd/export/fit.h"
 #include "posekd/model/student.h"
 
+namespace posekd::cli::cmd_summary {  // named: the commands share unity-build translation units
 namespace {
 
 struct Opts {
@@ -34,3 +35,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_summary

@@ -11,6 +11,7 @@
 #include "posekd/core/error.h"
 #include "posekd/data/synth.h"
 
+namespace posekd::cli::cmd_synth {  // named: the commands share unity-build translation units
 namespace {
 
 struct SynthOptions {
@@ -72,3 +73,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_synth

@@ -6,6 +6,7 @@
 #include "posekd/cli/registry.h"
 #include "posekd/train/trainer.h"
 
+namespace posekd::cli::cmd_train {  // named: the commands share unity-build translation units
 namespace {
 
 posekd::cli::Registration reg(
@@ -76,3 +77,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_train

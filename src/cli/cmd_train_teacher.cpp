@@ -8,6 +8,7 @@
 #include "posekd/core/error.h"
 #include "posekd/train/teacher_train.h"
 
+namespace posekd::cli::cmd_train_teacher {  // named: the commands share unity-build translation units
 namespace {
 
 posekd::cli::Registration reg(
@@ -46,3 +47,4 @@ posekd::cli::Registration reg(
     });
 
 }  // namespace
+}  // namespace posekd::cli::cmd_train_teacher
