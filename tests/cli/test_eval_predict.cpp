@@ -60,6 +60,12 @@ std::vector<double> summary_stats(const std::string& out) {
   return st;
 }
 
+std::string data_args(const fs::path& coco) { return "--data " + coco.string() + " --split val2017 --threads 2 --quiet"; }
+
+}  // namespace
+
+// Outside the anonymous namespace: the TEST_F classes derive from it (-Wsubobject-linkage in the
+// unity build otherwise).
 class EvalCli : public ::testing::Test {
  protected:
   static fs::path dir_, fresh_, qat_;
@@ -96,10 +102,6 @@ class EvalCli : public ::testing::Test {
   }
 };
 fs::path EvalCli::dir_, EvalCli::fresh_, EvalCli::qat_;
-
-std::string data_args(const fs::path& coco) { return "--data " + coco.string() + " --split val2017 --threads 2 --quiet"; }
-
-}  // namespace
 
 TEST_F(EvalCli, ResultsFileOfTheGroundTruthHasApOne) {
   POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
