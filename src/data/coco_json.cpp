@@ -418,7 +418,7 @@ struct Reader {
   std::vector<T> vec() {
     uint64_t n = count(sizeof(T));
     std::vector<T> v(n);
-    std::memcpy(v.data(), p, n * sizeof(T));
+    if (n) std::memcpy(v.data(), p, n * sizeof(T));  // an empty vector's data() may be null (UBSan)
     p += n * sizeof(T);
     return v;
   }

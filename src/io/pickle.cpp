@@ -52,12 +52,25 @@ class Unpickler {
  public:
   Unpickler(const PickleSource& src, const PersistentLoad& pl) : src_(src), pl_(pl) {}
   // Containers reference each other through shared pointers; a hostile pickle can make them refer
-  // to themselves (a list appended to itself via the memo), which would never be freed. When the
-  // run did not hand back an acyclic result, empty every container it saw to break such cycles.
+  // to themselves (a list appended to itself via the memo), which would never be freed. Every
+  // container the run created is remembered (push), and at the end each one that the caller does
+  // not get back is emptied: all of them after a failure; after success, those not reachable from
+  // the (checked acyclic) result. A cycle can hide in containers already popped or overwritten in
+  // the memo, so the memo and the stack alone are not enough (LeakSanitizer, make asan).
   ~Unpickler() {
-    if (ok_) return;
-    for (auto& [k, v] : memo_) break_container(v);
-    for (auto& v : stack_) break_container(v);
+    std::unordered_set<const void*> keep;
+    if (ok_) {
+      std::vector<const Value*> todo{&result_};
+      while (!todo.empty()) {
+        const Value* v = todo.back();
+        todo.pop_back();
+        const void* id = container_id(*v);
+        if (!id || !keep.insert(id).second) continue;
+        for_each_child(*v, [&](const Value& c) { todo.push_back(&c); });
+      }
+    }
+    for (auto& v : created_)
+      if (!keep.count(container_id(v))) break_container(v);
   }
 
   Value run(size_t* end) {
@@ -80,6 +93,7 @@ class Unpickler {
             fail("self-referencing object (a container that contains itself)");
           }
           ok_ = true;
+          result_ = v;
           return v;
         }
         case '(': marks_.push_back(stack_.size()); break;  // MARK
@@ -316,6 +330,7 @@ class Unpickler {
 
   void push(const Value& v) {
     if (stack_.size() > 10'000'000) fail("pickle stack too deep");
+    if (const void* id = container_id(v); id && created_ids_.insert(id).second) created_.push_back(v);
     stack_.push_back(v);
   }
   Value pop() {
@@ -560,6 +575,9 @@ class Unpickler {
   }
 
   bool ok_ = false;
+  Value result_;                // what run() returned (kept: the destructor must not empty it)
+  std::vector<Value> created_;  // every container pushed, once
+  std::unordered_set<const void*> created_ids_;
   std::unordered_map<size_t, Value> memo_;
 };
 

@@ -12,19 +12,22 @@ std::vector<uint32_t> decode_rle_string(const std::string& s, const std::string&
   std::vector<int64_t> cnts;
   size_t p = 0;
   while (p < s.size()) {
-    int64_t x = 0;
+    // Bits are assembled unsigned: shifting a negative or overflowing signed value is undefined
+    // behaviour in C++17 (UBSan found the sign extension in `make asan`).
+    uint64_t ux = 0;
     int k = 0;
     bool more = true;
     while (more) {
       if (p >= s.size()) throw Error(what + ": truncated compressed RLE string");
       int c = static_cast<unsigned char>(s[p]) - 48;
       if (c < 0 || c > 63 || k > 12) throw Error(what + ": invalid compressed RLE string");
-      x |= static_cast<int64_t>(c & 0x1f) << (5 * k);
+      ux |= static_cast<uint64_t>(c & 0x1f) << (5 * k);
       more = c & 0x20;
       ++p;
       ++k;
-      if (!more && (c & 0x10)) x |= ~int64_t(0) << (5 * k);
+      if (!more && (c & 0x10) && 5 * k < 64) ux |= ~uint64_t(0) << (5 * k);  // sign extension
     }
+    int64_t x = static_cast<int64_t>(ux);
     if (cnts.size() > 2) x += cnts[cnts.size() - 2];
     if (x < 0 || x > 0xffffffffLL) throw Error(what + ": invalid run length in compressed RLE string");
     cnts.push_back(x);
