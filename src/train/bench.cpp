@@ -285,7 +285,7 @@ BenchReport run_bench(const BenchOptions& o) {
           }
           auto out = s2->forward(s2->folded_input() ? data::fold_input(x128) : x128);
           auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, h, p, {0.3, 0.7});
-          opt.zero_grad();
+          clear_grads(opt);
           lp.total.backward();
           opt.step();
         },
@@ -311,7 +311,7 @@ BenchReport run_bench(const BenchOptions& o) {
             auto t = cache.fetch_or_compute(ids, x128, never);
             auto out = s2->forward(s2->folded_input() ? data::fold_input(x128) : x128);
             auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, t.first, t.second, {0.3, 0.7});
-            opt.zero_grad();
+            clear_grads(opt);
             lp.total.backward();
             opt.step();
           },
