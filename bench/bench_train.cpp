@@ -20,6 +20,7 @@
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
 #include "posekd/train/loss.h"
+#include "posekd/train/step.h"
 #include "posekd/train/teacher_cache.h"
 
 namespace {
@@ -53,12 +54,11 @@ struct StudentRig {
     opt = std::make_unique<torch::optim::Adam>(s->parameters(), torch::optim::AdamOptions(1e-4));
   }
   torch::Tensor input() const { return s->folded_input() ? data::fold_input(x128) : x128; }
-  void step(const torch::Tensor& th, const torch::Tensor& tp) {
-    auto out = s->forward(input());
-    auto lp = train::pose_loss(out.heat, out.paf, gh, gp, mask, th, tp, {0.3, 0.7});
-    opt->zero_grad();
-    lp.total.backward();
-    opt->step();
+  void step(const torch::Tensor& th, const torch::Tensor& tp) {  // the trainer's own step (train/step.h)
+    (void)train::train_step(*opt, [&] {
+      auto out = s->forward(input());
+      return train::pose_loss(out.heat, out.paf, gh, gp, mask, th, tp, {0.3, 0.7});
+    });
   }
 };
 

@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "posekd/cli/recipe_options.h"
 #include "posekd/cli/registry.h"
 #include "posekd/train/trainer.h"
 
@@ -24,6 +25,8 @@ posekd::cli::Registration reg(
       app.add_option("--val-split", c->val_split, "split name under --val-data")->capture_default_str();
       app.add_option("--val-ann", c->val_ann, "validation annotation JSON (overrides --val-data)");
       app.add_option("--val-images", c->val_images, "validation image folder");
+      app.add_option("--val-subset", c->val_subset, "validate on the first N validation images (0 = all)")
+          ->capture_default_str();
       app.add_option("--val-every", c->val_every, "validate every N batches (0 = only at the end); best.pth = best validation AP")->capture_default_str();
       app.add_option("--arch", c->arch, "student architecture: seed | ai85pose")->capture_default_str();
       app.add_option("--teacher", c->teacher, "teacher checkpoint (omit: ground-truth loss only)");
@@ -34,7 +37,13 @@ posekd::cli::Registration reg(
       app.add_flag("--no-teacher-cache", c->no_teacher_cache, "run the teacher on every batch instead of caching");
       app.add_option("--batch-size", c->batch_size, "images per batch")->capture_default_str();
       app.add_option("--total-batches", c->total_batches, "train until this many batches")->capture_default_str();
-      app.add_option("--lr", c->lr, "Adam learning rate")->capture_default_str();
+      app.add_option("--lr", c->lr, "Adam learning rate (the float phase's peak)")->capture_default_str();
+      posekd::cli::add_schedule_options(app, c->lr_schedule, c->warmup, c->lr_end_factor, c->weight_decay);
+      app.add_option("--qat-lr", c->qat_lr, "learning rate after the QAT switch (-1 = --lr / 10)")->capture_default_str();
+      app.add_option("--qat-warmup", c->qat_warmup,
+                     "warm-up batches after the QAT switch (-1 = 5% of the QAT phase, at most 200)")
+          ->capture_default_str();
+      posekd::cli::add_augment_options(app, c->no_augment, c->augment);
       app.add_option("--kd-student-wt", c->kd_student_wt, "weight of the ground-truth loss")->capture_default_str();
       app.add_option("--kd-distill-wt", c->kd_distill_wt, "weight of the distillation loss")->capture_default_str();
       app.add_option("--save-every", c->save_every, "checkpoint every N batches")->capture_default_str();

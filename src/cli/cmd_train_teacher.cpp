@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "posekd/cli/recipe_options.h"
 #include "posekd/cli/registry.h"
 #include "posekd/core/error.h"
 #include "posekd/train/teacher_train.h"
@@ -26,7 +27,9 @@ posekd::cli::Registration reg(
       app.add_option("--refinement-stages", c->num_refinement_stages, "refinement stages")->capture_default_str();
       app.add_option("--batch-size", c->batch_size, "images per batch")->capture_default_str();
       app.add_option("--total-batches", c->total_batches, "train until this many batches")->capture_default_str();
-      app.add_option("--lr", c->lr, "Adam learning rate")->capture_default_str();
+      app.add_option("--lr", c->lr, "Adam learning rate (peak)")->capture_default_str();
+      posekd::cli::add_schedule_options(app, c->lr_schedule, c->warmup_batches, c->lr_end_factor, c->weight_decay);
+      posekd::cli::add_augment_options(app, c->no_augment, c->augment);
       app.add_option("--save-every", c->save_every, "checkpoint every N batches")->capture_default_str();
       app.add_option("--output", c->output, "output directory (teacher.pth, log.txt)")->capture_default_str();
       app.add_option("--threads", c->threads, "compute threads (0 = all cores)")->capture_default_str();

@@ -84,11 +84,18 @@ int64_t Loader::sample_index(int64_t seq) {
 
 Sample Loader::prepare(int64_t seq) {
   int64_t idx;
+  const int64_t global = global_seq(seq);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    idx = sample_index(global_seq(seq));
+    idx = sample_index(global);
   }
-  return prepare_sample(images_[static_cast<size_t>(idx)], image_dir_, config_);
+  const CocoImage& im = images_[static_cast<size_t>(idx)];
+  if (!config_.augment.enabled) return prepare_sample(im, image_dir_, config_);
+  const int64_t view = augment_view(config_.augment, global / num_samples());
+  const AugmentParams p = draw_augment(config_.augment, seed_, view, im.id);
+  Sample s = prepare_sample(im, image_dir_, config_, &p);
+  s.view = view;
+  return s;
 }
 
 void Loader::worker_loop() {
@@ -175,6 +182,7 @@ Batch Loader::next() {
     pf.push_back(s.pafs);
     mk.push_back(s.mask);
     b.image_ids.push_back(s.image_id);
+    b.views.push_back(s.view);
   }
   b.image = torch::stack(im);
   b.heatmaps = torch::stack(hm);

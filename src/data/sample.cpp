@@ -104,7 +104,8 @@ bool image_header_size(const std::string& bytes, int& width, int& height) {
   return false;
 }
 
-Sample prepare_sample(const CocoImage& image, const std::string& image_dir, const SampleConfig& cfg) {
+Sample prepare_sample(const CocoImage& image, const std::string& image_dir, const SampleConfig& cfg,
+                      const AugmentParams* aug) {
   Sample s;
   s.image_id = image.id;
   const std::string path = (fs::path(image_dir) / image.file_name).string();
@@ -169,12 +170,36 @@ Sample prepare_sample(const CocoImage& image, const std::string& image_dir, cons
       throw Fail{fmt::format("image too large ({}x{}, limit {} per side)", w, h, cfg.max_side)};
 
     const int S = cfg.input_size;
-    const double scale = static_cast<double>(S) / std::max(h, w);
-    const int nw = std::max(1, static_cast<int>(w * scale)), nh = std::max(1, static_cast<int>(h * scale));
-    cv::Mat resized;
-    cv::resize(img, resized, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
+    TargetGrid g;
+    g.grid_w = g.grid_h = S / cfg.stride;
+    g.stride = cfg.stride;
+    g.sigma = cfg.sigma;
+    double scale = static_cast<double>(S) / std::max(h, w);
     cv::Mat canvas(S, S, CV_8UC3, cv::Scalar(128, 128, 128));
-    resized(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))).copyTo(canvas(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))));
+    cv::Mat affine;  // original pixels -> input pixels, with augmentation
+    if (aug != nullptr) {
+      affine = augment_affine(*aug, w, h, S);
+      scale *= aug->scale;
+      // Decoded pixels are (fx, fy) original pixels (reduced decode); pixel centres map as
+      // orig = (dec + 0.5) * f - 0.5.
+      const double fx = static_cast<double>(w) / img.cols, fy = static_cast<double>(h) / img.rows;
+      cv::Mat dec = cv::Mat::zeros(3, 3, CV_64F);
+      dec.at<double>(0, 0) = fx;
+      dec.at<double>(0, 2) = 0.5 * fx - 0.5;
+      dec.at<double>(1, 1) = fy;
+      dec.at<double>(1, 2) = 0.5 * fy - 0.5;
+      dec.at<double>(2, 2) = 1;
+      const cv::Mat m_dec = affine * dec;
+      photometric(img, *aug, aug->blur_sigma / (scale * fx));
+      cv::warpAffine(img, canvas, m_dec, cv::Size(S, S), cv::INTER_LINEAR, cv::BORDER_CONSTANT,
+                     cv::Scalar(128, 128, 128));
+    } else {
+      const int nw = std::max(1, static_cast<int>(w * scale)), nh = std::max(1, static_cast<int>(h * scale));
+      cv::Mat resized;
+      cv::resize(img, resized, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
+      resized(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))).copyTo(canvas(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))));
+      s.mask = crowd_mask(image.crowds, h, w, nh, nw, g);
+    }
 
     s.image = torch::empty({3, S, S}, torch::kFloat32);
     float* o = s.image.data_ptr<float>();
@@ -187,15 +212,13 @@ Sample prepare_sample(const CocoImage& image, const std::string& image_dir, cons
 
     std::vector<Keypoints18> persons;
     persons.reserve(image.persons.size());
-    for (const auto& p : image.persons)
-      persons.push_back(scale_keypoints(cfg.seed_compat_targets ? seed_compat_keypoints(p) : convert_keypoints(p, w, h), scale));
-    TargetGrid g;
-    g.grid_w = g.grid_h = S / cfg.stride;
-    g.stride = cfg.stride;
-    g.sigma = cfg.sigma;
+    for (const auto& p : image.persons) {
+      const Keypoints18 kp = cfg.seed_compat_targets ? seed_compat_keypoints(p) : convert_keypoints(p, w, h);
+      persons.push_back(aug != nullptr ? transform_keypoints(kp, affine, aug->flip) : scale_keypoints(kp, scale));
+    }
     s.heatmaps = heatmaps(persons, g);
     s.pafs = pafs(persons, g);
-    s.mask = crowd_mask(image.crowds, h, w, nh, nw, g);
+    if (aug != nullptr) s.mask = crowd_mask_affine(image.crowds, h, w, affine, g);
     s.scale = scale;
     s.ok = true;
   } catch (const Fail& f) {

@@ -125,19 +125,24 @@ cv::Mat rasterize_segmentation(const Segmentation& seg, int height, int width) {
   return m;
 }
 
-torch::Tensor crowd_mask(const std::vector<CocoPerson>& crowds, int img_h, int img_w, int resized_h, int resized_w,
-                         const TargetGrid& g) {
-  auto t = torch::ones({1, g.grid_h, g.grid_w}, torch::kFloat32);
+namespace {
+
+// The "use" map at the original resolution (1 outside crowds, 0 inside); empty when there is no crowd.
+cv::Mat use_map(const std::vector<CocoPerson>& crowds, int img_h, int img_w) {
   bool any = false;
   for (const auto& c : crowds) any = any || !c.segmentation.empty();
-  if (!any || img_h <= 0 || img_w <= 0) return t;
+  if (!any || img_h <= 0 || img_w <= 0) return {};
   cv::Mat crowd = cv::Mat::zeros(img_h, img_w, CV_8U);
   for (const auto& c : crowds)
     if (!c.segmentation.empty()) crowd |= rasterize_segmentation(c.segmentation, img_h, img_w);
   cv::Mat mask(img_h, img_w, CV_32F, cv::Scalar(1.f));
   mask.setTo(0.f, crowd);
-  cv::Mat scaled;
-  cv::resize(mask, scaled, cv::Size(resized_w, resized_h), 0, 0, cv::INTER_LINEAR);
+  return mask;
+}
+
+// A float map already on the input canvas (ch x cw, or smaller at the top-left: the rest is 1) ->
+// uint8 (any value < 1 is 0, as upstream's float -> uint8 truncation) -> INTER_AREA to the grid.
+torch::Tensor canvas_to_grid(const cv::Mat& scaled, const TargetGrid& g) {
   const int ch = g.grid_h * g.stride, cw = g.grid_w * g.stride;
   cv::Mat canvas(ch, cw, CV_8U, cv::Scalar(1));
   const int rh = std::min(ch, scaled.rows), rw = std::min(cw, scaled.cols);
@@ -148,10 +153,32 @@ torch::Tensor crowd_mask(const std::vector<CocoPerson>& crowds, int img_h, int i
   }
   cv::Mat grid;
   cv::resize(canvas, grid, cv::Size(g.grid_w, g.grid_h), 0, 0, cv::INTER_AREA);
+  auto t = torch::ones({1, g.grid_h, g.grid_w}, torch::kFloat32);
   float* o = t.data_ptr<float>();
   for (int y = 0; y < g.grid_h; ++y)
     for (int x = 0; x < g.grid_w; ++x) o[y * g.grid_w + x] = grid.at<uint8_t>(y, x);
   return t;
+}
+
+}  // namespace
+
+torch::Tensor crowd_mask(const std::vector<CocoPerson>& crowds, int img_h, int img_w, int resized_h, int resized_w,
+                         const TargetGrid& g) {
+  const cv::Mat mask = use_map(crowds, img_h, img_w);
+  if (mask.empty()) return torch::ones({1, g.grid_h, g.grid_w}, torch::kFloat32);
+  cv::Mat scaled;
+  cv::resize(mask, scaled, cv::Size(resized_w, resized_h), 0, 0, cv::INTER_LINEAR);
+  return canvas_to_grid(scaled, g);
+}
+
+torch::Tensor crowd_mask_affine(const std::vector<CocoPerson>& crowds, int img_h, int img_w, const cv::Mat& affine,
+                                const TargetGrid& g) {
+  const cv::Mat mask = use_map(crowds, img_h, img_w);
+  if (mask.empty()) return torch::ones({1, g.grid_h, g.grid_w}, torch::kFloat32);
+  cv::Mat warped;
+  cv::warpAffine(mask, warped, affine, cv::Size(g.grid_w * g.stride, g.grid_h * g.stride), cv::INTER_LINEAR,
+                 cv::BORDER_CONSTANT, cv::Scalar(1.f));
+  return canvas_to_grid(warped, g);
 }
 
 }  // namespace posekd::data

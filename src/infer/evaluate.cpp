@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include <unordered_map>
+
 #include "posekd/ai8x/integer.h"
 #include "posekd/ai8x/simulate.h"
 #include "posekd/ai8x/state_dict.h"
@@ -168,6 +170,40 @@ std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& 
     if (config.progress) config.progress(b1, n);
   }
   return result;
+}
+
+namespace {
+
+std::uint64_t pixels_key(const torch::Tensor& image) {
+  const auto t = image.to(torch::kFloat).contiguous();
+  const auto* p = static_cast<const unsigned char*>(t.data_ptr());
+  std::uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a
+  for (size_t i = 0, n = static_cast<size_t>(t.numel()) * sizeof(float); i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+}  // namespace
+
+PredictFn ground_truth_predictor(const data::CocoDataset& dataset, const EvalConfig& config) {
+  data::SampleConfig sc;
+  sc.input_size = config.input_size;
+  sc.stride = config.stride;
+  sc.reduced_decode = config.reduced_decode;
+  auto maps = std::make_shared<std::unordered_map<std::uint64_t, std::pair<torch::Tensor, torch::Tensor>>>();
+  for (const auto& im : dataset.images) {
+    data::Sample s = data::prepare_sample(im, dataset.image_dir, sc);
+    if (s.ok) (*maps)[pixels_key(s.image)] = {s.heatmaps, s.pafs};
+  }
+  return [maps](const torch::Tensor& images) {
+    std::vector<torch::Tensor> h, p;
+    for (int64_t i = 0; i < images.size(0); ++i) {
+      auto it = maps->find(pixels_key(images[i]));
+      if (it == maps->end()) throw Error("ground_truth_predictor: an input that is not one of the dataset's images");
+      h.push_back(it->second.first);
+      p.push_back(it->second.second);
+    }
+    return std::make_pair(torch::stack(h), torch::stack(p));
+  };
 }
 
 std::vector<Detection> predict_dataset(const data::CocoDataset& dataset, const PredictFn& predict,

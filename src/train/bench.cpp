@@ -27,6 +27,7 @@
 #include "posekd/model/teacher.h"
 #include "posekd/train/fused_adam.h"
 #include "posekd/train/loss.h"
+#include "posekd/train/step.h"
 #include "posekd/train/teacher_cache.h"
 
 namespace posekd::train {
@@ -180,14 +181,15 @@ BenchReport run_bench(const BenchOptions& o) {
   auto gh = torch::rand({B, 19, 16, 16}), gp = torch::rand({B, 38, 16, 16}) - 0.5;
   auto th = torch::rand({B, 19, 16, 16}), tp = torch::rand({B, 38, 16, 16}) - 0.5;
   auto mask = torch::ones({B, 1, 16, 16});
-  auto step_fn = [&](model::Student& s, torch::optim::Adam& opt, bool with_teacher) {
-    auto out = s.forward(x);
-    auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, with_teacher ? th : torch::Tensor(),
-                        with_teacher ? tp : torch::Tensor(), {0.3, 0.7});
-    clear_grads(opt);
-    lp.total.backward();
-    fused_adam_step(opt);
+  // The trainer's own step (train/step.h) on a fixed batch.
+  auto kd_step = [&](model::Student& s, torch::optim::Adam& opt, const torch::Tensor& input, const torch::Tensor& t_heat,
+                     const torch::Tensor& t_paf) {
+    (void)train_step(opt, [&] {
+      auto out = s.forward(s.folded_input() && input.size(1) == 3 ? data::fold_input(input) : input);
+      return pose_loss(out.heat, out.paf, gh, gp, mask, t_heat, t_paf, {0.3, 0.7});
+    });
   };
+  auto step_fn = [&](model::Student& s, torch::optim::Adam& opt) { kd_step(s, opt, x, th, tp); };
   // --profile: a Chrome trace of a few steps plus a table of the operators' self times.
   auto profile = [&](const std::string& name, const std::function<void()>& step) {
     if (o.profile_dir.empty()) return;
@@ -227,8 +229,8 @@ BenchReport run_bench(const BenchOptions& o) {
   {
     student->train();
     torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
-    profile("float_step", [&] { step_fn(*student, opt, true); });
-    float_step = time_per_call([&] { step_fn(*student, opt, true); }, secs);
+    profile("float_step", [&] { step_fn(*student, opt); });
+    float_step = time_per_call([&] { step_fn(*student, opt); }, secs);
     add("student float train step, batch 8", B / float_step, "img/s", 0);
   }
   double qat_step;
@@ -243,8 +245,8 @@ BenchReport run_bench(const BenchOptions& o) {
         pol);
     student->train();
     torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
-    profile("qat_step", [&] { step_fn(*student, opt, true); });
-    qat_step = time_per_call([&] { step_fn(*student, opt, true); }, secs);
+    profile("qat_step", [&] { step_fn(*student, opt); });
+    qat_step = time_per_call([&] { step_fn(*student, opt); }, secs);
     add("student QAT train step, batch 8", B / qat_step, "img/s", 0);
     add("QAT step / float step", qat_step / float_step, "x", 0);
   }
@@ -283,11 +285,7 @@ BenchReport run_bench(const BenchOptions& o) {
             h = t.at(0);
             p = t.at(1);
           }
-          auto out = s2->forward(s2->folded_input() ? data::fold_input(x128) : x128);
-          auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, h, p, {0.3, 0.7});
-          clear_grads(opt);
-          lp.total.backward();
-          opt.step();
+          kd_step(*s2, opt, x128, h, p);
         },
         secs, 2);
     add("full KD step, teacher running (cold), batch 8", B / cold, "img/s", 0);
@@ -309,11 +307,7 @@ BenchReport run_bench(const BenchOptions& o) {
       warm = time_per_call(
           [&] {
             auto t = cache.fetch_or_compute(ids, x128, never);
-            auto out = s2->forward(s2->folded_input() ? data::fold_input(x128) : x128);
-            auto lp = pose_loss(out.heat, out.paf, gh, gp, mask, t.first, t.second, {0.3, 0.7});
-            clear_grads(opt);
-            lp.total.backward();
-            opt.step();
+            kd_step(*s2, opt, x128, t.first, t.second);
           },
           secs, 3);
     }

@@ -158,6 +158,18 @@ cv::Mat prediction_sheet(const std::vector<data::CocoImage>& imgs, const std::st
   return sheet;
 }
 
+// rows.csv: model,AP,AP50,AP75,APm,APl,AR,AR50,AR75,ARm,ARl (scripts/accuracy_benchmark.sh reads it).
+void write_rows_csv(const std::string& path, const std::vector<DemoRow>& rows) {
+  std::ofstream f(path);
+  f << "model,AP,AP50,AP75,APm,APl,AR,AR50,AR75,ARm,ARl\n";
+  for (const auto& r : rows) {
+    f << '"' << r.model << '"';
+    for (double v : r.stats) f << fmt::format(",{:.4f}", v);
+    f << "\n";
+  }
+  if (!f) fail_file(path, "cannot write");
+}
+
 }  // namespace
 
 DemoResult run_demo(const DemoOptions& o) {
@@ -217,6 +229,7 @@ DemoResult run_demo(const DemoOptions& o) {
   tc.lr = b.teacher_lr;
   tc.warmup_batches = b.teacher_warmup;
   tc.lr_end_factor = 0.05;
+  tc.no_augment = o.no_augment;
   tc.output = (out / "teacher").string();
   tc.threads = threads;
   tc.seed = o.seed;
@@ -235,10 +248,13 @@ DemoResult run_demo(const DemoOptions& o) {
     say(fmt::format("    {}: AP {:.3f} | AP50 {:.3f} | AR {:.3f} | {} people found in {} images", name, r.stats[0],
                     r.stats[1], r.stats[5], ps.people, ps.images));
   };
+  // The ceiling: the ground-truth target maps of the validation images through the same decoder.
+  eval_row("ground-truth maps (the ceiling at 16x16)", infer::ground_truth_predictor(val, ec));
   const auto teacher_fn = demo_teacher_predictor(tres.checkpoint, b.teacher_stages);
   eval_row(fmt::format("teacher ({} refinement stage(s), float, 128x128)", b.teacher_stages), teacher_fn);
   double eval_seconds = lap();
   if (o.teacher_only) {
+    write_rows_csv((out / "rows.csv").string(), res.rows);
     res.step_seconds[4] = eval_seconds;
     res.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
     say(fmt::format("teacher only: done in {:.0f} s (teacher {:.0f} s)", res.seconds, res.step_seconds[1]));
@@ -246,13 +262,10 @@ DemoResult run_demo(const DemoOptions& o) {
   }
 
   // 3. distilled student (ai85pose fits MAX78000), QAT switched on part way; 4. the same budget
-  // without the teacher. Each student is two run_training calls on one output folder: the float
-  // phase stops (checkpoint written) just before the QAT switch, then the run resumes with the
-  // lower QAT learning rate; the switch rebuilds Adam with TrainConfig::lr, keeping its moments.
-  // ai8x's README: keep the learning rate small after the switch. Measured on this demo (the switch
-  // multiplies the wide heads' outputs by 2^-output_shift, 4 here, and the loss jumps ~30x): at
-  // 1e-3 the QAT students never recovered (AP 0); at 3e-4 the one without teacher did (0.096) but
-  // the distilled one did not (0.004); at 1e-4 both end at or above their float AP.
+  // without the teacher. One run each, with train's recipe: augmentation, a cosine schedule, and the
+  // QAT switch at its own lower rate with a short warm-up (--qat-lr, --qat-warmup). ai8x's README:
+  // keep the learning rate small after the switch; the switch multiplies the wide heads' outputs by
+  // 2^-output_shift (4 here) and the loss jumps: at the float rate the QAT students collapse.
   const std::int64_t qat_start = std::max<std::int64_t>(1, static_cast<std::int64_t>(b.qat_fraction * b.student_batches));
   const std::string policy_path = (out / "qat_policy.yaml").string();
   {
@@ -272,6 +285,7 @@ DemoResult run_demo(const DemoOptions& o) {
     c.batch_size = b.student_batch;
     c.total_batches = b.student_batches;
     c.lr = b.student_lr;
+    c.qat_lr = b.student_qat_lr;
     c.qat_policy = policy_path;
     c.save_every = qat_start;  // batch_<qat_start>.pth is the last float checkpoint
     c.output = (out / name).string();
@@ -279,23 +293,15 @@ DemoResult run_demo(const DemoOptions& o) {
     c.seed = o.seed;
     c.quiet = o.quiet;
     c.calib_batches = 8;
+    c.no_augment = o.no_augment;
+    c.augment.views = o.augment_views;
     return c;
   };
   auto train_student = [&](const std::string& name, bool with_teacher) {
-    TrainConfig c = student_cfg(name, with_teacher);
-    c.stop_after = qat_start;  // float phase
-    run_training(c);
-    c.stop_after = 0;
-    c.lr = b.student_qat_lr;   // QAT phase (resumes from latest.pth at batch qat_start)
+    const TrainConfig c = student_cfg(name, with_teacher);
     auto r = run_training(c);
     if (r.batches_done != b.student_batches)
       throw Error(fmt::format("demo: student {} stopped at batch {} of {}", name, r.batches_done, b.student_batches));
-    // The lower rate reaches the QAT phase only because the switch rebuilds Adam from TrainConfig::lr
-    // (a resumed run otherwise keeps the checkpoint's rate): check it, so a change there is loud.
-    const double used = load_checkpoint((fs::path(c.output) / "latest.pth").string()).optimizer.lr;
-    if (std::abs(used - b.student_qat_lr) > 1e-12)
-      say(fmt::format("WARNING: student {} trained QAT at lr {}, not {}: the QAT numbers are not the tuned ones", name,
-                      used, b.student_qat_lr));
   };
   say(fmt::format("3/6 student ai85pose distilled from the teacher: {} batches of {}, lr {}, QAT from batch {} at lr {}",
                   b.student_batches, b.student_batch, b.student_lr, qat_start, b.student_qat_lr));
@@ -324,6 +330,7 @@ DemoResult run_demo(const DemoOptions& o) {
     t += fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n", r.model, r.stats[0], r.stats[1],
                      r.stats[2], r.stats[5], r.stats[6]);
   res.table_markdown = t;
+  write_rows_csv((out / "rows.csv").string(), res.rows);
   res.step_seconds[4] = eval_seconds + lap();
 
   // 6. export, predictions, plots

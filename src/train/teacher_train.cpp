@@ -17,6 +17,7 @@
 #include "posekd/train/checkpoint.h"
 #include "posekd/train/log.h"
 #include "posekd/train/loss.h"
+#include "posekd/train/step.h"
 
 namespace posekd::train {
 namespace fs = std::filesystem;
@@ -33,22 +34,25 @@ io::StateDict teacher_state(torch::nn::Module& m) {
 
 }  // namespace
 
-double teacher_lr_at(const TeacherTrainConfig& cfg, std::int64_t batch) {
-  if (cfg.warmup_batches > 0 && batch < cfg.warmup_batches)
-    return cfg.lr * static_cast<double>(batch + 1) / static_cast<double>(cfg.warmup_batches);
-  if (cfg.lr_end_factor == 1.0) return cfg.lr;
-  const double span = static_cast<double>(std::max<std::int64_t>(1, cfg.total_batches - cfg.warmup_batches));
-  const double t = std::min(1.0, static_cast<double>(batch - cfg.warmup_batches) / span);
-  const double c = 0.5 * (1.0 + std::cos(3.14159265358979323846 * t));
-  return cfg.lr * (cfg.lr_end_factor + (1.0 - cfg.lr_end_factor) * c);
+double teacher_lr_at(const TeacherTrainConfig& cfg, std::int64_t batch) { return teacher_schedule(cfg).at(batch); }
+
+LrSchedule teacher_schedule(const TeacherTrainConfig& cfg) {
+  LrSchedule s;
+  s.kind = cfg.lr_schedule;
+  s.lr = cfg.lr;
+  s.warmup = cfg.warmup_batches;
+  s.end_factor = cfg.lr_end_factor;
+  s.total = cfg.total_batches;
+  return s;
 }
 
 TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   using clock = std::chrono::steady_clock;
   if (cfg.input_size % 8 != 0 || cfg.input_size < 32) throw Error("train-teacher: --input-size must be a multiple of 8, >= 32");
   if (cfg.batch_size < 1 || cfg.total_batches < 1) throw Error("train-teacher: --batch-size and --total-batches must be >= 1");
-  if (!(cfg.lr > 0) || !(cfg.lr_end_factor >= 0) || cfg.warmup_batches < 0)
-    throw Error("train-teacher: --lr must be > 0, --lr-end-factor >= 0, --warmup >= 0");
+  const LrSchedule schedule = teacher_schedule(cfg);
+  schedule.validate("train-teacher");
+  if (!(cfg.weight_decay >= 0)) throw Error("train-teacher: --weight-decay must be >= 0");
   const auto t_start = clock::now();
   const int threads = set_compute_threads(cfg.threads);
   std::error_code ec;
@@ -62,12 +66,15 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   data::CocoDataset ds = data::load_coco(cfg.ann, cfg.images, lo);
   data::SampleConfig sc;
   sc.input_size = cfg.input_size;
+  sc.augment = cfg.augment;
+  sc.augment.enabled = !cfg.no_augment && cfg.augment.enabled;
 
   torch::manual_seed(cfg.seed);
   model::PoseEstimationWithMobileNet net(cfg.num_refinement_stages);
   net->train();
   auto params = net->parameters();
-  auto opt = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(cfg.lr));
+  auto opt = std::make_unique<torch::optim::Adam>(params,
+                                                  torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weight_decay));
 
   const std::string ckpt_path = (fs::path(cfg.output) / "teacher.pth").string();
   std::int64_t batch = 0;
@@ -88,6 +95,8 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
       fake.set("optimizer", v.at("optimizer", ckpt_path));
       tmp = checkpoint_from_value(fake, ckpt_path);
       restore_adam(*opt, params, tmp.optimizer, ckpt_path);
+      for (auto& g : opt->param_groups())  // this run's options win over the file's
+        static_cast<torch::optim::AdamOptions&>(g.options()).weight_decay(cfg.weight_decay);
     }
     log.line(fmt::format("Resumed the teacher at batch {} from {}", batch, ckpt_path));
   }
@@ -95,13 +104,10 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   std::int64_t nparams = 0;
   for (const auto& p : params) nparams += p.numel();
   log.line(fmt::format("Teacher PoseEstimationWithMobileNet({} refinement stage, {} parameters) from scratch at {}x{}, "
-                       "{} samples, batch {}, {} batches, lr {}{}, {} threads",
+                       "{} samples, batch {}, {} batches, {}, {} threads",
                        cfg.num_refinement_stages, nparams, cfg.input_size, cfg.input_size, loader.num_samples(),
-                       cfg.batch_size, cfg.total_batches, cfg.lr,
-                       cfg.warmup_batches > 0 || cfg.lr_end_factor != 1.0
-                           ? fmt::format(" (warm-up {} batches, cosine to x{})", cfg.warmup_batches, cfg.lr_end_factor)
-                           : std::string(),
-                       threads));
+                       cfg.batch_size, cfg.total_batches, schedule.describe(), threads));
+  log.line("Augmentation: " + data::describe(sc.augment));
 
   auto save = [&]() {
     Value root = Value::dict();
@@ -128,27 +134,25 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   RunningAverage avg;
   while (batch < cfg.total_batches) {
     auto t0 = clock::now();
-    const double lr = teacher_lr_at(cfg, batch);
-    for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamOptions&>(g.options()).lr(lr);
+    const double lr = schedule.at(batch);
     data::Batch b = loader.next();
-    auto outs = net->forward(b.image);
-    torch::Tensor hm_loss = torch::zeros({}), paf_loss = torch::zeros({});
-    for (size_t s = 0; s + 1 < outs.size(); s += 2) {
-      hm_loss = hm_loss + l2_loss(outs[s], b.heatmaps, b.mask);
-      paf_loss = paf_loss + l2_loss(outs[s + 1], b.pafs, b.mask);
-    }
-    torch::Tensor loss = hm_loss + paf_loss;
-    const double lv = loss.item<double>();
-    if (!std::isfinite(lv)) throw Error(fmt::format("train-teacher: non-finite loss at batch {}", batch + 1));
-    opt->zero_grad();
-    loss.backward();
-    opt->step();
+    // Upstream's loss: the masked L2 of every stage's heatmaps and PAFs, summed.
+    const StepOutcome r = train_step(*opt, [&] {
+      auto outs = net->forward(b.image);
+      torch::Tensor hm_loss = torch::zeros({}), paf_loss = torch::zeros({});
+      for (size_t s = 0; s + 1 < outs.size(); s += 2) {
+        hm_loss = hm_loss + l2_loss(outs[s], b.heatmaps, b.mask);
+        paf_loss = paf_loss + l2_loss(outs[s + 1], b.pafs, b.mask);
+      }
+      return LossParts{hm_loss + paf_loss, hm_loss.detach(), paf_loss.detach()};
+    }, StepOptions{lr});
+    const double lv = r.loss;
+    if (!r.finite) throw Error(fmt::format("train-teacher: non-finite loss at batch {}", batch + 1));
     ++batch;
     ++res.batches_run;
     if (res.batches_run == 1) res.first_loss = lv;
     res.last_loss = lv;
-    avg.add(lv, hm_loss.item<double>(), paf_loss.item<double>(),
-            std::chrono::duration<double>(clock::now() - t0).count());
+    avg.add(lv, r.student, r.distill, std::chrono::duration<double>(clock::now() - t0).count());
     if (should_log(batch)) {
       const double n = static_cast<double>(avg.count);
       log.line(fmt::format("Teacher batch {}/{} | Loss: {:.4f} | Heatmaps: {:.4f} | PAFs: {:.4f} | Time: {:.2f}s | {}",

@@ -39,6 +39,7 @@
 #include "posekd/train/fused_adam.h"
 #include "posekd/train/loss.h"
 #include "posekd/train/plot.h"
+#include "posekd/train/step.h"
 #include "posekd/train/teacher_cache.h"
 
 namespace posekd::train {
@@ -87,6 +88,14 @@ void write_args_yaml(const TrainConfig& c, const std::string& path, const std::s
   y << YAML::Key << "batch_size" << YAML::Value << c.batch_size;
   y << YAML::Key << "total_batches" << YAML::Value << c.total_batches;
   y << YAML::Key << "lr" << YAML::Value << c.lr;
+  y << YAML::Key << "lr_schedule" << YAML::Value << c.lr_schedule;
+  y << YAML::Key << "warmup" << YAML::Value << c.warmup;
+  y << YAML::Key << "lr_end_factor" << YAML::Value << c.lr_end_factor;
+  y << YAML::Key << "weight_decay" << YAML::Value << c.weight_decay;
+  y << YAML::Key << "qat_lr" << YAML::Value << c.qat_lr;
+  y << YAML::Key << "qat_warmup" << YAML::Value << c.qat_warmup;
+  y << YAML::Key << "augment" << YAML::Value << data::describe(c.no_augment ? data::AugmentConfig{} : c.augment);
+  y << YAML::Key << "val_subset" << YAML::Value << c.val_subset;
   y << YAML::Key << "kd_student_wt" << YAML::Value << c.kd_student_wt;
   y << YAML::Key << "kd_distill_wt" << YAML::Value << c.kd_distill_wt;
   y << YAML::Key << "save_every" << YAML::Value << c.save_every;
@@ -153,54 +162,93 @@ void install_stop_handlers() {
 
 void request_stop() { g_stop.store(true); }
 
-TrainResult run_training(const TrainConfig& cfg) {
-  using clock = std::chrono::steady_clock;
-  g_stop.store(false);
-  if (cfg.batch_size < 1) throw Error("train: --batch-size must be at least 1");
-  if (cfg.total_batches < 1) throw Error("train: --total-batches must be at least 1");
-  if (cfg.save_every < 1) throw Error("train: --save-every must be at least 1");
+LrSchedule schedule_of(const TrainConfig& cfg, std::int64_t qat_start) {
+  LrSchedule s;
+  s.kind = cfg.lr_schedule;
+  s.lr = cfg.lr;
+  s.end_factor = cfg.lr_end_factor;
+  s.total = cfg.total_batches;
+  s.qat_start = qat_start >= 0 && qat_start < cfg.total_batches ? qat_start : -1;
+  const std::int64_t float_len = s.qat_start >= 0 ? s.qat_start : cfg.total_batches;
+  s.warmup = cfg.warmup >= 0 ? cfg.warmup : std::min<std::int64_t>(500, float_len / 50);
+  s.qat_lr = cfg.qat_lr > 0 ? cfg.qat_lr : cfg.lr / 10;
+  const std::int64_t qat_len = s.qat_start >= 0 ? cfg.total_batches - s.qat_start : 0;
+  s.qat_warmup = cfg.qat_warmup >= 0 ? cfg.qat_warmup : std::min<std::int64_t>(200, qat_len / 20);
+  return s;
+}
 
-  // ---- processes: one, or a data-parallel group (torchrun's environment or the --rank... flags)
-  DistOptions dopt;
-  dopt.rank = cfg.dist_rank;
-  dopt.world_size = cfg.dist_world_size;
-  dopt.local_rank = cfg.dist_local_rank;
-  dopt.master_addr = cfg.dist_master_addr;
-  dopt.master_port = cfg.dist_master_port;
-  dopt.timeout_s = cfg.dist_timeout;
-  dopt = resolve_dist_options(dopt);
-  const int rank = dopt.rank, world = dopt.world_size;
-  const bool main_rank = rank == 0;
-  const int local_batch = per_rank_batch(cfg.batch_size, world);
-  int want_threads = cfg.threads;  // processes on one machine share its cores
-  if (want_threads <= 0 && dopt.local_world_size > 1)
-    want_threads = std::max(1, hardware_threads() / dopt.local_world_size);
-  const int threads = set_compute_threads(want_threads);
-  if (cfg.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
-  const FaultPoint fault = fault_point();
+data::SampleConfig sample_config_of(const TrainConfig& cfg) {
+  data::SampleConfig sc;
+  sc.seed_compat_targets = cfg.seed_compat_targets;
+  sc.augment = cfg.augment;
+  sc.augment.enabled = !cfg.no_augment && cfg.augment.enabled;
+  return sc;
+}
+
+Trainer::Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {
+  if (cfg_.batch_size < 1) throw Error("train: --batch-size must be at least 1");
+  if (cfg_.total_batches < 1) throw Error("train: --total-batches must be at least 1");
+  if (cfg_.save_every < 1) throw Error("train: --save-every must be at least 1");
+  if (cfg_.val_subset < 0) throw Error("train: --val-subset must be >= 0");
+  if (!(cfg_.weight_decay >= 0)) throw Error("train: --weight-decay must be >= 0");
+  const auto& a = cfg_.augment;
+  if (!(a.scale_min > 0 && a.scale_max >= a.scale_min) || !(a.rotate_deg >= 0) || !(a.shift >= 0) ||
+      !(a.flip_prob >= 0 && a.flip_prob <= 1) || !(a.blur_prob >= 0 && a.blur_prob <= 1) || a.views < 0)
+    throw Error("train: augmentation ranges are invalid (0 < --scale-min <= --scale-max, --rotate >= 0, --shift >= 0, "
+                "--flip and --blur in [0, 1], --augment-views >= 0)");
+  schedule_of(cfg_, -1).validate("train");
+  sample_cfg_ = sample_config_of(cfg_);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::rank_by_rank(const std::function<void()>& f) {
+  if (!dist_) return f();
+  for (int r = 0; r < world_; ++r) {
+    if (r == rank_) f();
+    dist_->barrier();
+  }
+}
+
+void Trainer::broadcast_model(bool with_params) {
+  std::vector<torch::Tensor> state;
+  if (with_params) state = student_->parameters();
+  for (auto& t : student_->buffers()) state.push_back(t);
+  dist_->broadcast(state);
+}
+
+void Trainer::setup_processes() {
+  // One process, or a data-parallel group (torchrun's environment or the --rank... flags).
+  dopt_.rank = cfg_.dist_rank;
+  dopt_.world_size = cfg_.dist_world_size;
+  dopt_.local_rank = cfg_.dist_local_rank;
+  dopt_.master_addr = cfg_.dist_master_addr;
+  dopt_.master_port = cfg_.dist_master_port;
+  dopt_.timeout_s = cfg_.dist_timeout;
+  dopt_ = resolve_dist_options(dopt_);
+  rank_ = dopt_.rank;
+  world_ = dopt_.world_size;
+  local_batch_ = per_rank_batch(cfg_.batch_size, world_);
+  int want_threads = cfg_.threads;  // processes on one machine share its cores
+  if (want_threads <= 0 && dopt_.local_world_size > 1)
+    want_threads = std::max(1, hardware_threads() / dopt_.local_world_size);
+  threads_ = set_compute_threads(want_threads);
+  if (cfg_.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
 
   std::error_code ec;
-  fs::create_directories(cfg.output, ec);
-  if (ec) fail_file(cfg.output, "cannot create the output directory: " + ec.message());
-  // Rank 0 alone writes log.txt, results.csv and checkpoints.
-  TrainLog log(main_rank ? cfg.output : std::string(), main_rank ? cfg.quiet : true);
-  std::unique_ptr<Distributed> dist;
-  if (world > 1) {
-    dist = std::make_unique<Distributed>(dopt);
-    log.line(fmt::format("Distributed: {} processes (Gloo via {}:{}), global batch {} = {} x {}, {} threads each",
-                         world, dopt.master_addr, dopt.master_port, cfg.batch_size, world, local_batch, threads));
+  fs::create_directories(cfg_.output, ec);
+  if (ec) fail_file(cfg_.output, "cannot create the output directory: " + ec.message());
+  const bool main_rank = rank_ == 0;  // rank 0 alone writes log.txt, results.csv and checkpoints
+  log_ = std::make_unique<TrainLog>(main_rank ? cfg_.output : std::string(), main_rank ? cfg_.quiet : true);
+  if (world_ > 1) {
+    dist_ = std::make_unique<Distributed>(dopt_);
+    log_->line(fmt::format("Distributed: {} processes (Gloo via {}:{}), global batch {} = {} x {}, {} threads each",
+                           world_, dopt_.master_addr, dopt_.master_port, cfg_.batch_size, world_, local_batch_,
+                           threads_));
   }
-  // Steps where one rank must go first (it creates a file the others then read).
-  auto rank_by_rank = [&](const std::function<void()>& f) {
-    if (!dist) return f();
-    for (int r = 0; r < world; ++r) {
-      if (r == rank) f();
-      dist->barrier();
-    }
-  };
   if (main_rank) {  // a run killed during a checkpoint write leaves NAME.tmp.<pid>; remove those of dead processes
     int removed = 0;
-    for (const auto& e : fs::directory_iterator(cfg.output, ec)) {
+    for (const auto& e : fs::directory_iterator(cfg_.output, ec)) {
       const std::string n = e.path().filename().string();
       const auto at = n.rfind(".tmp.");
       if (at == std::string::npos || at + 5 >= n.size()) continue;
@@ -209,142 +257,146 @@ TrainResult run_training(const TrainConfig& cfg) {
       const long p = std::stol(pid);
       if (p > 0 && ::kill(static_cast<pid_t>(p), 0) != 0 && errno == ESRCH && fs::remove(e.path(), ec)) ++removed;
     }
-    if (removed > 0) log.line(fmt::format("Removed {} temporary file(s) left by an interrupted checkpoint write", removed));
+    if (removed > 0)
+      log_->line(fmt::format("Removed {} temporary file(s) left by an interrupted checkpoint write", removed));
   }
+}
 
-  // ---- data
-  const DataPaths paths = resolve_data(cfg);
+void Trainer::load_data() {
+  const DataPaths paths = resolve_data(cfg_);
+  ann_ = paths.ann;
+  images_ = paths.images;
   data::CocoLoadOptions lo;
-  lo.subset = cfg.subset;
-  lo.cache_dir = (fs::path(cfg.output) / "cache").string();
-  data::CocoDataset dataset;
+  lo.subset = cfg_.subset;
+  lo.cache_dir = (fs::path(cfg_.output) / "cache").string();
   rank_by_rank([&] {  // rank 0 writes the annotation cache, the others read it
-  if (!cfg.prepared.empty()) {
-    dataset = io::load_prepared_annotations(cfg.prepared);
-    dataset.image_dir = paths.images;
-    if (cfg.subset > 0) {
-      std::vector<data::CocoImage> keep;
-      for (auto& im : dataset.images)
-        if (static_cast<std::int64_t>(keep.size()) < cfg.subset && data::has_keypoint_person(im)) keep.push_back(im);
-      dataset.images = std::move(keep);
+    if (!cfg_.prepared.empty()) {
+      dataset_ = io::load_prepared_annotations(cfg_.prepared);
+      dataset_.image_dir = paths.images;
+      if (cfg_.subset > 0) {
+        std::vector<data::CocoImage> keep;
+        for (auto& im : dataset_.images)
+          if (static_cast<std::int64_t>(keep.size()) < cfg_.subset && data::has_keypoint_person(im))
+            keep.push_back(im);
+        dataset_.images = std::move(keep);
+      }
+    } else {
+      dataset_ = data::load_coco(paths.ann, paths.images, lo);
     }
-  } else {
-    dataset = data::load_coco(paths.ann, paths.images, lo);
-  }
   });
   std::int64_t n_people = 0;
-  for (const auto& im : dataset.images) n_people += static_cast<std::int64_t>(im.persons.size());
-  log.line(fmt::format("Data: {} ({} images, {} persons, {} annotations skipped)", paths.ann, dataset.images.size(),
-                       n_people, dataset.skipped_annotations));
-  for (const auto& w : dataset.warnings) log.line("  warning: " + w);
+  for (const auto& im : dataset_.images) n_people += static_cast<std::int64_t>(im.persons.size());
+  log_->line(fmt::format("Data: {} ({} images, {} persons, {} annotations skipped)", paths.ann, dataset_.images.size(),
+                         n_people, dataset_.skipped_annotations));
+  for (const auto& w : dataset_.warnings) log_->line("  warning: " + w);
+  log_->line("Augmentation: " + data::describe(sample_cfg_.augment));
+}
 
-  data::SampleConfig sc;
-  sc.seed_compat_targets = cfg.seed_compat_targets;
-
-  // ---- validation set (COCO keypoint AP; best.pth becomes the best validation AP)
-  std::optional<data::CocoDataset> val;  // rank 0 alone validates
-  std::string val_ann = cfg.val_ann, val_img = cfg.val_images;
-  if (!cfg.val_data.empty()) {
-    if (val_ann.empty())
-      val_ann = (fs::path(cfg.val_data) / "annotations" / ("person_keypoints_" + cfg.val_split + ".json")).string();
-    if (val_img.empty()) val_img = (fs::path(cfg.val_data) / cfg.val_split).string();
+void Trainer::load_validation() {
+  // COCO keypoint AP on a validation set; best.pth becomes the best validation AP. Rank 0 alone validates.
+  std::string val_img = cfg_.val_images;
+  val_ann_ = cfg_.val_ann;
+  if (!cfg_.val_data.empty()) {
+    if (val_ann_.empty())
+      val_ann_ = (fs::path(cfg_.val_data) / "annotations" / ("person_keypoints_" + cfg_.val_split + ".json")).string();
+    if (val_img.empty()) val_img = (fs::path(cfg_.val_data) / cfg_.val_split).string();
   }
-  const bool has_val = !val_ann.empty();
-  if (has_val && main_rank) {
-    if (!fs::exists(val_ann)) fail_file(val_ann, "validation annotation file does not exist");
-    if (val_img.empty()) val_img = fs::path(val_ann).parent_path().string();
-    data::CocoLoadOptions vo;
-    vo.cache_dir = lo.cache_dir;
-    val = data::load_coco(val_ann, val_img, vo);
-    log.line(fmt::format("Validation: {} ({} images), every {} batches", val_ann, val->images.size(),
-                         cfg.val_every > 0 ? std::to_string(cfg.val_every) : std::string("(end only)")));
-  }
+  if (val_ann_.empty() || rank_ != 0) return;
+  if (!fs::exists(val_ann_)) fail_file(val_ann_, "validation annotation file does not exist");
+  if (val_img.empty()) val_img = fs::path(val_ann_).parent_path().string();
+  data::CocoLoadOptions vo;
+  vo.cache_dir = (fs::path(cfg_.output) / "cache").string();
+  val_ = data::load_coco(val_ann_, val_img, vo);
+  const size_t all = val_->images.size();
+  if (cfg_.val_subset > 0 && static_cast<size_t>(cfg_.val_subset) < all)
+    val_->images.resize(static_cast<size_t>(cfg_.val_subset));
+  log_->line(fmt::format("Validation: {} ({} of {} images), every {} batches", val_ann_, val_->images.size(), all,
+                         cfg_.val_every > 0 ? std::to_string(cfg_.val_every) : std::string("(end only)")));
+}
 
-  // ---- models (the student's initial weights are a function of --seed)
-  torch::manual_seed(cfg.seed);
-  auto student = model::make_student(cfg.arch);
-  student->train();
-  {  // the same fit check as `posekd summary` / `posekd export`: say now, not after days of training
-    auto fit = deploy::check_fit(*student, deploy::device_limits("MAX78000"));
-    if (fit.fits()) {
-      log.line(fmt::format("Student {} fits MAX78000: {} of {} weight bytes, {} of {} kernel words on processor 0",
-                           cfg.arch, fit.total_weight_bytes, fit.device.weight_bytes, fit.total_words_proc0,
+void Trainer::build_student() {
+  torch::manual_seed(cfg_.seed);  // the student's initial weights are a function of --seed
+  student_ = model::make_student(cfg_.arch);
+  student_->train();
+  // The same fit check as `posekd summary` / `posekd export`: say now, not after days of training.
+  auto fit = deploy::check_fit(*student_, deploy::device_limits("MAX78000"));
+  if (fit.fits()) {
+    log_->line(fmt::format("Student {} fits MAX78000: {} of {} weight bytes, {} of {} kernel words on processor 0",
+                           cfg_.arch, fit.total_weight_bytes, fit.device.weight_bytes, fit.total_words_proc0,
                            fit.device.words_proc0));
-    } else {
-      std::string rules;
-      for (const auto& v : fit.violations) rules += "\n  - " + v;
-      log.line(fmt::format("WARNING: student {} does not fit MAX78000 (posekd export will refuse it); "
-                           "use --arch ai85pose for one that does:{}", cfg.arch, rules));
-    }
-  }
-  model::TeacherWrapper teacher{nullptr};
-  if (!cfg.teacher.empty()) {
-    model::TeacherOptions to;
-    to.input_scale = cfg.teacher_input_scale;
-    // Read the file once: its metadata (a teacher trained by `posekd train-teacher` says what input it
-    // was trained on) and its weights.
-    const io::Value tv = io::load_torch_file(cfg.teacher);
-    if (const io::Value* meta = tv.is_dict() ? tv.find("posekd_teacher") : nullptr) {
-      to.input_size = static_cast<int>(meta->at("input_size", cfg.teacher).as_int(cfg.teacher + ": input_size"));
-      to.input_scale = meta->at("input_scale", cfg.teacher).as_double(cfg.teacher + ": input_scale");
-      to.num_refinement_stages =
-          static_cast<int>(meta->at("num_refinement_stages", cfg.teacher).as_int(cfg.teacher));
-      log.line(fmt::format("Teacher {} was trained by posekd at {}x{}: feeding it that size, input scale {}",
-                           cfg.teacher, to.input_size, to.input_size, to.input_scale));
-    }
-    model::PoseEstimationWithMobileNet net(to.num_refinement_stages);
-    const model::LoadReport rep =
-        model::load_teacher_state(net, model::teacher_state_dict_of(tv, cfg.teacher), cfg.teacher);
-    net->eval();
-    if (to.fuse_bn) net->fuse();
-    teacher = model::TeacherWrapper(net, to);  // frozen, eval mode
-    std::string missing;
-    for (size_t i = 0; i < rep.missing_names.size() && i < 10; ++i) missing += " " + rep.missing_names[i];
-    log.line(fmt::format("Teacher {}: {} entries loaded, {} missing, {} ignored{}{}", cfg.teacher, rep.loaded,
-                         rep.missing, rep.ignored, rep.missing ? "; missing:" : "", missing));
   } else {
-    log.line("No --teacher: training on the ground-truth loss only (student loss, weight 1).");
+    std::string rules;
+    for (const auto& v : fit.violations) rules += "\n  - " + v;
+    log_->line(fmt::format("WARNING: student {} does not fit MAX78000 (posekd export will refuse it); "
+                           "use --arch ai85pose for one that does:{}", cfg_.arch, rules));
   }
+}
 
-  // ---- QAT policy
-  ai8x::QatPolicy policy;
-  std::int64_t qat_start = -1;
-  if (!cfg.no_qat) {
-    if (!cfg.qat_policy.empty()) {
-      policy = ai8x::load_qat_policy(cfg.qat_policy);
-    }
-    if (policy.start_batch >= 0) {
-      qat_start = policy.start_batch;
-    } else if (!cfg.qat_policy.empty() && policy.start_epoch >= 0) {
-      const std::int64_t n = std::max<std::int64_t>(1, static_cast<std::int64_t>(dataset.images.size()));
-      qat_start = policy.start_epoch * ((n + cfg.batch_size - 1) / cfg.batch_size);
+void Trainer::load_teacher() {
+  if (cfg_.teacher.empty()) {
+    log_->line("No --teacher: training on the ground-truth loss only (student loss, weight 1).");
+    return;
+  }
+  model::TeacherOptions to;
+  to.input_scale = cfg_.teacher_input_scale;
+  // Read the file once: its metadata (a teacher trained by `posekd train-teacher` says what input it
+  // was trained on) and its weights.
+  const io::Value tv = io::load_torch_file(cfg_.teacher);
+  if (const io::Value* meta = tv.is_dict() ? tv.find("posekd_teacher") : nullptr) {
+    to.input_size = static_cast<int>(meta->at("input_size", cfg_.teacher).as_int(cfg_.teacher + ": input_size"));
+    to.input_scale = meta->at("input_scale", cfg_.teacher).as_double(cfg_.teacher + ": input_scale");
+    to.num_refinement_stages = static_cast<int>(meta->at("num_refinement_stages", cfg_.teacher).as_int(cfg_.teacher));
+    log_->line(fmt::format("Teacher {} was trained by posekd at {}x{}: feeding it that size, input scale {}",
+                           cfg_.teacher, to.input_size, to.input_size, to.input_scale));
+  }
+  model::PoseEstimationWithMobileNet net(to.num_refinement_stages);
+  const model::LoadReport rep =
+      model::load_teacher_state(net, model::teacher_state_dict_of(tv, cfg_.teacher), cfg_.teacher);
+  net->eval();
+  if (to.fuse_bn) net->fuse();
+  teacher_ = model::TeacherWrapper(net, to);  // frozen, eval mode
+  std::string missing;
+  for (size_t i = 0; i < rep.missing_names.size() && i < 10; ++i) missing += " " + rep.missing_names[i];
+  log_->line(fmt::format("Teacher {}: {} entries loaded, {} missing, {} ignored{}{}", cfg_.teacher, rep.loaded,
+                         rep.missing, rep.ignored, rep.missing ? "; missing:" : "", missing));
+}
+
+void Trainer::plan() {
+  if (!cfg_.no_qat) {
+    if (!cfg_.qat_policy.empty()) policy_ = ai8x::load_qat_policy(cfg_.qat_policy);
+    if (policy_.start_batch >= 0) {
+      qat_start_ = policy_.start_batch;
+    } else if (!cfg_.qat_policy.empty() && policy_.start_epoch >= 0) {
+      // An epoch is a pass over the training samples: the images with a keypointed person.
+      std::int64_t n = 0;
+      for (const auto& im : dataset_.images) n += data::has_keypoint_person(im) ? 1 : 0;
+      n = std::max<std::int64_t>(1, n);
+      qat_start_ = policy_.start_epoch * ((n + cfg_.batch_size - 1) / cfg_.batch_size);
     } else {
-      qat_start = static_cast<std::int64_t>(0.6 * static_cast<double>(cfg.total_batches));
+      qat_start_ = static_cast<std::int64_t>(0.6 * static_cast<double>(cfg_.total_batches));
     }
   }
-  if (main_rank)
-    write_args_yaml(cfg, (fs::path(cfg.output) / "args.yaml").string(), paths.ann, paths.images, qat_start, dopt);
+  schedule_ = schedule_of(cfg_, qat_start_);
+  schedule_.validate("train");
+  if (rank_ == 0)
+    write_args_yaml(cfg_, (fs::path(cfg_.output) / "args.yaml").string(), ann_, images_, qat_start_, dopt_);
+  // Over every parameter, like Python: the ai8x scalars have no grad, hence no state.
+  params_ = student_->parameters();
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      params_, torch::optim::AdamOptions(schedule_.at(0)).weight_decay(cfg_.weight_decay));
+}
 
-  // ---- optimizer (over every parameter, like Python: the ai8x scalars have no grad, hence no state)
-  auto params = student->parameters();
-  auto optimizer = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(cfg.lr));
-
-  // ---- resume
-  std::int64_t batch = 0;
-  double best_loss = 1e30, last_loss = 0, best_metric = -1;
-  std::int64_t nonfinite_skipped = 0;
-  std::string phase = "float";
-  data::LoaderState ls;
-  RunningAverage avg;
+void Trainer::resume() {
   std::optional<ResumePoint> rp;
-  if (main_rank) rp = find_resume_point(cfg.checkpoint, cfg.resume, cfg.output);
-  if (dist) {  // every rank resumes from rank 0's file: no shared folder needed
+  if (rank_ == 0) rp = find_resume_point(cfg_.checkpoint, cfg_.resume, cfg_.output);
+  if (dist_) {  // every rank resumes from rank 0's file: no shared folder needed
     std::string payload;
-    if (main_rank && rp) payload = rp->path + '\n' + read_bytes(rp->path);
-    payload = dist->broadcast_bytes(payload);
-    if (!main_rank && !payload.empty()) {
+    if (rank_ == 0 && rp) payload = rp->path + '\n' + read_bytes(rp->path);
+    payload = dist_->broadcast_bytes(payload);
+    if (rank_ != 0 && !payload.empty()) {
       const size_t nl = payload.find('\n');
-      const fs::path tmp = fs::temp_directory_path() / fmt::format("posekd-resume-{}-{}.pth", ::getpid(), rank);
+      std::error_code ec;
+      const fs::path tmp = fs::temp_directory_path() / fmt::format("posekd-resume-{}-{}.pth", ::getpid(), rank_);
       {
         std::ofstream f(tmp, std::ios::binary);
         f.write(payload.data() + nl + 1, static_cast<std::streamsize>(payload.size() - nl - 1));
@@ -363,320 +415,321 @@ TrainResult run_training(const TrainConfig& cfg) {
   }
   if (rp) {
     const Checkpoint& c = rp->checkpoint;
-    log.line(rp->note);
-    if (c.has_extras && !c.arch.empty() && c.arch != cfg.arch)
-      fail_file(rp->path, fmt::format("checkpoint is for --arch {}, this run is --arch {}", c.arch, cfg.arch));
+    log_->line(rp->note);
+    if (c.has_extras && !c.arch.empty() && c.arch != cfg_.arch)
+      fail_file(rp->path, fmt::format("checkpoint is for --arch {}, this run is --arch {}", c.arch, cfg_.arch));
     if (c.has_extras && c.phase == "qat") {
-      enter_qat_structure(*student);  // as ai8x: fuse before loading so the keys match
-      phase = "qat";
+      enter_qat_structure(*student_);  // as ai8x: fuse before loading so the keys match
+      phase_ = "qat";
     }
-    ai8x::load_state_dict(*student, c.model, true, rp->path);
-    params = student->parameters();
-    optimizer = std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(cfg.lr));
-    if (c.optimizer.num_params > 0) restore_adam(*optimizer, params, c.optimizer, rp->path);
-    batch = c.batch;
-    best_loss = c.best_loss;
-    last_loss = c.loss;
+    ai8x::load_state_dict(*student_, c.model, true, rp->path);
+    params_ = student_->parameters();
+    optimizer_ = std::make_unique<torch::optim::Adam>(params_, torch::optim::AdamOptions(cfg_.lr));
+    if (c.optimizer.num_params > 0) restore_adam(*optimizer_, params_, c.optimizer, rp->path);
+    for (auto& g : optimizer_->param_groups())  // this run's options win over the file's
+      static_cast<torch::optim::AdamOptions&>(g.options()).weight_decay(cfg_.weight_decay);
+    batch_ = c.batch;
+    best_loss_ = c.best_loss;
+    last_loss_ = c.loss;
     if (c.has_extras) {
-      ls.epoch = c.loader_epoch;
-      ls.position = c.loader_position;
-      ls.bad_count = c.bad_count;
-      ls.bad_examples = c.bad_examples;
-      avg.loss = c.avg_loss;
-      avg.student = c.avg_student;
-      avg.distill = c.avg_distill;
-      avg.seconds = c.avg_seconds;
-      avg.count = c.avg_count;
-      nonfinite_skipped = c.nonfinite_skipped;
-      best_metric = c.best_metric;
-      if (c.teacher_id != teacher_identity(cfg.teacher))
-        log.line(fmt::format("note: the checkpoint was trained with teacher '{}', this run uses '{}'", c.teacher_id,
-                             teacher_identity(cfg.teacher)));
+      start_state_ = c.loader;
+      avg_ = c.avg;
+      nonfinite_skipped_ = c.nonfinite_skipped;
+      best_metric_ = c.best_metric;
+      if (c.teacher_id != teacher_identity(cfg_.teacher))
+        log_->line(fmt::format("note: the checkpoint was trained with teacher '{}', this run uses '{}'", c.teacher_id,
+                               teacher_identity(cfg_.teacher)));
     } else {
-      log.line("note: a seed checkpoint has no data-order state; the data order restarts at epoch 0");
+      log_->line("note: a seed checkpoint has no data-order state; the data order restarts at epoch 0");
     }
-    log.line(fmt::format("Resumed at batch {} (phase {}, best loss {:.4f})", batch, phase, best_loss));
+    log_->line(fmt::format("Resumed at batch {} (phase {}, best loss {:.4f})", batch_, phase_, best_loss_));
   }
+  if (dist_) broadcast_model(true);  // identical start everywhere, whatever each rank initialised or read
+  loader_ = std::make_unique<data::Loader>(dataset_, sample_cfg_, local_batch_, cfg_.seed, cfg_.workers, 4,
+                                           start_state_, data::Shard{rank_, world_});
+  ckpt_state_ = loader_->state();
+}
 
-  if (dist) {  // identical start everywhere, whatever each rank initialised or read
-    std::vector<torch::Tensor> state = student->parameters();
-    for (auto& t : student->buffers()) state.push_back(t);
-    dist->broadcast(state);
+void Trainer::open_teacher_cache() {
+  // Without augmentation the teacher's outputs for an image never change: one cache slot per image.
+  // With augmentation and --augment-views K, an image is seen in K views: one slot per view. With
+  // augmentation and a new view every epoch, the teacher runs on every batch.
+  const auto& aug = sample_cfg_.augment;
+  if (!teacher_ || cfg_.no_teacher_cache || (aug.enabled && aug.views == 0)) {
+    if (teacher_) log_->line("Teacher: run on every batch (no cache)");
+    return;
   }
-  const std::int64_t bad_at_start = ls.bad_count;
-  data::Loader loader(dataset, sc, local_batch, cfg.seed, cfg.workers, 4, ls, data::Shard{rank, world});
+  const std::int64_t views = aug.enabled ? aug.views : 1;
+  std::vector<int64_t> ids;
+  for (const auto& im : dataset_.images)
+    if (data::has_keypoint_person(im))
+      for (std::int64_t v = 0; v < views; ++v) ids.push_back(im.id * views + v);
+  const std::string cpath =
+      cfg_.teacher_cache.empty() ? (fs::path(cfg_.output) / "teacher_cache.bin").string() : cfg_.teacher_cache;
+  std::uint64_t data_id = dataset_identity(ann_, images_);
+  if (aug.enabled) {  // the views are a function of the augmentation and the seed
+    const std::string a = data::describe(aug) + fmt::format(" seed {}", cfg_.seed);
+    data_id = fnv1a64(a.data(), a.size(), data_id);
+  }
+  // One file shared by the ranks of a machine (each fills in its own shard); opened rank by rank so
+  // that exactly one of them creates it.
+  rank_by_rank([&] {
+    cache_.emplace(TeacherCache::open(cpath, make_cache_key(teacher_, sample_cfg_, data_id), ids,
+                                      [&](const std::string& s) { log_->line(s); }));
+  });
+  log_->line(fmt::format("Teacher cache {}: {} of {} {} cached", cpath, cache_->valid_count(), cache_->num_slots(),
+                         aug.enabled ? "image views" : "images"));
+}
 
-  // ---- teacher-output cache: without augmentation the teacher's outputs for an image never change
-  std::optional<TeacherCache> cache;
-  if (teacher && !cfg.no_teacher_cache) {
+std::pair<torch::Tensor, torch::Tensor> Trainer::teacher_outputs(const data::Batch& b) {
+  if (!teacher_) return {};
+  torch::NoGradGuard ng;
+  if (cache_) {
+    if (!sample_cfg_.augment.enabled) return cache_->fetch_or_compute(b, teacher_);
     std::vector<int64_t> ids;
-    for (const auto& im : dataset.images)
-      if (data::has_keypoint_person(im)) ids.push_back(im.id);
-    const std::string cpath =
-        cfg.teacher_cache.empty() ? (fs::path(cfg.output) / "teacher_cache.bin").string() : cfg.teacher_cache;
-    // One file shared by the ranks of a machine (each fills in its own shard); opened rank by rank so
-    // that exactly one of them creates it.
-    rank_by_rank([&] {
-      cache.emplace(TeacherCache::open(cpath, make_cache_key(teacher, sc, dataset_identity(paths.ann, paths.images)),
-                                       ids, [&](const std::string& s) { log.line(s); }));
-    });
-    log.line(fmt::format("Teacher cache {}: {} of {} images cached", cpath, cache->valid_count(), cache->num_slots()));
+    const std::int64_t views = sample_cfg_.augment.views;
+    for (size_t i = 0; i < b.image_ids.size(); ++i) ids.push_back(b.image_ids[i] * views + b.views[i]);
+    return cache_->fetch_or_compute(ids, b.image, [&](const torch::Tensor& x) { return teacher_->forward(x); });
   }
-  log.line(fmt::format("Student {} ({} parameters), {} samples, batch {}, {} batches, lr {}, {} threads, {} workers{}",
-                       cfg.arch, [&] {
-                         std::int64_t n = 0;
-                         for (const auto& p : student->parameters()) n += p.numel();
-                         return n;
-                       }(),
-                       loader.num_samples(), cfg.batch_size, cfg.total_batches, cfg.lr, threads, cfg.workers,
-                       qat_start >= 0 ? fmt::format(", QAT from batch {}", qat_start) : std::string(", no QAT")));
-  log.line("OpenMP waits: " + omp_wait_description());
+  auto t = teacher_->forward(b.image);
+  return {t.at(0), t.at(1)};
+}
 
-  const LossWeights weights{cfg.kd_student_wt, cfg.kd_distill_wt};
-  std::unique_ptr<GradSync> gsync;
-  if (dist) gsync = std::make_unique<GradSync>(*dist, params);
+data::LoaderState Trainer::agreed_loader_state() {
   // The data position a checkpoint records: with several ranks, the furthest one (and all bad samples).
-  auto agreed_loader_state = [&]() {
-    data::LoaderState st = loader.state();
-    if (!dist) return st;
-    const auto n = loader.num_samples();
-    const auto mx = dist->max({static_cast<double>(st.epoch * n + st.position)});
-    const auto sm = dist->sum({static_cast<double>(st.bad_count - bad_at_start)});
-    const auto g = static_cast<std::int64_t>(mx[0]);
-    st.epoch = g / n;
-    st.position = g % n;
-    st.bad_count = bad_at_start + static_cast<std::int64_t>(sm[0]);
-    return st;
-  };
-  data::LoaderState ckpt_state = loader.state();
-  auto make_checkpoint = [&]() {
-    Checkpoint c;
-    c.batch = batch;
-    c.model = ai8x::state_dict(*student);
-    for (auto& [k, t] : c.model) t = t.detach().clone();
-    c.optimizer = snapshot_adam(*optimizer, params);
-    c.loss = last_loss;
-    c.best_loss = best_loss;
-    c.has_extras = true;
-    c.arch = cfg.arch;
-    c.phase = phase;
-    c.qat_start_batch = qat_start;
-    const data::LoaderState& st = ckpt_state;
-    c.loader_epoch = st.epoch;
-    c.loader_position = st.position;
-    c.bad_count = st.bad_count;
-    c.bad_examples = st.bad_examples;
-    c.avg_loss = avg.loss;
-    c.avg_student = avg.student;
-    c.avg_distill = avg.distill;
-    c.avg_seconds = avg.seconds;
-    c.avg_count = avg.count;
-    c.nonfinite_skipped = nonfinite_skipped;
-    c.best_metric = best_metric;
-    c.teacher_id = teacher_identity(cfg.teacher);
-    c.seed = cfg.seed;
-    return c;
-  };
-  auto save_all = [&](bool with_batch_file, bool is_best) {
-    Checkpoint c = make_checkpoint();
-    if (with_batch_file) save_checkpoint((fs::path(cfg.output) / batch_checkpoint_name(batch)).string(), c);
-    save_checkpoint((fs::path(cfg.output) / "latest.pth").string(), c);
-    if (is_best) save_checkpoint((fs::path(cfg.output) / "best.pth").string(), c);
-    prune_batch_checkpoints(cfg.output, cfg.keep);
-  };
+  data::LoaderState st = loader_->state();
+  if (!dist_) return st;
+  const auto n = loader_->num_samples();
+  const auto mx = dist_->max({static_cast<double>(st.epoch * n + st.position)});
+  const auto sm = dist_->sum({static_cast<double>(st.bad_count - start_state_.bad_count)});
+  const auto g = static_cast<std::int64_t>(mx[0]);
+  st.epoch = g / n;
+  st.position = g % n;
+  st.bad_count = start_state_.bad_count + static_cast<std::int64_t>(sm[0]);
+  return st;
+}
 
-  auto validate = [&]() -> double {
-    infer::PredictStats ps;
-    infer::EvalConfig ec;
-    auto r = infer::evaluate_model(*val, infer::student_predictor(student), ec, nullptr, &ps);
-    student->train();
-    log.line(fmt::format("Validation at batch {} ({}): AP {:.4f} | AP50 {:.4f} | AR {:.4f} | {} people found{}", batch,
-                         phase, r.stats[0], r.stats[1], r.stats[5], ps.people,
-                         ps.unreadable ? fmt::format(" | {} unreadable images skipped", ps.unreadable) : std::string()));
-    return r.stats[0];
-  };
+void Trainer::switch_to_qat() {
+  log_->line(fmt::format("===== QAT: batch {}: folding BatchNorm, calibrating on {} training batches, "
+                         "{}-bit weights, lr {} =====",
+                         batch_, cfg_.calib_batches, policy_.weight_bits, schedule_.qat_lr));
+  // BatchNorm statistics are per rank while training (as in PyTorch DDP); fold rank 0's.
+  if (dist_) broadcast_model(false);
+  data::Loader calib(dataset_, sample_cfg_, cfg_.batch_size, cfg_.seed ^ 0xca11b4a7ULL, cfg_.workers, 2);
+  int left = cfg_.calib_batches;
+  model::fuse_and_calibrate(
+      *student_,
+      [&]() -> std::optional<torch::Tensor> {
+        if (left-- <= 0) return std::nullopt;
+        torch::Tensor x = calib.next().image;
+        return student_->folded_input() ? data::fold_input(x) : x;
+      },
+      policy_);
+  if (dist_) broadcast_model(true);  // calibrated on the same data everywhere; make it bit-identical
+  auto new_params = student_->parameters();
+  optimizer_ = model::rebuild_adam(*optimizer_, new_params);
+  params_ = new_params;
+  if (dist_) {
+    gsync_.reset();
+    gsync_ = std::make_unique<GradSync>(*dist_, params_);
+  }
+  phase_ = "qat";
+  std::string thr;
+  auto layers = student_->layers();
+  for (size_t i = 0; i < layers.size(); ++i)
+    thr += fmt::format(" {}={}", student_->layer_names()[i], layers[i]->activation_threshold.item<float>());
+  log_->line("QAT thresholds (relative log2):" + thr);
+}
 
-  TrainResult result;
-  result.output_dir = cfg.output;
-  int nonfinite_in_row = 0;
-  double ema_secs = 0;  // smoothed seconds per batch, for the progress bar
-  // All ranks of a group share everything: the parameters and buffers of rank 0 become everyone's.
-  auto broadcast_model = [&](bool with_params) {
-    std::vector<torch::Tensor> state;
-    if (with_params) state = student->parameters();
-    for (auto& t : student->buffers()) state.push_back(t);
-    dist->broadcast(state);
-  };
-  while (batch < cfg.total_batches) {
-    if (rank == fault.rank && batch == fault.batch) {
-      std::fprintf(stderr, "POSEKD_FAULT_KILL: rank %d %s before batch %lld\n", rank,
-                   fault.hang ? "stops (hangs)" : "kills itself", static_cast<long long>(batch + 1));
+bool Trainer::step() {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  data::Batch b = loader_->next();
+  const data::LoaderState now = loader_->state();
+  const std::int64_t seen = now.epoch * loader_->num_samples() + now.position;
+  if (cfg_.max_bad_fraction < 1.0 && now.bad_count > 0 &&
+      static_cast<double>(now.bad_count) > cfg_.max_bad_fraction * static_cast<double>(seen) && seen >= 20) {
+    throw Error(fmt::format("train: {} of {} samples could not be read (more than --max-bad-fraction {}); first: {}",
+                            now.bad_count, seen, cfg_.max_bad_fraction,
+                            now.bad_examples.empty() ? std::string("?") : now.bad_examples.front()));
+  }
+  const torch::Tensor x = student_->folded_input() ? data::fold_input(b.image) : b.image;
+  const auto [th, tp] = teacher_outputs(b);
+  StepOptions so;
+  so.lr = schedule_.at(batch_);
+  so.sync = gsync_.get();
+  so.dist = dist_.get();
+  so.stop_requested = g_stop.load() || (cfg_.stop_after > 0 && result_.batches_run + 1 >= cfg_.stop_after);
+  const LossWeights weights{cfg_.kd_student_wt, cfg_.kd_distill_wt};
+  const StepOutcome r = train_step(
+      *optimizer_,
+      [&] {
+        auto out = student_->forward(x);
+        return pose_loss(out.heat, out.paf, b.heatmaps, b.pafs, b.mask, th, tp, weights);
+      },
+      so);
+  if (!r.finite) {
+    ++nonfinite_skipped_;
+    ++nonfinite_in_row_;
+    log_->line(fmt::format("Batch {}: non-finite loss ({}); step skipped ({} in a row, {} in total)", batch_ + 1,
+                           r.loss, nonfinite_in_row_, nonfinite_skipped_));
+    if (nonfinite_in_row_ >= cfg_.max_nonfinite)
+      throw Error(fmt::format("train: {} non-finite losses in a row; stopping (the last good checkpoint is kept "
+                              "in {})", nonfinite_in_row_, cfg_.output));
+    return false;
+  }
+  nonfinite_in_row_ = 0;
+  ++batch_;
+  ++result_.batches_run;
+  last_loss_ = r.loss;
+  const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+  avg_.add(r.loss, r.student, r.distill, secs);
+  ema_secs_ = ema_secs_ == 0 ? secs : 0.9 * ema_secs_ + 0.1 * secs;
+  log_->progress(batch_, cfg_.total_batches, r.loss, r.student, r.distill, cfg_.batch_size / ema_secs_,
+                 ema_secs_ * static_cast<double>(cfg_.total_batches - batch_));
+  if (should_log(batch_)) {
+    const double n = static_cast<double>(avg_.count);
+    log_->batch_line(format_batch_line(batch_, cfg_.total_batches, avg_.loss / n, avg_.student / n,
+                                       avg_.distill / n, avg_.seconds / n));
+    log_->csv(batch_, avg_.loss / n, avg_.student / n, avg_.distill / n, cfg_.batch_size * n / avg_.seconds, so.lr,
+              phase_, -1);
+    avg_.reset();
+  }
+
+  const bool stop = r.stop || (!dist_ && g_stop.load());
+  const bool val_due =
+      !val_ann_.empty() && ((cfg_.val_every > 0 && batch_ % cfg_.val_every == 0) || batch_ == cfg_.total_batches);
+  bool val_best = false;
+  if (val_due && rank_ == 0) {
+    const double ap = validate();
+    result_.last_val_ap = ap;
+    log_->csv(batch_, last_loss_, r.student, r.distill, 0, so.lr, phase_, ap);
+    if (ap > best_metric_) {
+      best_metric_ = ap;
+      val_best = true;
+    }
+  }
+  // The same decision on every rank (validation results are rank 0's alone).
+  if (batch_ % cfg_.save_every == 0 || batch_ == cfg_.total_batches || stop || val_due) {
+    ckpt_state_ = agreed_loader_state();
+    if (cache_) cache_->flush();
+  }
+  if (rank_ == 0 && (batch_ % cfg_.save_every == 0 || batch_ == cfg_.total_batches || stop || val_best)) {
+    bool is_best = val_best;
+    if (val_ann_.empty()) {  // the seed's rule, without a validation set: the lowest batch loss at a save
+      is_best = r.loss < best_loss_;
+      if (is_best) best_loss_ = r.loss;
+    }
+    save(batch_ % cfg_.save_every == 0, is_best);
+  }
+  if (stop) {
+    log_->line(fmt::format("Stopped after batch {} ({}); checkpoint written to {}/latest.pth", batch_,
+                           cfg_.stop_after > 0 && result_.batches_run >= cfg_.stop_after ? "--stop-after" : "signal",
+                           cfg_.output));
+    result_.interrupted = true;
+  }
+  return true;
+}
+
+double Trainer::validate() {
+  infer::PredictStats ps;
+  infer::EvalConfig ec;
+  auto r = infer::evaluate_model(*val_, infer::student_predictor(student_), ec, nullptr, &ps);
+  student_->train();
+  log_->line(fmt::format("Validation at batch {} ({}): AP {:.4f} | AP50 {:.4f} | AR {:.4f} | {} people found{}", batch_,
+                         phase_, r.stats[0], r.stats[1], r.stats[5], ps.people,
+                         ps.unreadable ? fmt::format(" | {} unreadable images skipped", ps.unreadable)
+                                       : std::string()));
+  return r.stats[0];
+}
+
+Checkpoint Trainer::make_checkpoint() const {
+  Checkpoint c;
+  c.batch = batch_;
+  c.model = ai8x::state_dict(*student_);
+  for (auto& [k, t] : c.model) t = t.detach().clone();
+  c.optimizer = snapshot_adam(*optimizer_, params_);
+  c.loss = last_loss_;
+  c.best_loss = best_loss_;
+  c.has_extras = true;
+  c.arch = cfg_.arch;
+  c.phase = phase_;
+  c.qat_start_batch = qat_start_;
+  c.loader = ckpt_state_;
+  c.avg = avg_;
+  c.nonfinite_skipped = nonfinite_skipped_;
+  c.best_metric = best_metric_;
+  c.teacher_id = teacher_identity(cfg_.teacher);
+  c.seed = cfg_.seed;
+  return c;
+}
+
+void Trainer::save(bool with_batch_file, bool is_best) {
+  const Checkpoint c = make_checkpoint();
+  if (with_batch_file) save_checkpoint((fs::path(cfg_.output) / batch_checkpoint_name(batch_)).string(), c);
+  save_checkpoint((fs::path(cfg_.output) / "latest.pth").string(), c);
+  if (is_best) save_checkpoint((fs::path(cfg_.output) / "best.pth").string(), c);
+  prune_batch_checkpoints(cfg_.output, cfg_.keep);
+}
+
+void Trainer::finish() {
+  if (loader_->bad_count() > 0) {
+    std::string first;
+    for (const auto& e : loader_->bad_examples()) first += "\n  " + e;
+    log_->line(fmt::format("{} samples could not be read and were skipped; first:{}", loader_->bad_count(), first));
+  }
+  if (nonfinite_skipped_ > 0) log_->line(fmt::format("{} steps skipped for non-finite loss", nonfinite_skipped_));
+  if (rank_ == 0 && !cfg_.no_plot) {  // results.png at the end of every run (also `posekd plot DIR`)
+    const std::string csv = (fs::path(cfg_.output) / "results.csv").string();
+    const std::string png = (fs::path(cfg_.output) / "results.png").string();
+    try {
+      if (plot_results(read_results_csv(csv), png, fs::path(cfg_.output).filename().string()))
+        log_->line("Plot: " + png);
+    } catch (const std::exception& e) {
+      log_->line(std::string("warning: results.png not written: ") + e.what());
+    }
+  }
+  if (dist_) dist_->barrier();  // nobody leaves (closing its sockets) while another still saves
+  log_->line(fmt::format("Done: batch {}/{}; checkpoints in {}", batch_, cfg_.total_batches, cfg_.output));
+  result_.batches_done = batch_;
+  result_.last_loss = last_loss_;
+  result_.best_val_ap = best_metric_;
+}
+
+TrainResult Trainer::run() {
+  g_stop.store(false);
+  result_ = TrainResult{};
+  result_.output_dir = cfg_.output;
+  const FaultPoint fault = fault_point();
+  setup_processes();
+  load_data();
+  load_validation();
+  build_student();
+  load_teacher();
+  plan();
+  resume();
+  open_teacher_cache();
+  std::int64_t nparams = 0;
+  for (const auto& p : student_->parameters()) nparams += p.numel();
+  log_->line(fmt::format("Student {} ({} parameters), {} samples, batch {}, {} batches, {}, {} threads, {} workers",
+                         cfg_.arch, nparams, loader_->num_samples(), cfg_.batch_size, cfg_.total_batches,
+                         schedule_.describe() + (qat_start_ < 0 ? ", no QAT" : ""), threads_, cfg_.workers));
+  log_->line("OpenMP waits: " + omp_wait_description());
+  if (dist_) gsync_ = std::make_unique<GradSync>(*dist_, params_);
+  while (batch_ < cfg_.total_batches && !result_.interrupted) {
+    if (rank_ == fault.rank && batch_ == fault.batch) {
+      std::fprintf(stderr, "POSEKD_FAULT_KILL: rank %d %s before batch %lld\n", rank_,
+                   fault.hang ? "stops (hangs)" : "kills itself", static_cast<long long>(batch_ + 1));
       std::fflush(stderr);
       ::kill(::getpid(), fault.hang ? SIGSTOP : SIGKILL);
     }
-    // ---- the QAT switch
-    if (phase == "float" && qat_start >= 0 && batch >= qat_start) {
-      log.line(fmt::format("===== QAT: batch {}: folding BatchNorm, calibrating on {} training batches, "
-                           "{}-bit weights =====", batch, cfg.calib_batches, policy.weight_bits));
-      // BatchNorm statistics are per rank while training (as in PyTorch DDP); fold rank 0's.
-      if (dist) broadcast_model(false);
-      data::Loader calib(dataset, sc, cfg.batch_size, cfg.seed ^ 0xca11b4a7ULL, cfg.workers, 2);
-      int left = cfg.calib_batches;
-      model::fuse_and_calibrate(
-          *student,
-          [&]() -> std::optional<torch::Tensor> {
-            if (left-- <= 0) return std::nullopt;
-            torch::Tensor x = calib.next().image;
-            return student->folded_input() ? data::fold_input(x) : x;
-          },
-          policy);
-      if (dist) broadcast_model(true);  // calibrated on the same data everywhere; make it bit-identical
-      auto new_params = student->parameters();
-      optimizer = model::rebuild_adam(*optimizer, new_params);
-      params = new_params;
-      if (dist) {
-        gsync.reset();
-        gsync = std::make_unique<GradSync>(*dist, params);
-      }
-      phase = "qat";
-      std::string thr;
-      auto layers = student->layers();
-      for (size_t i = 0; i < layers.size(); ++i)
-        thr += fmt::format(" {}={}", student->layer_names()[i], layers[i]->activation_threshold.item<float>());
-      log.line("QAT thresholds (relative log2):" + thr);
-    }
-
-    const auto t0 = clock::now();
-    data::Batch b = loader.next();
-    const std::int64_t total_samples_seen = loader.state().epoch * loader.num_samples() + loader.state().position;
-    if (cfg.max_bad_fraction < 1.0 && loader.bad_count() > 0 &&
-        static_cast<double>(loader.bad_count()) > cfg.max_bad_fraction * static_cast<double>(total_samples_seen) &&
-        total_samples_seen >= 20) {
-      auto ex = loader.bad_examples();
-      throw Error(fmt::format("train: {} of {} samples could not be read (more than --max-bad-fraction {}); first: {}",
-                              loader.bad_count(), total_samples_seen, cfg.max_bad_fraction,
-                              ex.empty() ? std::string("?") : ex.front()));
-    }
-    torch::Tensor x = student->folded_input() ? data::fold_input(b.image) : b.image;
-    torch::Tensor th, tp;
-    if (cache) {
-      torch::NoGradGuard ng;
-      std::tie(th, tp) = cache->fetch_or_compute(b, teacher);
-    } else if (teacher) {
-      torch::NoGradGuard ng;
-      auto t = teacher->forward(b.image);
-      th = t.at(0);
-      tp = t.at(1);
-    }
-    auto out = student->forward(x);
-    LossParts lp = pose_loss(out.heat, out.paf, b.heatmaps, b.pafs, b.mask, th, tp, weights);
-    double loss_v = lp.total.item<double>();
-    double student_v = lp.student.item<double>(), distill_v = lp.distill.item<double>();
-    bool finite = std::isfinite(loss_v);
-    bool stop_requested = g_stop.load() || (cfg.stop_after > 0 && result.batches_run + 1 >= cfg.stop_after);
-    if (dist) {
-      // Every rank steps or skips together: backward, bucketed gradient all-reduce (overlapping
-      // backward), then one small all-reduce that agrees on the loss, finiteness and stop requests.
-      optimizer->zero_grad();
-      lp.total.backward();
-      gsync->finish();
-      const auto agg = dist->sum({finite ? loss_v : 0.0, finite ? student_v : 0.0, finite ? distill_v : 0.0,
-                                  finite ? 0.0 : 1.0, stop_requested ? 1.0 : 0.0});
-      finite = agg[3] == 0;
-      stop_requested = agg[4] > 0;
-      loss_v = finite ? agg[0] / world : std::nan("");
-      student_v = agg[1] / world;
-      distill_v = agg[2] / world;
-    }
-    if (!finite) {
-      ++nonfinite_skipped;
-      ++nonfinite_in_row;
-      log.line(fmt::format("Batch {}: non-finite loss ({}); step skipped ({} in a row, {} in total)", batch + 1,
-                           loss_v, nonfinite_in_row, nonfinite_skipped));
-      if (nonfinite_in_row >= cfg.max_nonfinite)
-        throw Error(fmt::format("train: {} non-finite losses in a row; stopping (the last good checkpoint is kept "
-                                "in {})", nonfinite_in_row, cfg.output));
-      continue;
-    }
-    nonfinite_in_row = 0;
-    if (!dist) {
-      clear_grads(*optimizer);
-      lp.total.backward();
-    }
-    fused_adam_step(*optimizer);
-    ++batch;
-    ++result.batches_run;
-    last_loss = loss_v;
-    const double secs = std::chrono::duration<double>(clock::now() - t0).count();
-    avg.add(loss_v, student_v, distill_v, secs);
-    ema_secs = ema_secs == 0 ? secs : 0.9 * ema_secs + 0.1 * secs;
-    log.progress(batch, cfg.total_batches, loss_v, student_v, distill_v, cfg.batch_size / ema_secs,
-                 ema_secs * static_cast<double>(cfg.total_batches - batch));
-
-    if (should_log(batch)) {
-      const double n = static_cast<double>(avg.count);
-      log.batch_line(format_batch_line(batch, cfg.total_batches, avg.loss / n, avg.student / n, avg.distill / n,
-                                       avg.seconds / n));
-      log.csv(batch, avg.loss / n, avg.student / n, avg.distill / n, cfg.batch_size * n / avg.seconds,
-              cfg.lr, phase, -1);
-      avg.reset();
-    }
-    const bool stop = stop_requested || (!dist && g_stop.load());
-    const bool val_due = has_val && ((cfg.val_every > 0 && batch % cfg.val_every == 0) || batch == cfg.total_batches);
-    bool val_best = false;
-    if (val_due && main_rank) {
-      const double ap = validate();
-      result.last_val_ap = ap;
-      log.csv(batch, last_loss, student_v, distill_v, 0, cfg.lr, phase, ap);
-      if (ap > best_metric) {
-        best_metric = ap;
-        val_best = true;
-      }
-    }
-    // The same decision on every rank (validation results are rank 0's alone).
-    const bool sync_point = batch % cfg.save_every == 0 || batch == cfg.total_batches || stop || val_due;
-    if (sync_point) {
-      ckpt_state = agreed_loader_state();
-      if (cache) cache->flush();
-    }
-    if (main_rank && (batch % cfg.save_every == 0 || batch == cfg.total_batches || stop || val_best)) {
-      bool is_best = val_best;
-      if (!has_val) {  // the seed's rule, without a validation set: the lowest batch loss at a save
-        is_best = loss_v < best_loss;
-        if (is_best) best_loss = loss_v;
-      }
-      save_all(batch % cfg.save_every == 0, is_best);
-    }
-    if (stop) {
-      log.line(fmt::format("Stopped after batch {} ({}); checkpoint written to {}/latest.pth", batch,
-                           cfg.stop_after > 0 && result.batches_run >= cfg.stop_after ? "--stop-after" : "signal",
-                           cfg.output));
-      result.interrupted = true;
-      break;
-    }
+    if (phase_ == "float" && qat_start_ >= 0 && batch_ >= qat_start_) switch_to_qat();
+    step();
   }
-  if (loader.bad_count() > 0) {
-    auto ex = loader.bad_examples();
-    std::string first;
-    for (const auto& e : ex) first += "\n  " + e;
-    log.line(fmt::format("{} samples could not be read and were skipped; first:{}", loader.bad_count(), first));
-  }
-  if (nonfinite_skipped > 0) log.line(fmt::format("{} steps skipped for non-finite loss", nonfinite_skipped));
-  if (main_rank && !cfg.no_plot) {  // results.png at the end of every run (also `posekd plot DIR`)
-    const std::string csv = (fs::path(cfg.output) / "results.csv").string();
-    const std::string png = (fs::path(cfg.output) / "results.png").string();
-    try {
-      if (plot_results(read_results_csv(csv), png, fs::path(cfg.output).filename().string()))
-        log.line("Plot: " + png);
-    } catch (const std::exception& e) {
-      log.line(std::string("warning: results.png not written: ") + e.what());
-    }
-  }
-  if (dist) dist->barrier();  // nobody leaves (closing its sockets) while another still saves
-  log.line(fmt::format("Done: batch {}/{}; checkpoints in {}", batch, cfg.total_batches, cfg.output));
-  result.batches_done = batch;
-  result.last_loss = last_loss;
-  return result;
+  finish();
+  return result_;
 }
+
+TrainResult run_training(const TrainConfig& cfg) { return Trainer(cfg).run(); }
 
 }  // namespace posekd::train

@@ -1,4 +1,5 @@
 // `posekd demo --quick`: the whole pipeline end to end on synthetic people.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,12 +40,12 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   o.quiet = true;
   auto r = posekd::train::run_demo(o);
 
-  // the table: teacher, KD float/QAT/int8, no-teacher float/QAT/int8
-  const char* names[] = {"teacher", "student KD, float (before QAT)", "student KD, QAT",
+  // the table: the ground-truth ceiling, teacher, KD float/QAT/int8, no-teacher float/QAT/int8
+  const char* names[] = {"ground-truth maps", "teacher", "student KD, float (before QAT)", "student KD, QAT",
                          "student KD, int8 (MAX78000 arithmetic)", "student without teacher, float (before QAT)",
                          "student without teacher, QAT", "student without teacher, int8"};
-  ASSERT_EQ(r.rows.size(), 7u);
-  for (size_t i = 0; i < 7; ++i) {
+  ASSERT_EQ(r.rows.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {
     EXPECT_EQ(r.rows[i].model.rfind(names[i], 0), 0u) << r.rows[i].model;
     EXPECT_NE(r.table_markdown.find(r.rows[i].model), std::string::npos) << r.rows[i].model;
     for (int k : {0, 1, 2, 5, 6}) {  // AP, AP50, AP75, AR, AR50: val has people, so all defined
@@ -54,14 +55,24 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   }
   // The teacher learned: its loss fell and it finds people (AP > 0 even on the quick budget).
   EXPECT_LT(r.teacher_last_loss, 0.7 * r.teacher_first_loss);
-  EXPECT_GT(r.rows[0].stats[0], 0.0) << r.table_markdown;
-  // The int8 student (integer arithmetic of the chip) stays close to its QAT model.
-  EXPECT_NEAR(r.rows[3].stats[0], r.rows[2].stats[0], 0.05) << r.table_markdown;
-  EXPECT_NEAR(r.rows[6].stats[0], r.rows[5].stats[0], 0.05) << r.table_markdown;
+  EXPECT_GT(r.rows[1].stats[0], 0.0) << r.table_markdown;
+  // The ceiling: decoded ground-truth maps find most people, and no model beats them by much.
+  EXPECT_GT(r.rows[0].stats[0], 0.3) << r.table_markdown;
+  for (size_t i = 1; i < 8; ++i) EXPECT_LT(r.rows[i].stats[0], r.rows[0].stats[0] + 0.05) << r.table_markdown;
+  // The int8 student (integer arithmetic of the chip) equals its QAT model.
+  EXPECT_EQ(r.rows[4].stats[0], r.rows[3].stats[0]) << r.table_markdown;
+  EXPECT_EQ(r.rows[7].stats[0], r.rows[6].stats[0]) << r.table_markdown;
+  // rows.csv holds the same numbers for scripts.
+  EXPECT_NE(posekd::testing::read_text(out / "rows.csv").find(fmt::format("\"{}\",{:.4f}", r.rows[3].model,
+                                                                          r.rows[3].stats[0])),
+            std::string::npos);
 
-  // both students ran their QAT phase at the lowered learning rate
-  for (const char* s : {"student_kd/latest.pth", "student_gt/latest.pth"})
-    EXPECT_DOUBLE_EQ(posekd::train::load_checkpoint((out / s).string()).optimizer.lr, r.budget.student_qat_lr) << s;
+  // both students ran their QAT phase at the lowered learning rate (the schedule's, decayed by the end)
+  for (const char* s : {"student_kd/latest.pth", "student_gt/latest.pth"}) {
+    const double lr = posekd::train::load_checkpoint((out / s).string()).optimizer.lr;
+    EXPECT_LE(lr, r.budget.student_qat_lr) << s;
+    EXPECT_GT(lr, 0.0) << s;
+  }
   EXPECT_LT(r.budget.student_qat_lr, r.budget.student_lr);
 
   EXPECT_TRUE(r.export_fits);

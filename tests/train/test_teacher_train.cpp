@@ -51,8 +51,11 @@ TEST(TeacherTrain, LearningRateScheduleWarmsUpThenDecays) {
   posekd::train::TeacherTrainConfig c;
   c.lr = 1e-3;
   c.total_batches = 100;
-  EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 0), 1e-3);  // default: constant
+  EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 0), 1e-3);  // default: cosine to 5%, no warm-up
+  EXPECT_NEAR(posekd::train::teacher_lr_at(c, 100), 5e-5, 1e-15);
+  c.lr_schedule = "constant";
   EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 99), 1e-3);
+  c.lr_schedule = "cosine";
   c.warmup_batches = 10;
   c.lr_end_factor = 0.1;
   EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 0), 1e-4);

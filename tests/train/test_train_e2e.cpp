@@ -116,8 +116,8 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
     EXPECT_TRUE(torch::equal(ka.model[i].second, kb.model[i].second)) << ka.model[i].first;
   }
   EXPECT_EQ(ka.loss, kb.loss);
-  EXPECT_EQ(ka.loader_epoch, kb.loader_epoch);
-  EXPECT_EQ(ka.loader_position, kb.loader_position);
+  EXPECT_EQ(ka.loader.epoch, kb.loader.epoch);
+  EXPECT_EQ(ka.loader.position, kb.loader.position);
   ASSERT_EQ(ka.optimizer.state.size(), kb.optimizer.state.size());
   for (const auto& [idx, slot] : ka.optimizer.state) {
     EXPECT_TRUE(torch::equal(slot.exp_avg_sq, kb.optimizer.state.at(idx).exp_avg_sq)) << idx;

@@ -22,6 +22,7 @@ struct Batch {
   torch::Tensor pafs;      // [B,38,G,G]
   torch::Tensor mask;      // [B,1,G,G]
   std::vector<int64_t> image_ids;
+  std::vector<int64_t> views;  // augmentation view of each sample (SampleConfig::augment; 0 without)
   int64_t epoch = 0;       // epoch of the batch's first sample
 };
 
@@ -40,7 +41,9 @@ struct LoaderState {
 // seed_seq{seed, e} (Fisher-Yates), and epochs follow each other as one stream: a batch takes the
 // next batch_size GOOD samples of the stream (it may span two epochs). Bad samples (prepare_sample
 // ok == false) are counted and skipped. The batch sequence depends only on the dataset, config,
-// batch size and seed, never on the number of workers or the prefetch depth.
+// batch size and seed, never on the number of workers or the prefetch depth. With
+// config.augment.enabled, sample i of epoch e is augmented with draw_augment(augment, seed,
+// augment_view(augment, e), image id): also a function of the stream position alone.
 //
 // Sharding (data-parallel training): with shard {rank, count}, the stream is cut into global batches
 // of batch_size * count samples and this loader yields only its rank's contiguous slice of each:

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "posekd/data/augment.h"
 #include "posekd/data/coco.h"
 
 namespace posekd::data {
@@ -21,6 +22,9 @@ struct SampleConfig {
   // (the golden fixture is matched exactly only with reduced_decode = false).
   bool reduced_decode = true;
   int max_side = 10000;  // larger images (from the file header) are rejected
+  // Training augmentation (off by default). The loader draws each sample's AugmentParams from
+  // (seed, view, image id) and passes them to prepare_sample.
+  AugmentConfig augment;
 };
 
 struct Sample {
@@ -29,6 +33,7 @@ struct Sample {
   torch::Tensor pafs;      // [38, S/stride, S/stride]
   torch::Tensor mask;      // [1, S/stride, S/stride] f32, 1 = use, 0 = ignore (crowd)
   int64_t image_id = 0;
+  int64_t view = 0;        // augmentation view (augment_view of the epoch), 0 without augmentation
   double scale = 0;        // s = S / max(h, w) of the original image
   bool ok = false;
   std::string error;       // one line naming the image path when !ok
@@ -40,7 +45,11 @@ struct Sample {
 // convert_keypoints in the original image, scaled by s) plus the crowd mask. The original size is
 // the decoded image's (the JSON width/height are not trusted). Never throws: missing, empty,
 // corrupt, truncated (JPEG without its end marker), non-image or huge files give ok = false.
-Sample prepare_sample(const CocoImage& image, const std::string& image_dir, const SampleConfig& config);
+//
+// With `augment` (training): the picture is instead photometrically jittered, then warped by
+// augment_affine (border 128), and keypoints and crowd mask move with it before the targets are drawn.
+Sample prepare_sample(const CocoImage& image, const std::string& image_dir, const SampleConfig& config,
+                      const AugmentParams* augment = nullptr);
 
 // Image size from a JPEG or PNG header without decoding; false for other formats / bad headers.
 bool image_header_size(const std::string& bytes, int& width, int& height);

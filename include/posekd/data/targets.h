@@ -47,4 +47,11 @@ cv::Mat rasterize_segmentation(const Segmentation& seg, int height, int width);
 torch::Tensor crowd_mask(const std::vector<CocoPerson>& crowds, int img_h, int img_w, int resized_h,
                          int resized_w, const TargetGrid& g);
 
+// The same loss mask for an augmented sample: the crowd regions at the original resolution moved by
+// the 2x3 affine map (original pixels -> input pixels, augment_affine) onto the
+// (grid_w*stride) x (grid_h*stride) input (bilinear, 1 = use outside the picture), any pixel < 1
+// becomes 0, reduced to the grid with INTER_AREA. No crowds -> all ones.
+torch::Tensor crowd_mask_affine(const std::vector<CocoPerson>& crowds, int img_h, int img_w, const cv::Mat& affine,
+                                const TargetGrid& g);
+
 }  // namespace posekd::data

@@ -65,6 +65,12 @@ PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net);
 // Loads PATH (legacy or zip torch.save, checkpoint or bare state dict), BN fused. Errors name PATH.
 PredictFn teacher_predictor(const std::string& path);
 
+// The ground truth as a "predictor": for each prepared input, the target maps prepare_sample draws
+// for that image (data::SampleConfig with `config`'s input size and stride). Decoding them with the
+// same code gives the ceiling a network can reach at this resolution. The images are recognised by
+// their prepared pixels; an input that is not one of `dataset`'s images throws posekd::Error.
+PredictFn ground_truth_predictor(const data::CocoDataset& dataset, const EvalConfig& config);
+
 struct PredictStats {
   int64_t images = 0;      // images attempted
   int64_t unreadable = 0;  // skipped: missing / corrupt / not an image

@@ -8,9 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "posekd/data/loader.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/train/adam_state.h"
+#include "posekd/train/log.h"
 
 namespace posekd::train {
 
@@ -24,10 +26,8 @@ struct Checkpoint {
   std::string arch;                 // student architecture
   std::string phase = "float";      // "float" or "qat"
   std::int64_t qat_start_batch = -1;
-  std::int64_t loader_epoch = 0, loader_position = 0, bad_count = 0;
-  std::vector<std::string> bad_examples;
-  double avg_loss = 0, avg_student = 0, avg_distill = 0, avg_seconds = 0;
-  std::int64_t avg_count = 0;
+  data::LoaderState loader;         // where the data stream stands (and the bad samples so far)
+  RunningAverage avg;               // the running sums since the last log line
   std::int64_t nonfinite_skipped = 0;
   double best_metric = -1;          // best validation AP (-1: none yet)
   std::string teacher_id;           // identity of the teacher the run distils from ("" = none)

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "posekd/data/augment.h"
+
 namespace posekd::train {
 
 struct TrainConfig {
@@ -21,10 +23,20 @@ struct TrainConfig {
   double teacher_input_scale = 0.5;
   std::string teacher_cache;     // teacher-output cache file ("" = <output>/teacher_cache.bin)
   bool no_teacher_cache = false;  // run the teacher on every batch
-  // --- optimisation (seed defaults)
+  std::int64_t val_subset = 0;  // validate on the first N validation images (0 = all)
+  // --- optimisation (the seed's batch, length and rate; its constant rate became a schedule)
   int batch_size = 8;
   std::int64_t total_batches = 15000;
   double lr = 1e-3;
+  std::string lr_schedule = "cosine";  // constant (the seed) | cosine | step (train/schedule.h)
+  std::int64_t warmup = -1;            // warm-up batches; -1 = 2% of the float phase, at most 500
+  double lr_end_factor = 0.05;         // the rate at the end of each phase, relative to its start
+  double weight_decay = 0;             // Adam's L2 weight decay
+  double qat_lr = -1;                  // rate after the QAT switch; -1 = lr / 10
+  std::int64_t qat_warmup = -1;        // warm-up after the switch; -1 = 5% of the QAT phase, at most 200
+  // --- augmentation (data/augment.h); no_augment = the seed's fixed letterboxed images
+  bool no_augment = false;
+  data::AugmentConfig augment{true};
   double kd_student_wt = 0.3, kd_distill_wt = 0.7;
   // --- checkpoints (seed defaults)
   std::int64_t save_every = 100;

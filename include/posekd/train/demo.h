@@ -40,6 +40,8 @@ struct DemoOptions {
   bool quiet = false;   // no per-batch lines on the console
   bool hard_data = false;     // `posekd synth`'s default (hard) data instead of demo_synth_config
   bool teacher_only = false;  // stop after training and evaluating the teacher (for tuning)
+  bool no_augment = false;    // train teacher and students without augmentation
+  int augment_views = 0;      // students: augmentation views per image (0 = a new one every epoch)
   DemoBudget overrides;       // fields > 0 replace the preset's
 };
 

@@ -8,6 +8,9 @@
 #include <cstdint>
 #include <string>
 
+#include "posekd/data/augment.h"
+#include "posekd/train/schedule.h"
+
 namespace posekd::train {
 
 struct TeacherTrainConfig {
@@ -18,10 +21,15 @@ struct TeacherTrainConfig {
   int batch_size = 8;
   std::int64_t total_batches = 1000;
   double lr = 5e-4;
-  // Learning-rate schedule: linear warm-up over the first `warmup_batches` batches, then a cosine
-  // decay to lr * lr_end_factor at total_batches (1 = constant, the default).
+  // Learning-rate schedule (train/schedule.h, one phase): linear warm-up over the first
+  // `warmup_batches` batches, then `lr_schedule` down to lr * lr_end_factor at total_batches.
+  std::string lr_schedule = "cosine";
   std::int64_t warmup_batches = 0;
-  double lr_end_factor = 1.0;
+  double lr_end_factor = 0.05;
+  double weight_decay = 0;
+  // Augmentation (data/augment.h), on unless no_augment.
+  bool no_augment = false;
+  data::AugmentConfig augment{true};
   std::int64_t save_every = 200;
   std::string output = "teacher_train";
   int threads = 0, workers = 2;
@@ -39,7 +47,8 @@ struct TeacherTrainResult {
 
 TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg);
 
-// The learning rate of batch `batch` (0-based) under cfg's schedule.
+// The schedule of a teacher run, and the learning rate of batch `batch` (0-based) under it.
+LrSchedule teacher_schedule(const TeacherTrainConfig& cfg);
 double teacher_lr_at(const TeacherTrainConfig& cfg, std::int64_t batch);
 
 }  // namespace posekd::train

@@ -1,0 +1,23 @@
+// The training-recipe flags `train` and `train-teacher` share: augmentation and the learning-rate
+// schedule. One place, so the two commands spell and document them alike.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "posekd/data/augment.h"
+
+namespace CLI {
+class App;
+}
+
+namespace posekd::cli {
+
+// --no-augment, --scale-min/--scale-max, --rotate, --shift, --flip, --brightness, --contrast,
+// --saturation, --hue, --blur, --augment-views.
+void add_augment_options(CLI::App& app, bool& no_augment, data::AugmentConfig& augment);
+
+// --lr-schedule, --warmup, --lr-end-factor, --weight-decay.
+void add_schedule_options(CLI::App& app, std::string& kind, std::int64_t& warmup, double& end_factor,
+                          double& weight_decay);
+
+}  // namespace posekd::cli
