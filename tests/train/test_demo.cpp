@@ -103,5 +103,18 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   }
   EXPECT_GE(val_rows, 2);
   EXPECT_GT(qat_rows, 0);
+  // Distillation against no teacher: the distilled student learned to match the teacher (its
+  // distillation loss fell over the float phase), the other one never saw it (distillation loss 0).
+  const auto gt_rows = posekd::train::read_results_csv((out / "student_gt" / "results.csv").string());
+  ASSERT_FALSE(gt_rows.empty());
+  for (const auto& row : gt_rows) EXPECT_EQ(row.distill, 0.0);
+  double first_d = -1, last_float_d = -1;
+  for (const auto& row : rows) {
+    if (row.val_ap >= 0 || row.phase != "float") continue;
+    if (first_d < 0) first_d = row.distill;
+    last_float_d = row.distill;
+  }
+  EXPECT_GT(first_d, 0.0);
+  EXPECT_LT(last_float_d, first_d);
   fs::remove_all(out);
 }

@@ -11,6 +11,7 @@
 
 #include "posekd/core/error.h"
 #include "posekd/train/checkpoint.h"
+#include "posekd/train/plot.h"
 #include "posekd/train/trainer.h"
 #include "test_util.h"
 
@@ -92,6 +93,8 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
   ca.deterministic = true;
   ca.calib_batches = 2;
   ca.workers = 3;
+  ca.warmup = 4;      // the first stop (batch 3) falls inside the float warm-up,
+  ca.qat_warmup = 2;  // the second (batch 5) inside the QAT warm-up
   run_training(ca);
 
   TrainConfig cb = ca;
@@ -125,6 +128,14 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
   // The logged batch lines are identical too (the time columns aside).
   auto la = logged_losses(a / "log.txt"), lb = logged_losses(b / "log.txt");
   EXPECT_EQ(la, lb);
+  // And so are the learning rates each batch ran at (warm-ups, cosine, the QAT rate).
+  std::vector<double> lra, lrb;
+  for (const auto& row : posekd::train::read_results_csv((a / "results.csv").string())) lra.push_back(row.lr);
+  for (const auto& row : posekd::train::read_results_csv((b / "results.csv").string())) lrb.push_back(row.lr);
+  ASSERT_EQ(lra.size(), 7u);
+  EXPECT_EQ(lra, lrb);
+  EXPECT_DOUBLE_EQ(lra[0], ca.lr / 4);          // warm-up 1/4
+  EXPECT_DOUBLE_EQ(lra[4], ca.lr / 10 / 2);     // QAT rate lr/10, warm-up 1/2
   fs::remove_all(a);
   fs::remove_all(b);
 }
@@ -176,19 +187,63 @@ TEST(TrainE2E, ValidationApIsLoggedAndPicksBest) {
   c.val_ann = c.ann;
   c.val_images = c.images;
   c.val_every = 2;
+  c.val_subset = 2;
   auto r = run_training(c);
   EXPECT_GE(r.last_val_ap, 0.0);
   EXPECT_LE(r.last_val_ap, 1.0);
   std::string log = read_text(out / "log.txt");
   EXPECT_NE(log.find("Validation at batch 2 (float): AP "), std::string::npos) << log;
   EXPECT_NE(log.find("Validation at batch 4 (float): AP "), std::string::npos) << log;
-  // the first validation is always the best so far: best.pth exists and holds batch 2 or 4
+  EXPECT_NE(log.find("(2 of 4 images)"), std::string::npos) << log;  // --val-subset 2
+  // results.csv has rows carrying the validation AP; best.pth is the first batch with the highest one
+  const auto rows = posekd::train::read_results_csv((out / "results.csv").string());
+  std::int64_t best_batch = -1;
+  double best_ap = -1;
+  int val_rows = 0;
+  for (const auto& row : rows) {
+    if (row.val_ap < 0) continue;
+    ++val_rows;
+    if (row.val_ap > best_ap) {
+      best_ap = row.val_ap;
+      best_batch = row.batch;
+    }
+  }
+  EXPECT_EQ(val_rows, 2);
   ASSERT_TRUE(fs::exists(out / "best.pth"));
   auto best = load_checkpoint((out / "best.pth").string());
-  EXPECT_TRUE(best.batch == 2 || best.batch == 4);
-  EXPECT_GE(best.best_metric, 0.0);
-  // results.csv has rows carrying the validation AP
-  std::string csv = read_text(out / "results.csv");
-  EXPECT_NE(csv.find(",float,0."), std::string::npos) << csv;
+  EXPECT_EQ(best.batch, best_batch);
+  EXPECT_NEAR(best.best_metric, best_ap, 1e-4);  // results.csv keeps 4-6 decimals
+  EXPECT_DOUBLE_EQ(r.best_val_ap, best.best_metric);
   fs::remove_all(out);
+}
+
+TEST(TrainE2E, AugmentedViewsAreCachedPerViewAndReused) {
+  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  auto out = posekd::testing::temp_dir("views");
+  TrainConfig c = sample_config(coco, out);
+  c.teacher = teacher.string();
+  c.arch = "ai85pose";
+  c.no_qat = true;
+  c.augment.views = 2;
+  c.total_batches = 4;  // 2 epochs of 4 images: views 0 and 1 of every image
+  c.save_every = 4;
+  run_training(c);
+  std::string log = read_text(out / "log.txt");
+  EXPECT_NE(log.find(": 0 of 8 image views cached"), std::string::npos) << log;
+  // Epochs 2 and 3 see views 0 and 1 again: everything is in the cache from the start.
+  c.total_batches = 8;
+  run_training(c);
+  log = read_text(out / "log.txt");
+  EXPECT_NE(log.find(": 8 of 8 image views cached"), std::string::npos) << log;
+  // Without views the teacher runs on every batch: no cache file for this run.
+  auto out2 = posekd::testing::temp_dir("online");
+  c.output = out2.string();
+  c.augment.views = 0;
+  c.total_batches = 1;
+  run_training(c);
+  EXPECT_NE(read_text(out2 / "log.txt").find("Teacher: run on every batch (no cache)"), std::string::npos);
+  EXPECT_FALSE(fs::exists(out2 / "teacher_cache.bin"));
+  fs::remove_all(out);
+  fs::remove_all(out2);
 }
