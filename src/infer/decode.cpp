@@ -25,6 +25,21 @@ DecodeParams letterbox_params(int width, int height, int input, int stride, int 
   return p;
 }
 
+DecodeParams direct_decode_params(int input, int stride, bool subcell) {
+  DecodeParams p = letterbox_params(input, input, input, stride, 1);
+  const DecodeParams def{};
+  p.peaks.suppress_radius = def.peaks.suppress_radius / static_cast<float>(def.upsample);
+  p.subcell = subcell;
+  return p;
+}
+
+float subcell_offset(float l, float c, float r) {
+  const float d = (l - c) + (r - c);
+  if (!(d < 0.f)) return 0.f;
+  const float o = 0.5f * (l - r) / d;
+  return o < -0.5f ? -0.5f : (o > 0.5f ? 0.5f : o);
+}
+
 namespace {
 double map_to_original(double upsampled, double pad, const DecodeParams& p) {
   const double x_in = (upsampled + 0.5) * p.stride / p.upsample - 0.5;
@@ -82,8 +97,17 @@ std::vector<Pose> decode(const float* heat, const float* paf, int h, int w, cons
       const int id = e.kpt[k];
       if (id < 0) continue;
       const Peak& pk = all.at(static_cast<size_t>(id));
-      const float x = map_to_original_x(static_cast<float>(pk.x), p);
-      const float y = map_to_original_y(static_cast<float>(pk.y), p);
+      float fx = static_cast<float>(pk.x), fy = static_cast<float>(pk.y);
+      if (p.subcell) {
+        const float* m = hm.data() + static_cast<size_t>(k) * H * W;
+        const float c = m[static_cast<size_t>(pk.y) * W + pk.x];
+        if (pk.x > 0 && pk.x < W - 1)
+          fx += subcell_offset(m[static_cast<size_t>(pk.y) * W + pk.x - 1], c, m[static_cast<size_t>(pk.y) * W + pk.x + 1]);
+        if (pk.y > 0 && pk.y < H - 1)
+          fy += subcell_offset(m[static_cast<size_t>(pk.y - 1) * W + pk.x], c, m[static_cast<size_t>(pk.y + 1) * W + pk.x]);
+      }
+      const float x = map_to_original_x(fx, p);
+      const float y = map_to_original_y(fy, p);
       pose.points[2 * k] = x;
       pose.points[2 * k + 1] = y;
       pose.kpt_scores[k] = pk.score;

@@ -28,7 +28,20 @@ struct DecodeParams {
   float pad_left = 0.f, pad_top = 0.f;  // padding before the image in the input (letterbox: 0)
   PeakParams peaks{};                // radius is in upsampled-map pixels (as upstream)
   GroupParams grouping{};
+  // Sub-cell refinement: each peak moves by the vertex of the parabola through it and its two
+  // neighbours, along x and along y separately (raw map values, offset clamped to +-0.5 map pixel;
+  // none at the border or when the parabola does not open downward). Off by default.
+  bool subcell = false;
 };
+
+// The decoding variant that runs straight on the network's maps, as the C decoder on the chip does
+// (pose_decode.c): no upsampling, the default suppression radius divided by the default upsampling
+// (6 / 4 = 1.5 map cells), the default grouping, sub-cell refinement as `subcell` says.
+DecodeParams direct_decode_params(int input = 128, int stride = 8, bool subcell = true);
+
+// The sub-cell offset of a peak with value c between neighbours l and r (see DecodeParams::subcell),
+// in map pixels, within [-0.5, 0.5]. float arithmetic: 0.5f * (l - r) / (l - 2c + r). Exposed for tests.
+float subcell_offset(float l, float c, float r);
 
 // Letterbox parameters of posekd's data prep: resize the longest side to `input` (s = input /
 // max(w, h)), pad bottom/right. Returns DecodeParams for a width x height original image.

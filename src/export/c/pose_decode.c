@@ -1,0 +1,266 @@
+/* pose_decode.c - see pose_decode.h. Written by `posekd export`; the reference is posekd's C++
+ * decoder (src/infer/peaks.cpp, grouping.cpp, decode.cpp), which it follows step for step. */
+#include "pose_decode.h"
+
+#include <math.h>
+#include <string.h>
+
+#define POSE_PLANE (POSE_MAP_H * POSE_MAP_W)
+
+static const uint8_t pose_group_limbs[POSE_NUM_LIMBS][2] = POSE_GROUP_LIMBS_INIT;
+static const uint8_t pose_group_pafs[POSE_NUM_LIMBS][2] = POSE_GROUP_PAFS_INIT;
+
+/* Partial skeletons while grouping: peak index per keypoint type (-1 = none). */
+typedef struct {
+  double score;
+  int16_t count;
+  int8_t kpt[POSE_NUM_KPTS];
+} pose_entry_t;
+
+/* All working memory (fixed, static). */
+static struct {
+  float map[POSE_PLANE];                    /* one thresholded heatmap */
+  double cand_score[POSE_MAX_CANDIDATES];   /* candidate connections of one limb */
+  uint8_t cand_a[POSE_MAX_CANDIDATES], cand_b[POSE_MAX_CANDIDATES];
+  uint16_t order[POSE_MAX_CANDIDATES];
+  uint8_t used_a[POSE_MAX_PEAKS], used_b[POSE_MAX_PEAKS];
+  pose_entry_t entry[POSE_MAX_ENTRIES];
+  pose_peaks_t peaks;
+} pose_ws;
+
+float pose_heat_value(int32_t v) { return (float)v * POSE_HEAT_UNIT; }
+float pose_paf_value(int32_t v) { return (float)v * POSE_PAF_UNIT; }
+
+#if POSE_SUBCELL
+/* Vertex of the parabola through (l, c, r), as infer::subcell_offset. */
+static float pose_subcell(float l, float c, float r) {
+  const float d = (l - c) + (r - c);
+  float o;
+  if (!(d < 0.f)) return 0.f;
+  o = 0.5f * (l - r) / d;
+  return o < -0.5f ? -0.5f : (o > 0.5f ? 0.5f : o);
+}
+#endif
+
+static float pose_at(const float *m, int y, int x) {
+  if (y < 0 || y >= POSE_MAP_H || x < 0 || x >= POSE_MAP_W) return 0.f;
+  return m[y * POSE_MAP_W + x];
+}
+
+void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *stats) {
+  int k, x, y, i;
+  float *m = pose_ws.map;
+  for (k = 0; k < POSE_NUM_KPTS; ++k) {
+    const int32_t *h = heat + k * POSE_PLANE;
+    int n = 0;
+    for (i = 0; i < POSE_PLANE; ++i) {
+      const float v = pose_heat_value(h[i]);
+      m[i] = v < POSE_PEAK_THRESHOLD ? 0.f : v;
+    }
+    /* Column-major scan: x ascending, then y (posekd's order); a candidate is kept unless an
+     * earlier kept peak lies within the suppression radius. */
+    for (x = 0; x < POSE_MAP_W; ++x)
+      for (y = 0; y < POSE_MAP_H; ++y) {
+        const float c = m[y * POSE_MAP_W + x];
+        int keep = 1;
+        if (!(c > pose_at(m, y, x - 1) && c > pose_at(m, y, x + 1) && c > pose_at(m, y - 1, x) &&
+              c > pose_at(m, y + 1, x)))
+          continue;
+        for (i = 0; i < n; ++i) {
+          const int dx = (int)peaks->peak[k][i].x - x, dy = (int)peaks->peak[k][i].y - y;
+          if (dx * dx + dy * dy <= POSE_SUPPRESS_MAX_D2) {
+            keep = 0;
+            break;
+          }
+        }
+        if (!keep) continue;
+        if (n == POSE_MAX_PEAKS) {
+          if (stats) stats->dropped_peaks++;
+          continue;
+        }
+        {
+          pose_peak_t *p = &peaks->peak[k][n++];
+          p->x = (uint8_t)x;
+          p->y = (uint8_t)y;
+          p->score = c;
+          p->fx = (float)x;
+          p->fy = (float)y;
+#if POSE_SUBCELL
+          {
+            const float r = pose_heat_value(h[y * POSE_MAP_W + x]);
+            if (x > 0 && x < POSE_MAP_W - 1)
+              p->fx += pose_subcell(pose_heat_value(h[y * POSE_MAP_W + x - 1]), r,
+                                    pose_heat_value(h[y * POSE_MAP_W + x + 1]));
+            if (y > 0 && y < POSE_MAP_H - 1)
+              p->fy += pose_subcell(pose_heat_value(h[(y - 1) * POSE_MAP_W + x]), r,
+                                    pose_heat_value(h[(y + 1) * POSE_MAP_W + x]));
+          }
+#endif
+        }
+      }
+    peaks->count[k] = (uint8_t)n;
+  }
+}
+
+/* numpy's float32 pairwise sum of n terms (8 accumulators for 8 <= n <= 128). */
+static float pose_numpy_sum(const float *a, int n) {
+  float r[8], res;
+  int i, k;
+  if (n < 8 || n > 128) {
+    res = 0.f;
+    for (i = 0; i < n; ++i) res += a[i];
+    return res;
+  }
+  for (k = 0; k < 8; ++k) r[k] = a[k];
+  for (i = 8; i + 8 <= n; i += 8)
+    for (k = 0; k < 8; ++k) r[k] += a[i + k];
+  res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+  for (; i < n; ++i) res += a[i];
+  return res;
+}
+
+/* Mean passing PAF projection along a->b (infer::limb_affinity); *valid = passing samples. */
+static double pose_affinity(const int32_t *px, const int32_t *py, float ax, float ay, float bx, float by,
+                            int *valid) {
+  float terms[POSE_POINTS_PER_LIMB];
+  const float vx = bx - ax, vy = by - ay;
+  const float step = POSE_POINTS_PER_LIMB > 1 ? 1.f / (float)(POSE_POINTS_PER_LIMB - 1) : 0.f;
+  const float sx = step * vx, sy = step * vy;
+  const float norm = sqrtf(vx * vx + vy * vy);
+  const float ux = vx / (norm + 1e-6f), uy = vy / (norm + 1e-6f);
+  int t, n = 0;
+  for (t = 0; t < POSE_POINTS_PER_LIMB; ++t) {
+    int x = (int)nearbyintf(sx * (float)t + ax);
+    int y = (int)nearbyintf(sy * (float)t + ay);
+    float s;
+    x = x < 0 ? 0 : (x > POSE_MAP_W - 1 ? POSE_MAP_W - 1 : x);
+    y = y < 0 ? 0 : (y > POSE_MAP_H - 1 ? POSE_MAP_H - 1 : y);
+    s = pose_paf_value(px[y * POSE_MAP_W + x]) * ux + pose_paf_value(py[y * POSE_MAP_W + x]) * uy;
+    if (s > POSE_MIN_PAF_SCORE) {
+      ++n;
+      terms[t] = s;
+    } else {
+      terms[t] = 0.f;
+    }
+  }
+  *valid = n;
+  return (double)pose_numpy_sum(terms, POSE_POINTS_PER_LIMB) / ((double)n + 1e-6);
+}
+
+static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double s,
+                          const pose_peaks_t *peaks, pose_stats_t *stats) {
+  pose_entry_t *e;
+  if (*n_entries == POSE_MAX_ENTRIES) {
+    if (stats) stats->dropped_entries++;
+    return 0;
+  }
+  e = &pose_ws.entry[(*n_entries)++];
+  memset(e->kpt, -1, sizeof e->kpt);
+  e->kpt[ka] = (int8_t)ia;
+  e->kpt[kb] = (int8_t)ib;
+  e->count = 2;
+  e->score = (double)peaks->peak[ka][ia].score + (double)peaks->peak[kb][ib].score + s;
+  return 1;
+}
+
+int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *people, int max_people,
+               pose_stats_t *stats) {
+  int part, n_entries = 0, n_people = 0, i, j, c;
+  for (part = 0; part < POSE_NUM_LIMBS; ++part) {
+    const int ka = pose_group_limbs[part][0], kb = pose_group_limbs[part][1];
+    const int n = peaks->count[ka], m = peaks->count[kb];
+    const int32_t *px = paf + pose_group_pafs[part][0] * POSE_PLANE;
+    const int32_t *py = paf + pose_group_pafs[part][1] * POSE_PLANE;
+    int nc = 0, o;
+    if (n == 0 || m == 0) continue;
+    /* candidates in Lightweight-OpenPose's flat order (B outer, A inner) */
+    for (j = 0; j < m; ++j)
+      for (i = 0; i < n; ++i) {
+        int valid;
+        const pose_peak_t *a = &peaks->peak[ka][i], *b = &peaks->peak[kb][j];
+        const double s = pose_affinity(px, py, (float)a->x, (float)a->y, (float)b->x, (float)b->y, &valid);
+        if (s > 0 && valid >= POSE_MIN_VALID_SAMPLES) {
+          pose_ws.cand_score[nc] = s;
+          pose_ws.cand_a[nc] = (uint8_t)i;
+          pose_ws.cand_b[nc] = (uint8_t)j;
+          ++nc;
+        }
+      }
+    if (nc == 0) continue;
+    /* score descending; equal scores: the later candidate first (insertion sort) */
+    for (c = 0; c < nc; ++c) {
+      const double s = pose_ws.cand_score[c];
+      o = c;
+      while (o > 0 && pose_ws.cand_score[pose_ws.order[o - 1]] <= s) {
+        pose_ws.order[o] = pose_ws.order[o - 1];
+        --o;
+      }
+      pose_ws.order[o] = (uint16_t)c;
+    }
+    memset(pose_ws.used_a, 0, sizeof pose_ws.used_a);
+    memset(pose_ws.used_b, 0, sizeof pose_ws.used_b);
+    if (part == 0) n_entries = 0;
+    for (o = 0; o < nc; ++o) {
+      const int k = pose_ws.order[o], ia = pose_ws.cand_a[k], ib = pose_ws.cand_b[k];
+      const double s = pose_ws.cand_score[k];
+      int e, matched = 0;
+      if (pose_ws.used_a[ia] || pose_ws.used_b[ib]) continue;
+      pose_ws.used_a[ia] = pose_ws.used_b[ib] = 1;
+      if (part == 0) {
+        pose_new_entry(&n_entries, ka, kb, ia, ib, s, peaks, stats);
+      } else if (part == 17 || part == 18) {
+        for (e = 0; e < n_entries; ++e) {
+          pose_entry_t *p = &pose_ws.entry[e];
+          if (p->kpt[ka] == ia && p->kpt[kb] == -1)
+            p->kpt[kb] = (int8_t)ib;
+          else if (p->kpt[kb] == ib && p->kpt[ka] == -1)
+            p->kpt[ka] = (int8_t)ia;
+        }
+      } else {
+        for (e = 0; e < n_entries; ++e) {
+          pose_entry_t *p = &pose_ws.entry[e];
+          if (p->kpt[ka] == ia) {
+            p->kpt[kb] = (int8_t)ib;
+            p->count += 1;
+            p->score += (double)peaks->peak[kb][ib].score + s;
+            matched = 1;
+          }
+        }
+        if (!matched) pose_new_entry(&n_entries, ka, kb, ia, ib, s, peaks, stats);
+      }
+    }
+  }
+  for (i = 0; i < n_entries; ++i) {
+    const pose_entry_t *e = &pose_ws.entry[i];
+    pose_person_t *p;
+    int k;
+    if (!(e->count >= POSE_MIN_COUNT && e->score / e->count >= POSE_MIN_MEAN_SCORE)) continue;
+    if (n_people == max_people) {
+      if (stats) stats->dropped_people++;
+      continue;
+    }
+    p = &people[n_people++];
+    memset(p, 0, sizeof *p);
+    p->count = e->count;
+    p->entry_score = e->score;
+    p->score = (float)(e->score * (e->count > 1 ? e->count - 1 : 0));
+    for (k = 0; k < POSE_NUM_KPTS; ++k) {
+      const pose_peak_t *pk;
+      p->peak[k] = e->kpt[k];
+      if (e->kpt[k] < 0) continue;
+      pk = &peaks->peak[k][e->kpt[k]];
+      /* cell centre: input pixel stride * cell + (stride / 2 - 0.5) */
+      p->x[k] = (pk->fx + 0.5f) * (float)POSE_STRIDE - 0.5f;
+      p->y[k] = (pk->fy + 0.5f) * (float)POSE_STRIDE - 0.5f;
+      p->kpt_score[k] = pk->score;
+    }
+  }
+  return n_people;
+}
+
+int pose_decode(const int32_t *heat, const int32_t *paf, pose_person_t *people, int max_people,
+                pose_stats_t *stats) {
+  if (stats) memset(stats, 0, sizeof *stats);
+  pose_find_peaks(heat, &pose_ws.peaks, stats);
+  return pose_group(&pose_ws.peaks, paf, people, max_people, stats);
+}
