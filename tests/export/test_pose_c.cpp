@@ -399,3 +399,115 @@ TEST(PoseC, InputPreparationMatchesThePosekdSampleByteForByte) {
           EXPECT_EQ(static_cast<std::int64_t>(bytes[12 * 4096 + 4 * (q * 4096 + p) + k]), rv[(4 * q + k) * 4096 + p]);
   }
 }
+
+// ------------------------------------------------------------------------------ emulated Cortex-M4
+// `make firmware-test` (POSEKD_FIRMWARE_TEST=1; needs gcc-arm-none-eabi, libnewlib-arm-none-eabi and
+// qemu-system-arm, installed by `scripts/install-deps.sh --firmware`): the decoder cross-compiled for
+// the MAX78000's Cortex-M4F, run under QEMU (mps2-an386, semihosting) on the outputs of several
+// frames, prints exactly what the host build prints. Also reports the decoder's flash, RAM and stack.
+namespace {
+
+const char* kPcArmFlags =
+    "-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 -Os -std=c99 -ffp-contract=off "
+    "-ffunction-sections -fdata-sections";
+
+std::array<long, 3> pc_arm_size(const fs::path& elf) {  // text, data, bss
+  std::string out;
+  EXPECT_EQ(pc_run("arm-none-eabi-size " + elf.string(), &out), 0) << out;
+  std::array<long, 3> v{-1, -1, -1};
+  const auto nl = out.find('\n');
+  if (nl != std::string::npos) std::sscanf(out.c_str() + nl + 1, "%ld %ld %ld", &v[0], &v[1], &v[2]);
+  return v;
+}
+
+}  // namespace
+
+TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
+  if (!std::getenv("POSEKD_FIRMWARE_TEST")) GTEST_SKIP() << "set POSEKD_FIRMWARE_TEST=1 (make firmware-test)";
+  ASSERT_TRUE(pc_have_cc());
+  for (const char* tool : {"arm-none-eabi-gcc --version", "qemu-system-arm --version"})
+    ASSERT_EQ(pc_run(std::string(tool) + " >/dev/null", nullptr), 0)
+        << tool << ": missing; install with scripts/install-deps.sh --firmware";
+  const auto dir = posekd::testing::temp_dir("posec_firmware");
+  PoseCConfig cfg;
+  write_pose_c(dir.string(), cfg, synthetic_image_int(), {});
+  const auto host = pc_compile(dir);
+  const fs::path mps2 = fs::path(POSEKD_SOURCE_DIR) / "tests/export/c/mps2";
+  const std::string cc = std::string("arm-none-eabi-gcc ") + kPcArmFlags + " -I" + dir.string();
+  std::string out;
+  // the decoder and input objects (with their stack use), the start-up code
+  for (const char* f : {"pose_decode", "pose_input"})
+    ASSERT_EQ(pc_run("cd " + dir.string() + " && " + cc + " -Wall -Wextra -Werror -fstack-usage -c " + f + ".c -o " + f + ".o",
+                     &out), 0) << out;
+  ASSERT_EQ(pc_run(cc + " -c " + (mps2 / "startup.c").string() + " -o " + (dir / "startup.o").string(), &out), 0) << out;
+  const std::string link = std::string("arm-none-eabi-gcc ") + kPcArmFlags + " -nostartfiles --specs=rdimon.specs -T " +
+                           (mps2 / "mps2.ld").string() + " -Wl,--gc-sections ";
+
+  // known answers: synthetic people (1 to 4 per frame) and noise
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> inputs;
+  for (int i : {0, 1, 5}) inputs.push_back(pc_target_accumulators(i, 0, 0));
+  torch::manual_seed(9);
+  inputs.emplace_back(torch::randint(-6000, 1900, {19, 16, 16}, torch::kLong),
+                      torch::randint(-16384, 16384, {38, 16, 16}, torch::kLong));
+  int people = 0;
+  long max_stack = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    SCOPED_TRACE("input " + std::to_string(i));
+    people += pc_compare(host, dir, inputs[i].first, inputs[i].second, cfg, "input " + std::to_string(i));
+    const std::string npys = (dir / "heat.npy").string() + " " + (dir / "paf.npy").string();
+    std::string host_text;
+    ASSERT_EQ(pc_run(host.string() + " decode " + npys, &host_text), 0) << host_text;
+    ASSERT_EQ(pc_run(host.string() + " embed " + npys + " > " + (dir / "pose_outputs.h").string(), &out), 0) << out;
+    const fs::path elf = dir / "harness.elf";
+    ASSERT_EQ(pc_run(cc + " -DPOSE_HARNESS_EMBEDDED -c " + kPcHarness.string() + " -o " + (dir / "harness.o").string(), &out),
+              0) << out;
+    ASSERT_EQ(pc_run(link + (dir / "startup.o").string() + " " + (dir / "harness.o").string() + " " +
+                         (dir / "pose_decode.o").string() + " " + (dir / "pose_input.o").string() + " -lm -o " + elf.string(),
+                     &out), 0) << out;
+    std::string emu;
+    ASSERT_EQ(pc_run("timeout 120 qemu-system-arm -M mps2-an386 -nographic -monitor none -serial none "
+                     "-semihosting-config enable=on,target=native -kernel " + elf.string(), &emu), 0) << emu;
+    // the emulated run adds one line: the stack it measured (painted stack) during pose_decode
+    const auto at = emu.find("stack ");
+    ASSERT_NE(at, std::string::npos) << emu;
+    const auto eol = emu.find('\n', at);
+    max_stack = std::max(max_stack, std::atol(emu.c_str() + at + 6));
+    emu.erase(at, eol - at + 1);
+    EXPECT_EQ(emu, host_text);
+  }
+  std::printf("decoder stack measured on the emulated Cortex-M4F: %ld bytes\n", max_stack);
+  EXPECT_GT(max_stack, 100);
+  EXPECT_GE(people, 4);
+
+  // flash / RAM of the decoder alone (with the library code it pulls in), and its stack
+  std::array<long, 3> sz[2];
+  for (int with = 0; with < 2; ++with) {
+    const fs::path elf = dir / (with ? "probe_decode.elf" : "probe_empty.elf");
+    ASSERT_EQ(pc_run(link + (with ? "-DPOSE_PROBE_DECODE " : "") + "-I" + dir.string() + " " + (dir / "startup.o").string() +
+                         " " + (mps2 / "size_probe.c").string() + " " + (dir / "pose_decode.o").string() + " -lm -o " +
+                         elf.string(), &out), 0) << out;
+    sz[with] = pc_arm_size(elf);
+  }
+  const long flash = (sz[1][0] + sz[1][1]) - (sz[0][0] + sz[0][1]);
+  const long ram = (sz[1][1] + sz[1][2]) - (sz[0][1] + sz[0][2]);
+  // -fstack-usage frames of the decoder's functions (own code only; the measured figure is above)
+  std::ifstream su(dir / "pose_decode.su");
+  std::map<std::string, long> frame;
+  for (std::string line; std::getline(su, line);) {
+    const auto a = line.rfind(':'), t = line.find('\t');
+    if (a == std::string::npos || t == std::string::npos || t < a) continue;
+    std::string fn = line.substr(a + 1, t - a - 1);
+    fn = fn.substr(0, fn.find('.'));
+    frame[fn] = std::max(frame[fn], std::atol(line.c_str() + t + 1));
+  }
+  ASSERT_TRUE(frame.count("pose_decode") && frame.count("pose_group") && frame.count("pose_find_peaks"));
+  const long own_stack = frame["pose_decode"] + std::max(frame["pose_find_peaks"], frame["pose_group"] + frame["pose_new_entry"]);
+  std::printf("decoder frames: pose_decode %ld, pose_find_peaks %ld, pose_group %ld, pose_new_entry %ld: deepest own chain %ld bytes\n",
+              frame["pose_decode"], frame["pose_find_peaks"], frame["pose_group"], frame["pose_new_entry"], own_stack);
+  EXPECT_LE(own_stack, max_stack);
+  std::printf("decoder on Cortex-M4F (-Os): flash %ld bytes, static RAM %ld bytes\n", flash, ram);
+  EXPECT_GT(flash, 1000);
+  EXPECT_LE(flash, 16 * 1024);
+  std::printf("decoder RAM: static %ld + stack %ld = %ld bytes\n", ram, max_stack, ram + max_stack);
+  EXPECT_LE(ram + max_stack, 24 * 1024);  // the goal: at most 24 KB of RAM, buffers and stack
+}

@@ -18,14 +18,37 @@
 #define NHEAT (POSE_NUM_HEATMAPS * POSE_MAP_H * POSE_MAP_W)
 #define NPAF (POSE_NUM_PAFS * POSE_MAP_H * POSE_MAP_W)
 
+static pose_person_t people[POSE_MAX_PEOPLE];
+static pose_peaks_t peaks;
+
 #ifdef POSE_HARNESS_EMBEDDED
 #include "pose_outputs.h"
+
+/* Stack use of pose_decode on the target: paint the stack below the caller, decode, find the
+ * deepest word that changed. */
+#define PAINT_WORDS 2048
+static __attribute__((noinline)) void paint(void) {
+  volatile uint32_t area[PAINT_WORDS];
+  int i;
+  for (i = 0; i < PAINT_WORDS; ++i) area[i] = 0xC0FFEE11u;
+}
+static __attribute__((noinline)) long unpainted(void) {
+  volatile uint32_t area[PAINT_WORDS];
+  int i;
+  for (i = 0; i < PAINT_WORDS && area[i] == 0xC0FFEE11u; ++i) {
+  }
+  return (long)(PAINT_WORDS - i) * 4;
+}
+static __attribute__((noinline)) long decode_stack(const int32_t *heat, const int32_t *paf) {
+  pose_stats_t st;
+  paint();
+  pose_decode(heat, paf, people, POSE_MAX_PEOPLE, &st);
+  return unpainted();
+}
 #else
 static int32_t heat_words[NHEAT], paf_words[NPAF];
 #endif
 
-static pose_person_t people[POSE_MAX_PEOPLE];
-static pose_peaks_t peaks;
 
 /* cnn_unload's scaling of one accumulator */
 static int32_t unload(long long acc, int fs) {
@@ -137,6 +160,7 @@ int main(int argc, char **argv) {
   (void)argc;
   (void)argv;
   print_results(heat_words, paf_words);
+  printf("stack %ld\n", decode_stack(heat_words, paf_words));
   return 0;
 #else
   if (argc == 4 && (strcmp(argv[1], "decode") == 0 || strcmp(argv[1], "embed") == 0)) {
