@@ -35,6 +35,27 @@ int suppress_max_d2(float radius) {
   return best;
 }
 
+CubicTable cubic_table(int factor) {
+  if (factor < 2 || factor > 16) throw Error(fmt::format("cubic_table: factor {} out of range (2..16)", factor));
+  CubicTable t;
+  const double scale = 1.0 / factor;
+  for (int X = 0; X < factor; ++X) {
+    // cv::resize (INTER_CUBIC): fx = (float)((dx + 0.5) * scale - 0.5), sx = floor(fx), fx -= sx
+    float fx = static_cast<float>((X + 0.5) * scale - 0.5);
+    const int sx = static_cast<int>(std::floor(fx));
+    fx -= static_cast<float>(sx);
+    constexpr float A = -0.75f;  // OpenCV's interpolateCubic
+    std::array<float, 4> c{};
+    c[0] = ((A * (fx + 1) - 5 * A) * (fx + 1) + 8 * A) * (fx + 1) - 4 * A;
+    c[1] = ((A + 2) * fx - (A + 3)) * fx * fx + 1;
+    c[2] = ((A + 2) * (1 - fx) - (A + 3)) * (1 - fx) * (1 - fx) + 1;
+    c[3] = 1.f - c[0] - c[1] - c[2];
+    t.coeff.push_back(c);
+    t.offset.push_back(sx);  // output pixel q*factor + X reads source columns q + sx - 1 .. q + sx + 2
+  }
+  return t;
+}
+
 std::int64_t unload_word(std::int64_t acc, int final_scale) {
   if (final_scale >= 0) return acc * (std::int64_t{1} << final_scale);
   return acc >> (-final_scale);  // arithmetic shift (C: >> on a negative int32 is arithmetic on gcc)
@@ -66,8 +87,9 @@ std::string pose_params_header(const PoseCConfig& c) {
     throw Error("pose_params_header: the C decoder works in input pixels (scale 1, no padding)");
   if (c.max_peaks < 1 || c.max_peaks > 127 || c.max_entries < 1 || c.max_entries > 32767 || c.max_people < 1)
     throw Error("pose_params_header: buffer sizes out of range (peaks 1..127, entries 1..32767, people >= 1)");
-  if (c.map_h <= 0 || c.map_w <= 0 || c.map_h > 255 || c.map_w > 255)
-    throw Error("pose_params_header: map size out of range (1..255)");
+  if (c.map_h <= 0 || c.map_w <= 0 || c.map_h * std::max(d.local_upsample, 1) > 255 ||
+      c.map_w * std::max(d.local_upsample, 1) > 255)
+    throw Error("pose_params_header: map size out of range (at most 255 grouping pixels)");
   if (d.grouping.points_per_limb < 1 || d.grouping.points_per_limb > 128)
     throw Error("pose_params_header: points_per_limb out of range (1..128)");
   std::ostringstream o;
@@ -93,7 +115,19 @@ std::string pose_params_header(const PoseCConfig& c) {
     << "#define POSE_PEAK_THRESHOLD " << hexf(d.peaks.threshold) << " /* " << d.peaks.threshold << " */\n"
     << "#define POSE_SUPPRESS_MAX_D2 " << suppress_max_d2(d.peaks.suppress_radius)
     << " /* dx*dx + dy*dy <= this: closer than the radius */\n"
-    << "#define POSE_SUBCELL " << (d.subcell ? 1 : 0) << " /* parabolic sub-cell refinement */\n\n"
+    << "#define POSE_SUBCELL " << (d.subcell ? 1 : 0) << " /* parabolic sub-cell refinement (without local upsampling) */\n"
+    << "#define POSE_LOCAL_UPSAMPLE " << d.local_upsample << " /* peaks refined, PAFs sampled on the cubic xF maps */\n";
+  if (d.local_upsample > 1) {
+    const auto t = cubic_table(d.local_upsample);
+    o << "#define POSE_CUBIC_COEFFS_INIT {";
+    for (std::size_t i = 0; i < t.coeff.size(); ++i)
+      o << (i ? ", " : "") << "{" << hexf(t.coeff[i][0]) << ", " << hexf(t.coeff[i][1]) << ", " << hexf(t.coeff[i][2])
+        << ", " << hexf(t.coeff[i][3]) << "}";
+    o << "}\n#define POSE_CUBIC_OFFSET_INIT {";
+    for (std::size_t i = 0; i < t.offset.size(); ++i) o << (i ? ", " : "") << t.offset[i];
+    o << "}\n";
+  }
+  o << "\n"
     << "/* grouping (infer::GroupParams) */\n"
     << "#define POSE_MIN_PAF_SCORE " << hexf(d.grouping.min_paf_score) << " /* " << d.grouping.min_paf_score << " */\n"
     << "#define POSE_POINTS_PER_LIMB " << d.grouping.points_per_limb << "\n"

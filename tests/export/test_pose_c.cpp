@@ -63,7 +63,7 @@ fs::path pc_compile(const fs::path& dir) {
 
 // What the harness prints.
 struct PcPeak {
-  int x, y;
+  int x, y, ux, uy;
   double score;
 };
 struct PcPerson {
@@ -93,7 +93,7 @@ PcResult pc_parse(const std::string& text) {
         std::string t;
         l >> t;
         PcPeak p{};
-        std::sscanf(t.c_str(), "%d,%d,%lf", &p.x, &p.y, &p.score);
+        std::sscanf(t.c_str(), "%d,%d,%d,%d,%lf", &p.x, &p.y, &p.ux, &p.uy, &p.score);
         v.push_back(p);
       }
       r.peaks.push_back(v);
@@ -130,6 +130,12 @@ int pc_compare(const fs::path& exe, const fs::path& dir, const torch::Tensor& he
   // peaks: the C++ peak search on the maps the decoder sees
   const auto hm = accumulator_maps(heat, cfg.heat_final_scale, cfg.output_scaled);
   const auto ref_peaks = posekd::infer::extract_all_keypoints(hm.data(), sk::kNumKeypoints, 16, 16, cfg.decode.peaks);
+  auto ref_refined = ref_peaks;  // the found cells, then (local upsampling) the refined pixels
+  const int F = cfg.decode.local_upsample;
+  if (F > 1) {
+    const auto up = posekd::infer::upsample_maps(hm.data(), sk::kNumKeypoints, 16, 16, F);
+    posekd::infer::refine_peaks_local(ref_refined, up.data(), 16 * F, 16 * F, F);
+  }
   EXPECT_EQ(c.peaks.size(), ref_peaks.size());
   if (n_peaks) {
     *n_peaks = 0;
@@ -143,7 +149,9 @@ int pc_compare(const fs::path& exe, const fs::path& dir, const torch::Tensor& he
     for (std::size_t i = 0; i < ref_peaks[k].size(); ++i) {
       EXPECT_EQ(c.peaks[k][i].x, ref_peaks[k][i].x);
       EXPECT_EQ(c.peaks[k][i].y, ref_peaks[k][i].y);
-      EXPECT_NEAR(c.peaks[k][i].score, ref_peaks[k][i].score, 1e-6 + 1e-6 * std::abs(ref_peaks[k][i].score));
+      EXPECT_EQ(c.peaks[k][i].ux, ref_refined[k][i].x) << "keypoint type " << k << " peak " << i;
+      EXPECT_EQ(c.peaks[k][i].uy, ref_refined[k][i].y) << "keypoint type " << k << " peak " << i;
+      EXPECT_NEAR(c.peaks[k][i].score, ref_refined[k][i].score, 1e-6 + 1e-6 * std::abs(ref_refined[k][i].score));
     }
   }
   // people: same grouping, coordinates within 1e-3 of a cell
@@ -242,10 +250,10 @@ TEST(PoseC, SubcellOffsetGolden) {
 
 TEST(PoseC, DecoderMatchesTheCppDecoderOnSyntheticPeople) {
   if (!pc_have_cc()) GTEST_SKIP() << "no system C compiler (cc)";
-  for (const bool subcell : {true, false}) {
-    const auto dir = posekd::testing::temp_dir(subcell ? "posec_sub" : "posec_nosub");
+  for (const int variant : {0, 1, 2}) {  // local upsampling (exported), sub-cell parabola, none
+    const auto dir = posekd::testing::temp_dir("posec_variant" + std::to_string(variant));
     PoseCConfig cfg;
-    cfg.decode = posekd::infer::direct_decode_params(128, 8, subcell);
+    cfg.decode = posekd::infer::direct_decode_params(128, 8, variant == 1, variant == 0);
     cfg.heat_final_scale = 1;
     cfg.paf_final_scale = 2;
     write_pose_c(dir.string(), cfg, synthetic_image_int(), {});

@@ -9,6 +9,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,15 @@ std::string pose_params_header(const PoseCConfig& cfg);
 // treats as "closer than the radius". Exposed for tests.
 int min_valid_samples(const infer::GroupParams& g);
 int suppress_max_d2(float radius);
+
+// OpenCV's INTER_CUBIC upsampling by `factor` as a table: per output phase X (0..factor-1), the four
+// coefficients (float, cv::resize's interpolateCubic) and the source offset sx (output pixel
+// q*factor + X reads source pixels q + sx - 1 .. q + sx + 2, clamped to the edges).
+struct CubicTable {
+  std::vector<std::array<float, 4>> coeff;
+  std::vector<int> offset;
+};
+CubicTable cubic_table(int factor);
 
 // cnn_unload's word for a raw accumulator: acc << fs, or acc >> -fs (arithmetic) when fs < 0.
 std::int64_t unload_word(std::int64_t acc, int final_scale);

@@ -43,6 +43,7 @@ struct EvalConfig {
   PeakParams peaks{};
   GroupParams grouping{};
   bool subcell = false;                // DecodeParams::subcell
+  int local_upsample = 0;              // DecodeParams::local_upsample
   // Called after every batch with (images done, total). Optional.
   std::function<void(int64_t, int64_t)> progress;
 };

@@ -6,6 +6,13 @@
 #include <string.h>
 
 #define POSE_PLANE (POSE_MAP_H * POSE_MAP_W)
+#if POSE_LOCAL_UPSAMPLE > 1
+#define POSE_F POSE_LOCAL_UPSAMPLE
+#else
+#define POSE_F 1
+#endif
+#define POSE_GRID_H (POSE_MAP_H * POSE_F) /* grouping / coordinate resolution */
+#define POSE_GRID_W (POSE_MAP_W * POSE_F)
 
 static const uint8_t pose_group_limbs[POSE_NUM_LIMBS][2] = POSE_GROUP_LIMBS_INIT;
 static const uint8_t pose_group_pafs[POSE_NUM_LIMBS][2] = POSE_GROUP_PAFS_INIT;
@@ -31,7 +38,63 @@ static struct {
 float pose_heat_value(int32_t v) { return (float)v * POSE_HEAT_UNIT; }
 float pose_paf_value(int32_t v) { return (float)v * POSE_PAF_UNIT; }
 
-#if POSE_SUBCELL
+#if POSE_F > 1
+/* OpenCV's INTER_CUBIC upsampling by F (pixel centres aligned, edges replicated), one value at a
+ * time: output pixel X reads source columns X / F + offset[X % F] - 1 .. + 2 with coefficients
+ * coeff[X % F]; rows likewise; the horizontal pass first, then the vertical one, as cv::resize. */
+static const float pose_cubic_coeff[POSE_F][4] = POSE_CUBIC_COEFFS_INIT;
+static const int8_t pose_cubic_offset[POSE_F] = POSE_CUBIC_OFFSET_INIT;
+
+static int pose_clampi(int v, int hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
+
+/* horizontal pass of source row r at output column X */
+static float pose_hcubic(const int32_t *plane, float unit, int r, int X) {
+  const float *a = pose_cubic_coeff[X % POSE_F];
+  const int sx = X / POSE_F + pose_cubic_offset[X % POSE_F];
+  const int32_t *row = plane + r * POSE_MAP_W;
+  return (float)row[pose_clampi(sx - 1, POSE_MAP_W - 1)] * unit * a[0] +
+         (float)row[pose_clampi(sx, POSE_MAP_W - 1)] * unit * a[1] +
+         (float)row[pose_clampi(sx + 1, POSE_MAP_W - 1)] * unit * a[2] +
+         (float)row[pose_clampi(sx + 2, POSE_MAP_W - 1)] * unit * a[3];
+}
+
+/* the upsampled value at (X, Y) */
+static float pose_cubic_at(const int32_t *plane, float unit, int X, int Y) {
+  const float *b = pose_cubic_coeff[Y % POSE_F];
+  const int sy = Y / POSE_F + pose_cubic_offset[Y % POSE_F];
+  return pose_hcubic(plane, unit, pose_clampi(sy - 1, POSE_MAP_H - 1), X) * b[0] +
+         pose_hcubic(plane, unit, pose_clampi(sy, POSE_MAP_H - 1), X) * b[1] +
+         pose_hcubic(plane, unit, pose_clampi(sy + 1, POSE_MAP_H - 1), X) * b[2] +
+         pose_hcubic(plane, unit, pose_clampi(sy + 2, POSE_MAP_H - 1), X) * b[3];
+}
+
+/* Moves a peak to the first maximum (x, then y) of the upsampled heatmap over its cell widened by
+ * F / 2 pixels on each side. */
+static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
+  const int x0 = p->x * POSE_F - POSE_F / 2 < 0 ? 0 : p->x * POSE_F - POSE_F / 2;
+  const int y0 = p->y * POSE_F - POSE_F / 2 < 0 ? 0 : p->y * POSE_F - POSE_F / 2;
+  const int x1 = pose_clampi(p->x * POSE_F + POSE_F - 1 + POSE_F / 2, POSE_GRID_W - 1);
+  const int y1 = pose_clampi(p->y * POSE_F + POSE_F - 1 + POSE_F / 2, POSE_GRID_H - 1);
+  int X, Y, bx = x0, by = y0;
+  float best = pose_cubic_at(h, POSE_HEAT_UNIT, x0, y0);
+  for (X = x0; X <= x1; ++X)
+    for (Y = y0; Y <= y1; ++Y) {
+      const float v = pose_cubic_at(h, POSE_HEAT_UNIT, X, Y);
+      if (v > best) {
+        best = v;
+        bx = X;
+        by = Y;
+      }
+    }
+  p->ux = (uint8_t)bx;
+  p->uy = (uint8_t)by;
+  p->score = best;
+  p->fx = (float)bx;
+  p->fy = (float)by;
+}
+#endif
+
+#if POSE_SUBCELL && POSE_F == 1
 /* Vertex of the parabola through (l, c, r), as infer::subcell_offset. */
 static float pose_subcell(float l, float c, float r) {
   const float d = (l - c) + (r - c);
@@ -80,12 +143,14 @@ void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *sta
         }
         {
           pose_peak_t *p = &peaks->peak[k][n++];
-          p->x = (uint8_t)x;
-          p->y = (uint8_t)y;
+          p->x = p->ux = (uint8_t)x;
+          p->y = p->uy = (uint8_t)y;
           p->score = c;
           p->fx = (float)x;
           p->fy = (float)y;
-#if POSE_SUBCELL
+#if POSE_F > 1
+          pose_refine_local(h, p);
+#elif POSE_SUBCELL
           {
             const float r = pose_heat_value(h[y * POSE_MAP_W + x]);
             if (x > 0 && x < POSE_MAP_W - 1)
@@ -133,9 +198,13 @@ static double pose_affinity(const int32_t *px, const int32_t *py, float ax, floa
     int x = (int)nearbyintf(sx * (float)t + ax);
     int y = (int)nearbyintf(sy * (float)t + ay);
     float s;
-    x = x < 0 ? 0 : (x > POSE_MAP_W - 1 ? POSE_MAP_W - 1 : x);
-    y = y < 0 ? 0 : (y > POSE_MAP_H - 1 ? POSE_MAP_H - 1 : y);
+    x = x < 0 ? 0 : (x > POSE_GRID_W - 1 ? POSE_GRID_W - 1 : x);
+    y = y < 0 ? 0 : (y > POSE_GRID_H - 1 ? POSE_GRID_H - 1 : y);
+#if POSE_F > 1
+    s = pose_cubic_at(px, POSE_PAF_UNIT, x, y) * ux + pose_cubic_at(py, POSE_PAF_UNIT, x, y) * uy;
+#else
     s = pose_paf_value(px[y * POSE_MAP_W + x]) * ux + pose_paf_value(py[y * POSE_MAP_W + x]) * uy;
+#endif
     if (s > POSE_MIN_PAF_SCORE) {
       ++n;
       terms[t] = s;
@@ -178,7 +247,7 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
       for (i = 0; i < n; ++i) {
         int valid;
         const pose_peak_t *a = &peaks->peak[ka][i], *b = &peaks->peak[kb][j];
-        const double s = pose_affinity(px, py, (float)a->x, (float)a->y, (float)b->x, (float)b->y, &valid);
+        const double s = pose_affinity(px, py, (float)a->ux, (float)a->uy, (float)b->ux, (float)b->uy, &valid);
         if (s > 0 && valid >= POSE_MIN_VALID_SAMPLES) {
           pose_ws.cand_score[nc] = s;
           pose_ws.cand_a[nc] = (uint8_t)i;
@@ -249,9 +318,9 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
       p->peak[k] = e->kpt[k];
       if (e->kpt[k] < 0) continue;
       pk = &peaks->peak[k][e->kpt[k]];
-      /* cell centre: input pixel stride * cell + (stride / 2 - 0.5) */
-      p->x[k] = (pk->fx + 0.5f) * (float)POSE_STRIDE - 0.5f;
-      p->y[k] = (pk->fy + 0.5f) * (float)POSE_STRIDE - 0.5f;
+      /* grid pixel centre -> input pixel: (g + 0.5) * stride / F - 0.5 */
+      p->x[k] = (pk->fx + 0.5f) * (float)POSE_STRIDE / (float)POSE_F - 0.5f;
+      p->y[k] = (pk->fy + 0.5f) * (float)POSE_STRIDE / (float)POSE_F - 0.5f;
       p->kpt_score[k] = pk->score;
     }
   }

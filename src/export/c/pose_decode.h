@@ -6,9 +6,12 @@
  * part affinity fields), into people with 18 OpenPose keypoints and scores.
  *
  * The decoding is posekd's C++ decoder (infer::decode with infer::direct_decode_params): peaks on
- * the 16x16 maps (no upsampling), greedy suppression, the PAF grouping of Lightweight-OpenPose,
- * the same arithmetic step for step (float geometry, float32 pairwise sums as numpy, double
- * scores), so the host and the chip find the same people.
+ * the 16x16 maps, greedy suppression, then (POSE_LOCAL_UPSAMPLE = F) each peak moves to the maximum
+ * of the F-times cubic-upsampled heatmap around its cell and the PAF grouping of
+ * Lightweight-OpenPose samples the F-times upsampled PAFs: the upsampled values are computed where
+ * they are needed (OpenCV's INTER_CUBIC coefficients), never stored. The same arithmetic step for
+ * step (float geometry, float32 pairwise sums as numpy, double scores), so the host and the chip
+ * find the same people.
  *
  * No malloc: every buffer is a fixed static array sized by pose_params.h. Not reentrant.
  * Dependencies: <stdint.h>, <string.h>, <math.h>. Compile with -ffp-contract=off (no fused
@@ -27,9 +30,10 @@ extern "C" {
 
 /* One peak of one keypoint heatmap. */
 typedef struct {
-  uint8_t x, y;   /* map cell (column, row) */
-  float score;    /* heatmap value at the cell (>= POSE_PEAK_THRESHOLD) */
-  float fx, fy;   /* refined position in map cells (== x, y without sub-cell refinement) */
+  uint8_t x, y;   /* map cell (column, row) where the peak was found */
+  uint8_t ux, uy; /* POSE_LOCAL_UPSAMPLE: pixel of the cubic-upsampled heatmap (else == x, y) */
+  float score;    /* heatmap value at the peak (at ux, uy when upsampled locally) */
+  float fx, fy;   /* position in grouping pixels: ux, uy (+ the sub-cell offset with POSE_SUBCELL) */
 } pose_peak_t;
 
 /* The peaks of the 18 keypoint heatmaps, in posekd's order (x ascending, then y). */

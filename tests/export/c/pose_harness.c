@@ -64,7 +64,8 @@ static void print_results(const int32_t *heat, const int32_t *paf) {
   for (k = 0; k < POSE_NUM_KPTS; ++k) {
     printf("peaks %d %d", k, peaks.count[k]);
     for (i = 0; i < peaks.count[k]; ++i)
-      printf(" %d,%d,%.6f", peaks.peak[k][i].x, peaks.peak[k][i].y, peaks.peak[k][i].score);
+      printf(" %d,%d,%d,%d,%.6f", peaks.peak[k][i].x, peaks.peak[k][i].y, peaks.peak[k][i].ux, peaks.peak[k][i].uy,
+             peaks.peak[k][i].score);
     printf("\n");
   }
   n = pose_decode(heat, paf, people, POSE_MAX_PEOPLE, &st);
