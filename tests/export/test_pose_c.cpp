@@ -182,11 +182,12 @@ int pc_compare(const fs::path& exe, const fs::path& dir, const torch::Tensor& he
 // Accumulators of ground-truth target maps of synthetic people (the demo's easy setting), scaled by
 // 0.85 and with a deterministic +-48 LSB ripple so that plateaus become peaks.
 std::pair<torch::Tensor, torch::Tensor> pc_target_accumulators(int index, int fs_heat, int fs_paf,
-                                                               posekd::data::SynthImage* image = nullptr) {
+                                                               posekd::data::SynthImage* image = nullptr,
+                                                               int min_people = 1, int max_people = 3) {
   posekd::data::SynthConfig sc;
   sc.width = sc.height = 128;
-  sc.min_people = 1;
-  sc.max_people = 3;
+  sc.min_people = min_people;
+  sc.max_people = max_people;
   sc.min_scale = 0.6;
   sc.max_scale = 1.05;
   sc.max_yaw = 1.05;
@@ -453,10 +454,11 @@ TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
 
   // known answers: synthetic people (1 to 4 per frame) and noise
   std::vector<std::pair<torch::Tensor, torch::Tensor>> inputs;
-  for (int i : {0, 1, 5}) inputs.push_back(pc_target_accumulators(i, 0, 0));
   torch::manual_seed(9);
   inputs.emplace_back(torch::randint(-6000, 1900, {19, 16, 16}, torch::kLong),
                       torch::randint(-16384, 16384, {38, 16, 16}, torch::kLong));
+  for (int i : {0, 1, 5}) inputs.push_back(pc_target_accumulators(i, 0, 0));
+  inputs.push_back(pc_target_accumulators(2, 0, 0, nullptr, 4, 4));  // 4 people: the cycle budget's case
   int people = 0;
   long max_stack = 0;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -473,14 +475,27 @@ TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
                          (dir / "pose_decode.o").string() + " " + (dir / "pose_input.o").string() + " -lm -o " + elf.string(),
                      &out), 0) << out;
     std::string emu;
-    ASSERT_EQ(pc_run("timeout 120 qemu-system-arm -M mps2-an386 -nographic -monitor none -serial none "
+    ASSERT_EQ(pc_run("timeout 120 qemu-system-arm -M mps2-an386 -icount shift=0 -nographic -monitor none -serial none "
                      "-semihosting-config enable=on,target=native -kernel " + elf.string(), &emu), 0) << emu;
-    // the emulated run adds one line: the stack it measured (painted stack) during pose_decode
-    const auto at = emu.find("stack ");
-    ASSERT_NE(at, std::string::npos) << emu;
-    const auto eol = emu.find('\n', at);
-    max_stack = std::max(max_stack, std::atol(emu.c_str() + at + 6));
-    emu.erase(at, eol - at + 1);
+    // the emulated run adds lines: the stack it measured (painted stack) during pose_decode, and the
+    // SysTick ticks of pose_decode and of its peak search alone
+    std::map<std::string, long> extra;
+    std::string rest;
+    std::istringstream lines(emu);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("stack ", 0) == 0 || line.rfind("ticks", 0) == 0) {
+        const auto sp = line.find(' ');
+        extra[line.substr(0, sp)] = std::atol(line.c_str() + sp + 1);
+      } else {
+        rest += line + "\n";
+      }
+    }
+    ASSERT_EQ(extra.size(), 3u) << emu;
+    max_stack = std::max(max_stack, extra["stack"]);
+    std::printf("input %zu: %d people, pose_decode ~%ld instructions (peak search ~%ld; SysTick ticks of 40 "
+                "instructions under -icount shift=0)\n", i, static_cast<int>(pc_parse(host_text).people.size()),
+                extra["ticks"] * 40, extra["ticks_peaks"] * 40);
+    emu = rest;
     EXPECT_EQ(emu, host_text);
   }
   std::printf("decoder stack measured on the emulated Cortex-M4F: %ld bytes\n", max_stack);

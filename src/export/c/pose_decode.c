@@ -11,6 +11,7 @@
 #else
 #define POSE_F 1
 #endif
+#define POSE_MW (POSE_MAP_W + 2) /* row pitch of the bordered heatmap */
 #define POSE_GRID_H (POSE_MAP_H * POSE_F) /* grouping / coordinate resolution */
 #define POSE_GRID_W (POSE_MAP_W * POSE_F)
 
@@ -26,7 +27,7 @@ typedef struct {
 
 /* All working memory (fixed, static). */
 static struct {
-  float map[POSE_PLANE];                    /* one thresholded heatmap */
+  float map[(POSE_MAP_H + 2) * (POSE_MAP_W + 2)]; /* one thresholded heatmap with a zero border */
   double cand_score[POSE_MAX_CANDIDATES];   /* candidate connections of one limb */
   uint8_t cand_a[POSE_MAX_CANDIDATES], cand_b[POSE_MAX_CANDIDATES];
   uint16_t order[POSE_MAX_CANDIDATES];
@@ -47,40 +48,64 @@ static const int8_t pose_cubic_offset[POSE_F] = POSE_CUBIC_OFFSET_INIT;
 
 static int pose_clampi(int v, int hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
 
-/* horizontal pass of source row r at output column X */
-static float pose_hcubic(const int32_t *plane, float unit, int r, int X) {
+/* source columns / rows (clamped) of every upsampled column / row, filled on first use */
+static uint8_t pose_cols[POSE_GRID_W][4], pose_rows[POSE_GRID_H][4];
+static int pose_tables_ready;
+
+static void pose_cubic_tables(void) {
+  int X, k;
+  for (X = 0; X < POSE_GRID_W; ++X)
+    for (k = 0; k < 4; ++k)
+      pose_cols[X][k] = (uint8_t)pose_clampi(X / POSE_F + pose_cubic_offset[X % POSE_F] - 1 + k, POSE_MAP_W - 1);
+  for (X = 0; X < POSE_GRID_H; ++X)
+    for (k = 0; k < 4; ++k)
+      pose_rows[X][k] = (uint8_t)pose_clampi(X / POSE_F + pose_cubic_offset[X % POSE_F] - 1 + k, POSE_MAP_H - 1);
+  pose_tables_ready = 1;
+}
+
+/* Horizontal pass of source row r at output column X, in word units: the unit (a power of two)
+ * multiplies the result instead of every source value, which gives the same floats (scaling by a
+ * power of two commutes with rounding) for one multiplication instead of four. */
+static float pose_hcubic(const int32_t *plane, int r, int X) {
   const float *a = pose_cubic_coeff[X % POSE_F];
-  const int sx = X / POSE_F + pose_cubic_offset[X % POSE_F];
+  const uint8_t *c = pose_cols[X];
   const int32_t *row = plane + r * POSE_MAP_W;
-  return (float)row[pose_clampi(sx - 1, POSE_MAP_W - 1)] * unit * a[0] +
-         (float)row[pose_clampi(sx, POSE_MAP_W - 1)] * unit * a[1] +
-         (float)row[pose_clampi(sx + 1, POSE_MAP_W - 1)] * unit * a[2] +
-         (float)row[pose_clampi(sx + 2, POSE_MAP_W - 1)] * unit * a[3];
+  return (float)row[c[0]] * a[0] + (float)row[c[1]] * a[1] + (float)row[c[2]] * a[2] + (float)row[c[3]] * a[3];
 }
 
 /* the upsampled value at (X, Y) */
 static float pose_cubic_at(const int32_t *plane, float unit, int X, int Y) {
   const float *b = pose_cubic_coeff[Y % POSE_F];
-  const int sy = Y / POSE_F + pose_cubic_offset[Y % POSE_F];
-  return pose_hcubic(plane, unit, pose_clampi(sy - 1, POSE_MAP_H - 1), X) * b[0] +
-         pose_hcubic(plane, unit, pose_clampi(sy, POSE_MAP_H - 1), X) * b[1] +
-         pose_hcubic(plane, unit, pose_clampi(sy + 1, POSE_MAP_H - 1), X) * b[2] +
-         pose_hcubic(plane, unit, pose_clampi(sy + 2, POSE_MAP_H - 1), X) * b[3];
+  const uint8_t *r = pose_rows[Y];
+  return (pose_hcubic(plane, r[0], X) * b[0] + pose_hcubic(plane, r[1], X) * b[1] + pose_hcubic(plane, r[2], X) * b[2] +
+          pose_hcubic(plane, r[3], X) * b[3]) *
+         unit;
 }
 
+#define POSE_WIN (POSE_F + 2 * (POSE_F / 2)) /* refinement window, upsampled pixels per side */
+#define POSE_WIN_ROWS (POSE_WIN / POSE_F + 6) /* source rows a window reads */
+
 /* Moves a peak to the first maximum (x, then y) of the upsampled heatmap over its cell widened by
- * F / 2 pixels on each side. */
+ * F / 2 pixels on each side. The horizontal passes of the window's source rows are computed once. */
 static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
+  float hc[POSE_WIN_ROWS][POSE_WIN];
   const int x0 = p->x * POSE_F - POSE_F / 2 < 0 ? 0 : p->x * POSE_F - POSE_F / 2;
   const int y0 = p->y * POSE_F - POSE_F / 2 < 0 ? 0 : p->y * POSE_F - POSE_F / 2;
   const int x1 = pose_clampi(p->x * POSE_F + POSE_F - 1 + POSE_F / 2, POSE_GRID_W - 1);
   const int y1 = pose_clampi(p->y * POSE_F + POSE_F - 1 + POSE_F / 2, POSE_GRID_H - 1);
-  int X, Y, bx = x0, by = y0;
-  float best = pose_cubic_at(h, POSE_HEAT_UNIT, x0, y0);
+  const int r0 = pose_rows[y0][0], r1 = pose_rows[y1][3]; /* rows are non-decreasing in Y */
+  int X, Y, r, bx = x0, by = y0;
+  float best = 0.f;
+  for (r = r0; r <= r1; ++r)
+    for (X = x0; X <= x1; ++X) hc[r - r0][X - x0] = pose_hcubic(h, r, X);
   for (X = x0; X <= x1; ++X)
     for (Y = y0; Y <= y1; ++Y) {
-      const float v = pose_cubic_at(h, POSE_HEAT_UNIT, X, Y);
-      if (v > best) {
+      const float *b = pose_cubic_coeff[Y % POSE_F];
+      const uint8_t *rr = pose_rows[Y];
+      const float v = (hc[rr[0] - r0][X - x0] * b[0] + hc[rr[1] - r0][X - x0] * b[1] +
+                       hc[rr[2] - r0][X - x0] * b[2] + hc[rr[3] - r0][X - x0] * b[3]) *
+                      POSE_HEAT_UNIT;
+      if ((X == x0 && Y == y0) || v > best) {
         best = v;
         bx = X;
         by = Y;
@@ -105,30 +130,37 @@ static float pose_subcell(float l, float c, float r) {
 }
 #endif
 
-static float pose_at(const float *m, int y, int x) {
-  if (y < 0 || y >= POSE_MAP_H || x < 0 || x >= POSE_MAP_W) return 0.f;
-  return m[y * POSE_MAP_W + x];
+/* nearbyintf (round half to even) for |v| < 2^22 in the default rounding mode: adding and
+ * subtracting 1.5 * 2^23 rounds to an integer exactly as the FPU rounds (no library call) */
+static float pose_round(float v) {
+  volatile float big = 12582912.f; /* volatile: the compiler may not fold the two operations */
+  return (v + big) - big;
 }
 
 void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *stats) {
   int k, x, y, i;
   float *m = pose_ws.map;
+#if POSE_F > 1
+  if (!pose_tables_ready) pose_cubic_tables();
+#endif
+  memset(pose_ws.map, 0, sizeof pose_ws.map);
   for (k = 0; k < POSE_NUM_KPTS; ++k) {
     const int32_t *h = heat + k * POSE_PLANE;
     int n = 0;
-    for (i = 0; i < POSE_PLANE; ++i) {
-      const float v = pose_heat_value(h[i]);
-      m[i] = v < POSE_PEAK_THRESHOLD ? 0.f : v;
-    }
+    for (y = 0; y < POSE_MAP_H; ++y)
+      for (x = 0; x < POSE_MAP_W; ++x) {
+        const float v = pose_heat_value(h[y * POSE_MAP_W + x]);
+        m[(y + 1) * POSE_MW + x + 1] = v < POSE_PEAK_THRESHOLD ? 0.f : v;
+      }
     /* Column-major scan: x ascending, then y (posekd's order); a candidate is kept unless an
      * earlier kept peak lies within the suppression radius. */
     for (x = 0; x < POSE_MAP_W; ++x)
       for (y = 0; y < POSE_MAP_H; ++y) {
-        const float c = m[y * POSE_MAP_W + x];
+        const float *pc = m + (y + 1) * POSE_MW + x + 1;
+        const float c = *pc;
         int keep = 1;
-        if (!(c > pose_at(m, y, x - 1) && c > pose_at(m, y, x + 1) && c > pose_at(m, y - 1, x) &&
-              c > pose_at(m, y + 1, x)))
-          continue;
+        if (!(c > 0.f)) continue; /* below the threshold (values are 0 or >= it): no peak */
+        if (!(c > pc[-1] && c > pc[1] && c > pc[-POSE_MW] && c > pc[POSE_MW])) continue;
         for (i = 0; i < n; ++i) {
           const int dx = (int)peaks->peak[k][i].x - x, dy = (int)peaks->peak[k][i].y - y;
           if (dx * dx + dy * dy <= POSE_SUPPRESS_MAX_D2) {
@@ -195,8 +227,8 @@ static double pose_affinity(const int32_t *px, const int32_t *py, float ax, floa
   const float ux = vx / (norm + 1e-6f), uy = vy / (norm + 1e-6f);
   int t, n = 0;
   for (t = 0; t < POSE_POINTS_PER_LIMB; ++t) {
-    int x = (int)nearbyintf(sx * (float)t + ax);
-    int y = (int)nearbyintf(sy * (float)t + ay);
+    int x = (int)pose_round(sx * (float)t + ax);
+    int y = (int)pose_round(sy * (float)t + ay);
     float s;
     x = x < 0 ? 0 : (x > POSE_GRID_W - 1 ? POSE_GRID_W - 1 : x);
     y = y < 0 ? 0 : (y > POSE_GRID_H - 1 ? POSE_GRID_H - 1 : y);
@@ -210,6 +242,11 @@ static double pose_affinity(const int32_t *px, const int32_t *py, float ax, floa
       terms[t] = s;
     } else {
       terms[t] = 0.f;
+      /* too many failed samples already: the limb cannot pass (the result is not used) */
+      if (t + 1 - n > POSE_POINTS_PER_LIMB - POSE_MIN_VALID_SAMPLES) {
+        *valid = n;
+        return 0.0;
+      }
     }
   }
   *valid = n;
@@ -235,6 +272,9 @@ static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double
 int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *people, int max_people,
                pose_stats_t *stats) {
   int part, n_entries = 0, n_people = 0, i, j, c;
+#if POSE_F > 1
+  if (!pose_tables_ready) pose_cubic_tables();
+#endif
   for (part = 0; part < POSE_NUM_LIMBS; ++part) {
     const int ka = pose_group_limbs[part][0], kb = pose_group_limbs[part][1];
     const int n = peaks->count[ka], m = peaks->count[kb];

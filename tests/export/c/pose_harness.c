@@ -45,6 +45,32 @@ static __attribute__((noinline)) long decode_stack(const int32_t *heat, const in
   pose_decode(heat, paf, people, POSE_MAX_PEOPLE, &st);
   return unpainted();
 }
+
+/* Executed instructions of pose_decode: SysTick (processor clock, 25 MHz on mps2) under QEMU's
+ * -icount shift=0, where every instruction advances the virtual clock by 1 ns: 40 per tick. */
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
+static long decode_ticks(const int32_t *heat, const int32_t *paf) {
+  pose_stats_t st;
+  uint32_t t0, t1;
+  SYST_RVR = 0xFFFFFFu;
+  SYST_CVR = 0;
+  SYST_CSR = 5u; /* enable, processor clock, no interrupt */
+  t0 = SYST_CVR;
+  pose_decode(heat, paf, people, POSE_MAX_PEOPLE, &st);
+  t1 = SYST_CVR;
+  SYST_CVR = 0;
+  {
+    const uint32_t p0 = SYST_CVR;
+    uint32_t p1;
+    pose_find_peaks(heat, &peaks, &st);
+    p1 = SYST_CVR;
+    printf("ticks_peaks %ld\n", (long)((p0 - p1) & 0xFFFFFFu));
+  }
+  SYST_CSR = 0;
+  return (long)((t0 - t1) & 0xFFFFFFu); /* counts down */
+}
 #else
 static int32_t heat_words[NHEAT], paf_words[NPAF];
 #endif
@@ -162,6 +188,7 @@ int main(int argc, char **argv) {
   (void)argv;
   print_results(heat_words, paf_words);
   printf("stack %ld\n", decode_stack(heat_words, paf_words));
+  printf("ticks %ld\n", decode_ticks(heat_words, paf_words));
   return 0;
 #else
   if (argc == 4 && (strcmp(argv[1], "decode") == 0 || strcmp(argv[1], "embed") == 0)) {
