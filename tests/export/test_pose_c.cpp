@@ -534,3 +534,46 @@ TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
   std::printf("decoder RAM: static %ld + stack %ld = %ld bytes\n", ram, max_stack, ram + max_stack);
   EXPECT_LE(ram + max_stack, 24 * 1024);  // the goal: at most 24 KB of RAM, buffers and stack
 }
+
+// A trained student's real outputs (not part of the default suite: it needs a QAT checkpoint):
+// POSEKD_POSE_C_CHECKPOINT=ckpt POSEKD_POSE_C_IMAGES=folder test_export --gtest_filter=PoseC.Trained*
+// exports the checkpoint once per image (the image as the sample) and compares the C decoder with
+// the C++ decoder on the sample's outputs (docs/deploy.md).
+TEST(PoseC, TrainedStudentOnImages) {
+  const char* ckpt = std::getenv("POSEKD_POSE_C_CHECKPOINT");
+  const char* images = std::getenv("POSEKD_POSE_C_IMAGES");
+  if (!ckpt || !images) GTEST_SKIP() << "set POSEKD_POSE_C_CHECKPOINT and POSEKD_POSE_C_IMAGES";
+  ASSERT_TRUE(pc_have_cc());
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(images))
+    if (e.path().extension() == ".jpg" || e.path().extension() == ".png") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  if (files.size() > 12) files.resize(12);
+  ASSERT_FALSE(files.empty());
+  int people = 0, peaks_total = 0;
+  for (const auto& img : files) {
+    const auto dir = posekd::testing::temp_dir("posec_trained");
+    std::string out;
+    ASSERT_EQ(pc_run(std::string(POSEKD_CLI) + " export --checkpoint " + ckpt + " --out " + dir.string() +
+                         " --sample-image " + img.string(), &out), 0) << out;
+    const fs::path fw = dir / "firmware";
+    PoseCConfig cfg;
+    std::ifstream ph(fw / "pose_params.h");
+    for (std::string line; std::getline(ph, line);) {
+      std::sscanf(line.c_str(), "#define POSE_HEAT_FINAL_SCALE %d", &cfg.heat_final_scale);
+      std::sscanf(line.c_str(), "#define POSE_PAF_FINAL_SCALE %d", &cfg.paf_final_scale);
+    }
+    const auto exe = pc_compile(fw);
+    std::string stem;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().find("_heat.npy") != std::string::npos) stem = e.path().string();
+    ASSERT_FALSE(stem.empty());
+    const std::string paf = stem.substr(0, stem.size() - 9) + "_paf.npy";
+    int peaks = 0;
+    people += pc_compare(exe, fw, load_npy(stem), load_npy(paf), cfg, img.filename().string(), &peaks);
+    peaks_total += peaks;
+    fs::remove_all(dir);
+  }
+  std::printf("%zu images: %d peaks, %d people, the same in C and C++\n", files.size(), peaks_total, people);
+  EXPECT_GT(peaks_total, 0);
+}
