@@ -33,6 +33,7 @@ posekd::cli::Registration reg(
         std::fputs(posekd::deploy::format_fit_report(r).c_str(), stdout);
         std::printf("\n");
         std::fputs(posekd::deploy::format_latency(posekd::deploy::network_latency(r)).c_str(), stdout);
+        std::fputs(posekd::deploy::format_decode_estimate().c_str(), stdout);
         return (o->strict && !r.fits()) ? 2 : 0;
       };
     });

@@ -311,7 +311,8 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
     << fs_paf << "; cnn_unload applies it) |\n\n"
     << "Fit check: " << (r.fit.fits() ? "FITS" : "DOES NOT FIT (exported with --force)") << " " << device.name << ", "
     << r.fit.total_weight_bytes << " weight bytes, " << r.fit.total_words_proc0 << " kernel words on processor 0.\n\n"
-    << "## Latency (estimate)\n\n```\n" << format_latency(network_latency(r.fit)) << "```\n\n"
+    << "## Latency (estimate)\n\n```\n" << format_latency(network_latency(r.fit)) << format_decode_estimate()
+    << "```\n\n"
     << "## Synthesis (ai8x-synthesis, from its checkout)\n\n```sh\n"
     << "python ai8xize.py --device " << device.name << " --checkpoint-file " << fs::absolute(r.q8_path).string()
     << " --config-file " << fs::absolute(r.yaml_path).string() << " --sample-input "

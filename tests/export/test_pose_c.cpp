@@ -20,6 +20,7 @@
 #include "posekd/data/synth.h"
 #include "posekd/data/targets.h"
 #include "posekd/export/ai8x_export.h"
+#include "posekd/export/latency.h"
 #include "posekd/export/npy.h"
 #include "posekd/export/pose_c.h"
 #include "posekd/infer/peaks.h"
@@ -492,6 +493,12 @@ TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
     }
     ASSERT_EQ(extra.size(), 3u) << emu;
     max_stack = std::max(max_stack, extra["stack"]);
+    if (i == inputs.size() - 1) {  // the 4-person frame: the figure summary and the export README print
+      const double rel = static_cast<double>(extra["ticks"] * 40 - kDecodeInstructions4People) / kDecodeInstructions4People;
+      EXPECT_LT(std::abs(rel), 0.1) << "pose_decode now takes " << extra["ticks"] * 40
+                                    << " instructions for 4 people: update kDecodeInstructions4People (latency.h) "
+                                       "and docs/deploy.md";
+    }
     std::printf("input %zu: %d people, pose_decode ~%ld instructions (peak search ~%ld; SysTick ticks of 40 "
                 "instructions under -icount shift=0)\n", i, static_cast<int>(pc_parse(host_text).people.size()),
                 extra["ticks"] * 40, extra["ticks_peaks"] * 40);

@@ -41,4 +41,11 @@ NetworkLatency network_latency(const FitReport& fit);
 // The per-layer cycles and the total at the 50 MHz CNN clock, as text.
 std::string format_latency(const NetworkLatency& lat);
 
+// The pose decoding on the Arm core (firmware/pose_decode.c), as budgeted in docs/deploy.md: the
+// instructions `make firmware-test` counts for a 4-person frame (QEMU, -icount) times an estimated
+// 1.5 Cortex-M4F cycles per instruction (the mix of the interpolation loop), at 100 MHz.
+inline constexpr long kDecodeInstructions4People = 648960;
+inline constexpr double kDecodeCyclesPerInstruction = 1.5;
+std::string format_decode_estimate();
+
 }  // namespace posekd::deploy
