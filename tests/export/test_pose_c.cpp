@@ -316,6 +316,10 @@ TEST(PoseC, ExportWritesTheFirmwareAndItDecodesTheSample) {
     EXPECT_TRUE(fs::exists(fw / f)) << f;
   std::string out;
   EXPECT_EQ(pc_run("cc -std=c99 -pedantic-errors -fsyntax-only -x c " + (fw / "pose_sample.h").string(), &out), 0) << out;
+  // main.c compiles against the MSDK / ai8xize names it uses (declarations only: tests/export/c/msdk_stub)
+  const fs::path stub = fs::path(POSEKD_SOURCE_DIR) / "tests/export/c/msdk_stub";
+  EXPECT_EQ(pc_run("cc -std=c99 -Wall -Wextra -Werror -fsyntax-only -I" + stub.string() + " -I" + fw.string() + " " +
+                       (fw / "main.c").string(), &out), 0) << out;
   const auto exe = pc_compile(fw);
   PoseCConfig cfg;  // as the export configures it
   std::ifstream ph(fw / "pose_params.h");

@@ -33,9 +33,9 @@ static void load_input(void) {
   int i, q;
   for (i = 0; i < POSE_FOLD_PLANE; ++i)
     for (q = 0; q < POSE_HWC_GROUPS; ++q) {
-      while ((*((volatile uint32_t *)0x50000004) & (1u << q)) != 0) {
+      while ((*((volatile uint32_t *)(uintptr_t)0x50000004u) & (1u << q)) != 0) {
       } /* wait while FIFO q is full */
-      *((volatile uint32_t *)(0x50000008 + 4 * q)) = input_words[q * POSE_FOLD_PLANE + i];
+      *((volatile uint32_t *)(uintptr_t)(0x50000008u + 4u * (uint32_t)q)) = input_words[q * POSE_FOLD_PLANE + i];
     }
 }
 
