@@ -63,23 +63,32 @@ static void pose_cubic_tables(void) {
   pose_tables_ready = 1;
 }
 
-/* Horizontal pass of source row r at output column X, in word units: the unit (a power of two)
- * multiplies the result instead of every source value, which gives the same floats (scaling by a
- * power of two commutes with rounding) for one multiplication instead of four. */
-static float pose_hcubic(const int32_t *plane, int r, int X) {
-  const float *a = pose_cubic_coeff[X % POSE_F];
-  const uint8_t *c = pose_cols[X];
-  const int32_t *row = plane + r * POSE_MAP_W;
-  return (float)row[c[0]] * a[0] + (float)row[c[1]] * a[1] + (float)row[c[2]] * a[2] + (float)row[c[3]] * a[3];
-}
+/* Horizontal pass (source row, output column X), in word units: (float)row[cols[X][k]] times
+ * coeff[X % F][k], summed left to right; the vertical pass combines four of them with the row
+ * coefficients. The unit (a power of two) multiplies the result instead of every source value,
+ * which gives the same floats (scaling by a power of two commutes with rounding). */
 
-/* the upsampled value at (X, Y) */
-static float pose_cubic_at(const int32_t *plane, float unit, int X, int Y) {
-  const float *b = pose_cubic_coeff[Y % POSE_F];
-  const uint8_t *r = pose_rows[Y];
-  return (pose_hcubic(plane, r[0], X) * b[0] + pose_hcubic(plane, r[1], X) * b[1] + pose_hcubic(plane, r[2], X) * b[2] +
-          pose_hcubic(plane, r[3], X) * b[3]) *
-         unit;
+/* The upsampled values of two planes (a PAF pair) at (X, Y): the same arithmetic as the horizontal
+ * then vertical pass above, sharing the indices and coefficients. */
+static void pose_cubic_pair(const int32_t *p, const int32_t *q, float unit, int X, int Y, float *vp, float *vq) {
+  const float *a = pose_cubic_coeff[X % POSE_F], *b = pose_cubic_coeff[Y % POSE_F];
+  const uint8_t *c = pose_cols[X], *r = pose_rows[Y];
+  float sp = 0.f, sq = 0.f;
+  int k;
+  for (k = 0; k < 4; ++k) {
+    const int32_t *rp = p + r[k] * POSE_MAP_W, *rq = q + r[k] * POSE_MAP_W;
+    const float hp = (float)rp[c[0]] * a[0] + (float)rp[c[1]] * a[1] + (float)rp[c[2]] * a[2] + (float)rp[c[3]] * a[3];
+    const float hq = (float)rq[c[0]] * a[0] + (float)rq[c[1]] * a[1] + (float)rq[c[2]] * a[2] + (float)rq[c[3]] * a[3];
+    if (k == 0) {
+      sp = hp * b[0];
+      sq = hq * b[0];
+    } else {
+      sp = sp + hp * b[k];
+      sq = sq + hq * b[k];
+    }
+  }
+  *vp = sp * unit;
+  *vq = sq * unit;
 }
 
 #define POSE_WIN (POSE_F + 2 * (POSE_F / 2)) /* refinement window, upsampled pixels per side */
@@ -96,8 +105,15 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
   const int r0 = pose_rows[y0][0], r1 = pose_rows[y1][3]; /* rows are non-decreasing in Y */
   int X, Y, r, bx = x0, by = y0;
   float best = 0.f;
-  for (r = r0; r <= r1; ++r)
-    for (X = x0; X <= x1; ++X) hc[r - r0][X - x0] = pose_hcubic(h, r, X);
+  for (r = r0; r <= r1; ++r) {
+    const int32_t *row = h + r * POSE_MAP_W;
+    for (X = x0; X <= x1; ++X) { /* pose_hcubic, inline */
+      const float *a = pose_cubic_coeff[X % POSE_F];
+      const uint8_t *c = pose_cols[X];
+      hc[r - r0][X - x0] =
+          (float)row[c[0]] * a[0] + (float)row[c[1]] * a[1] + (float)row[c[2]] * a[2] + (float)row[c[3]] * a[3];
+    }
+  }
   for (X = x0; X <= x1; ++X)
     for (Y = y0; Y <= y1; ++Y) {
       const float *b = pose_cubic_coeff[Y % POSE_F];
@@ -233,7 +249,11 @@ static double pose_affinity(const int32_t *px, const int32_t *py, float ax, floa
     x = x < 0 ? 0 : (x > POSE_GRID_W - 1 ? POSE_GRID_W - 1 : x);
     y = y < 0 ? 0 : (y > POSE_GRID_H - 1 ? POSE_GRID_H - 1 : y);
 #if POSE_F > 1
-    s = pose_cubic_at(px, POSE_PAF_UNIT, x, y) * ux + pose_cubic_at(py, POSE_PAF_UNIT, x, y) * uy;
+    {
+      float vx, vy;
+      pose_cubic_pair(px, py, POSE_PAF_UNIT, x, y, &vx, &vy);
+      s = vx * ux + vy * uy;
+    }
 #else
     s = pose_paf_value(px[y * POSE_MAP_W + x]) * ux + pose_paf_value(py[y * POSE_MAP_W + x]) * uy;
 #endif
