@@ -272,6 +272,7 @@ TEST(PoseC, DecoderMatchesTheCppDecoderOnSyntheticPeople) {
     const auto exe_raw = pc_compile(dir);
     auto [heat, paf] = pc_target_accumulators(3, cfg.heat_final_scale, cfg.paf_final_scale);
     EXPECT_GE(pc_compare(exe_raw, dir, heat, paf, cfg, "raw words"), 1);
+    if (!HasFailure()) fs::remove_all(dir);
   }
 }
 
@@ -288,6 +289,7 @@ TEST(PoseC, DecoderMatchesOnNoiseAndEmptyMaps) {
              torch::randint(-16384, 16384, {38, 16, 16}, torch::kLong), cfg, "noise", &peaks);
   EXPECT_GT(peaks, 40);
   pc_compare(exe, dir, torch::zeros({19, 16, 16}, torch::kLong), torch::zeros({38, 16, 16}, torch::kLong), cfg, "zeros");
+  if (!HasFailure()) fs::remove_all(dir);
 }
 
 TEST(PoseC, ExportWritesTheFirmwareAndItDecodesTheSample) {
@@ -348,6 +350,7 @@ TEST(PoseC, ExportWritesTheFirmwareAndItDecodesTheSample) {
   ASSERT_EQ(bytes.size(), 12u * 64 * 64 * 2);  // CHW int8 + HWC words (3 x 4096 x 4 bytes)
   const auto* sv = sample.data_ptr<std::int64_t>();
   for (std::int64_t i = 0; i < 12 * 64 * 64; ++i) ASSERT_EQ(static_cast<std::int64_t>(bytes[i]), sv[i]) << "byte " << i;
+  fs::remove_all(dir);
 }
 
 TEST(PoseC, InputPreparationMatchesThePosekdSampleByteForByte) {
@@ -412,6 +415,7 @@ TEST(PoseC, InputPreparationMatchesThePosekdSampleByteForByte) {
         for (int k = 0; k < 4; ++k)
           EXPECT_EQ(static_cast<std::int64_t>(bytes[12 * 4096 + 4 * (q * 4096 + p) + k]), rv[(4 * q + k) * 4096 + p]);
   }
+  if (!HasFailure()) fs::remove_all(dir);
 }
 
 // ------------------------------------------------------------------------------ emulated Cortex-M4
@@ -544,6 +548,7 @@ TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
   EXPECT_LE(flash, 16 * 1024);
   std::printf("decoder RAM: static %ld + stack %ld = %ld bytes\n", ram, max_stack, ram + max_stack);
   EXPECT_LE(ram + max_stack, 24 * 1024);  // the goal: at most 24 KB of RAM, buffers and stack
+  if (!HasFailure()) fs::remove_all(dir);
 }
 
 // A trained student's real outputs (not part of the default suite: it needs a QAT checkpoint):
