@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test demo bench asan clean
+.PHONY: all deps configure build test demo bench asan clean firmware-test
 
 all: build
 
@@ -20,6 +20,13 @@ build: configure
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The C pose decoder cross-compiled for the MAX78000's Cortex-M4F and run under QEMU (mps2-an386):
+# it must print exactly the host's people (tests/export/test_pose_c.cpp, docs/deploy.md).
+firmware-test: configure
+	bash scripts/install-deps.sh --firmware
+	cmake --build $(BUILD) -j $(JOBS) --target test_export
+	POSEKD_FIRMWARE_TEST=1 $(BUILD)/test_export --gtest_filter='Firmware.*'
 
 demo: build
 	$(BUILD)/posekd demo --out demo-out

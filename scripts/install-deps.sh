@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs exactly the Debian 12 packages posekd needs to build, test and run. Idempotent:
 # does nothing when everything is already installed.
+#   --firmware  also the Cortex-M4 cross toolchain and emulator of `make firmware-test`
 set -euo pipefail
 PKGS=(
   build-essential cmake make git
@@ -13,6 +14,10 @@ PKGS=(
   libgtest-dev libbenchmark-dev
   python3-torch python3-numpy python3-yaml   # tests: prove Python torch.load reads our files
 )
+if [ "${1:-}" = "--firmware" ]; then
+  PKGS+=(gcc-arm-none-eabi libnewlib-arm-none-eabi   # the C pose decoder cross-compiled for the MAX78000's Cortex-M4F
+         qemu-system-arm)                             # ... and run on an emulated Cortex-M4 (mps2-an386)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -65,6 +65,9 @@ posekd::cli::Registration reg(
         for (const auto* p : {&r.qat_path, &r.q8_path, &r.yaml_path, &r.sample_path, &r.heat_path, &r.paf_path,
                               &r.readme_path})
           std::printf("  %s\n", p->c_str());
+        if (!r.firmware_dir.empty())
+          std::printf("  %s/ (C pose decoder, input preparation and firmware example: FIRMWARE.md)\n",
+                      r.firmware_dir.c_str());
         return 0;
       };
     });

@@ -6,6 +6,7 @@
 
 #include "posekd/cli/registry.h"
 #include "posekd/export/fit.h"
+#include "posekd/export/latency.h"
 #include "posekd/model/student.h"
 
 namespace posekd::cli::cmd_summary {  // named: the commands share unity-build translation units
@@ -30,6 +31,9 @@ posekd::cli::Registration reg(
         std::printf("student %s on %s%s\n\n", o->arch.c_str(), r.device.name.c_str(),
                     s->folded_input() ? " (input folded 2x2: 12x64x64)" : " (input 3x128x128)");
         std::fputs(posekd::deploy::format_fit_report(r).c_str(), stdout);
+        std::printf("\n");
+        std::fputs(posekd::deploy::format_latency(posekd::deploy::network_latency(r)).c_str(), stdout);
+        std::fputs(posekd::deploy::format_decode_estimate().c_str(), stdout);
         return (o->strict && !r.fits()) ? 2 : 0;
       };
     });

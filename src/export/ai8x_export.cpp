@@ -12,7 +12,9 @@
 #include "posekd/core/error.h"
 #include "posekd/data/coco.h"
 #include "posekd/data/sample.h"
+#include "posekd/export/latency.h"
 #include "posekd/export/npy.h"
+#include "posekd/export/pose_c.h"
 #include "posekd/io/torch_file.h"
 
 namespace posekd::deploy {
@@ -277,8 +279,23 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
   save_npy(r.heat_path, heads.heat);
   save_npy(r.paf_path, heads.paf);
 
-  // README
+  // C decoder + firmware example (the students whose outputs are 16x16 maps of a 128x128 frame)
   const int fs_heat = is.head_a.back().final_scale, fs_paf = is.head_b.back().final_scale;
+  const bool firmware = heads.heat.dim() == 3 && heads.heat.size(1) == 16 && heads.heat.size(2) == 16 &&
+                        image.size(1) == 128 && image.size(2) == 128 && is.head_a.back().spec.wide &&
+                        is.head_b.back().spec.wide;
+  PoseCConfig ccfg;
+  ccfg.fold = s.folded_input() ? 2 : 1;
+  ccfg.heat_final_scale = fs_heat;
+  ccfg.paf_final_scale = fs_paf;
+  std::vector<infer::Pose> sample_people;
+  if (firmware) {
+    sample_people = decode_accumulators(heads.heat, heads.paf, ccfg);
+    r.firmware_dir = (dir / "firmware").string();
+    write_pose_c(r.firmware_dir, ccfg, image, sample_people);
+  }
+
+  // README
   std::ostringstream o;
   o << "# " << name << " for " << device.name << " (posekd export)\n\n"
     << "Source: `" << what << "` (arch " << s.arch() << ", epoch " << opts.epoch << ").\n\n"
@@ -294,6 +311,8 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
     << fs_paf << "; cnn_unload applies it) |\n\n"
     << "Fit check: " << (r.fit.fits() ? "FITS" : "DOES NOT FIT (exported with --force)") << " " << device.name << ", "
     << r.fit.total_weight_bytes << " weight bytes, " << r.fit.total_words_proc0 << " kernel words on processor 0.\n\n"
+    << "## Latency (estimate)\n\n```\n" << format_latency(network_latency(r.fit)) << format_decode_estimate()
+    << "```\n\n"
     << "## Synthesis (ai8x-synthesis, from its checkout)\n\n```sh\n"
     << "python ai8xize.py --device " << device.name << " --checkpoint-file " << fs::absolute(r.q8_path).string()
     << " --config-file " << fs::absolute(r.yaml_path).string() << " --sample-input "
@@ -307,6 +326,13 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
     << "The deployed input must be prepared exactly like the sample: longest side scaled to 128, padded "
        "bottom/right with 128, BGR, value - 128"
     << (s.folded_input() ? ", folded 2x2 into 12 channels (HWC)." : ".") << "\n";
+  if (firmware)
+    o << "\n## Firmware: decoding people on the Arm core\n\n"
+      << "`firmware/` holds the C99 pose decoder (`pose_decode.c`, `pose_params.h`: no malloc, fixed buffers), the "
+         "input preparation from a 128x128 RGB888 or RGB565 frame (`pose_input.c`) and `main.c`, which replaces the "
+         "`main.c` ai8xize generates: it prepares the sample frame, runs the CNN, unloads, decodes and prints the "
+         "people, and checks them against the ones posekd decodes on the host (" << sample_people.size()
+      << " for this sample). See `firmware/FIRMWARE.md`.\n";
   r.readme_path = (dir / "README.md").string();
   write_text(r.readme_path, o.str());
   return r;

@@ -25,6 +25,44 @@ DecodeParams letterbox_params(int width, int height, int input, int stride, int 
   return p;
 }
 
+DecodeParams direct_decode_params(int input, int stride, bool subcell, bool local) {
+  DecodeParams p = letterbox_params(input, input, input, stride, 1);
+  const DecodeParams def{};
+  p.peaks.suppress_radius = def.peaks.suppress_radius / static_cast<float>(def.upsample);
+  p.subcell = subcell;
+  p.local_upsample = local ? def.upsample : 0;
+  return p;
+}
+
+float subcell_offset(float l, float c, float r) {
+  const float d = (l - c) + (r - c);
+  if (!(d < 0.f)) return 0.f;
+  const float o = 0.5f * (l - r) / d;
+  return o < -0.5f ? -0.5f : (o > 0.5f ? 0.5f : o);
+}
+
+void refine_peaks_local(std::vector<std::vector<Peak>>& peaks, const float* upsampled, int H, int W, int F) {
+  for (std::size_t k = 0; k < peaks.size(); ++k) {
+    const float* m = upsampled + k * static_cast<size_t>(H) * W;
+    for (Peak& pk : peaks[k]) {
+      const int x0 = std::max(0, F * pk.x - F / 2), x1 = std::min(W - 1, F * pk.x + F - 1 + F / 2);
+      const int y0 = std::max(0, F * pk.y - F / 2), y1 = std::min(H - 1, F * pk.y + F - 1 + F / 2);
+      int bx = x0, by = y0;
+      float best = m[static_cast<size_t>(y0) * W + x0];
+      for (int X = x0; X <= x1; ++X)
+        for (int Y = y0; Y <= y1; ++Y)
+          if (m[static_cast<size_t>(Y) * W + X] > best) {
+            best = m[static_cast<size_t>(Y) * W + X];
+            bx = X;
+            by = Y;
+          }
+      pk.x = bx;
+      pk.y = by;
+      pk.score = best;
+    }
+  }
+}
+
 namespace {
 double map_to_original(double upsampled, double pad, const DecodeParams& p) {
   const double x_in = (upsampled + 0.5) * p.stride / p.upsample - 0.5;
@@ -65,12 +103,19 @@ std::vector<Pose> decode(const float* heat, const float* paf, int h, int w, cons
     throw Error("decode: maps are " + std::to_string(h) + "x" + std::to_string(w) + " but input " +
                 std::to_string(p.input_h) + "x" + std::to_string(p.input_w) + " at stride " +
                 std::to_string(p.stride) + " gives " + std::to_string(exp_h) + "x" + std::to_string(exp_w));
-  const int H = h * p.upsample, W = w * p.upsample;
-  const std::vector<float> hm = upsample_maps(heat, sk::kNumKeypoints, h, w, p.upsample);
-  const std::vector<float> pf = upsample_maps(paf, sk::kNumPafs, h, w, p.upsample);
-  const auto peaks = extract_all_keypoints(hm.data(), sk::kNumKeypoints, H, W, p.peaks);
+  const int F = p.local_upsample > 1 ? p.local_upsample : 1;
+  if (F > 1 && p.upsample != 1) throw Error("decode: local_upsample needs upsample 1");
+  const int U = p.upsample * F;  // resolution of the grouping and of the coordinates
+  const int H = h * U, W = w * U;
+  const std::vector<float> hm = upsample_maps(heat, sk::kNumKeypoints, h, w, U);
+  const std::vector<float> pf = upsample_maps(paf, sk::kNumPafs, h, w, U);
+  auto peaks = F > 1 ? extract_all_keypoints(heat, sk::kNumKeypoints, h, w, p.peaks)
+                     : extract_all_keypoints(hm.data(), sk::kNumKeypoints, H, W, p.peaks);
+  if (F > 1) refine_peaks_local(peaks, hm.data(), H, W, F);
   const auto entries = group_keypoints(peaks, pf.data(), H, W, p.grouping);
   const auto all = flatten_peaks(peaks);
+  DecodeParams q = p;
+  q.upsample = U;
 
   std::vector<Pose> poses;
   poses.reserve(entries.size());
@@ -82,8 +127,17 @@ std::vector<Pose> decode(const float* heat, const float* paf, int h, int w, cons
       const int id = e.kpt[k];
       if (id < 0) continue;
       const Peak& pk = all.at(static_cast<size_t>(id));
-      const float x = map_to_original_x(static_cast<float>(pk.x), p);
-      const float y = map_to_original_y(static_cast<float>(pk.y), p);
+      float fx = static_cast<float>(pk.x), fy = static_cast<float>(pk.y);
+      if (p.subcell && F == 1) {
+        const float* m = hm.data() + static_cast<size_t>(k) * H * W;
+        const float c = m[static_cast<size_t>(pk.y) * W + pk.x];
+        if (pk.x > 0 && pk.x < W - 1)
+          fx += subcell_offset(m[static_cast<size_t>(pk.y) * W + pk.x - 1], c, m[static_cast<size_t>(pk.y) * W + pk.x + 1]);
+        if (pk.y > 0 && pk.y < H - 1)
+          fy += subcell_offset(m[static_cast<size_t>(pk.y - 1) * W + pk.x], c, m[static_cast<size_t>(pk.y + 1) * W + pk.x]);
+      }
+      const float x = map_to_original_x(fx, q);
+      const float y = map_to_original_y(fy, q);
       pose.points[2 * k] = x;
       pose.points[2 * k + 1] = y;
       pose.kpt_scores[k] = pk.score;

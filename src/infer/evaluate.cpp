@@ -161,6 +161,8 @@ std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& 
           p.scale = static_cast<float>(s.scale);
           p.peaks = config.peaks;
           p.grouping = config.grouping;
+          p.subcell = config.subcell;
+          p.local_upsample = config.local_upsample;
           auto& r = result[i];
           r.poses = decode(heat[k].data_ptr<float>(), paf[k].data_ptr<float>(), h, w, p);
         }

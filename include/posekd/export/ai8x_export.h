@@ -7,6 +7,8 @@
 //   sample_<name>_heat.npy / _paf.npy  int64 [C,16,16]: the raw 32-bit head accumulators (Q17.14,
 //                       before final_scale) of the bit-exact integer inference for that sample
 //   README.md           the ai8xize / quantize.py commands
+//   firmware/           the C pose decoder, input preparation and firmware example (pose_c.h;
+//                       for the folding 16x16-map students)
 // Float (non-QAT) students are refused: the ai8x flow quantizes a QAT-trained model; exporting a
 // float model (batchnormfuser + quantize.py) would run it with activation clamping and 8-bit
 // rounding it never trained with.
@@ -88,6 +90,7 @@ struct ExportOptions {
 struct ExportResult {
   FitReport fit;
   std::string qat_path, q8_path, yaml_path, sample_path, heat_path, paf_path, readme_path;
+  std::string firmware_dir;  // firmware/: the C decoder, input preparation and main.c (pose_c.h)
   std::vector<YamlLayer> layers;
 };
 

@@ -28,7 +28,32 @@ struct DecodeParams {
   float pad_left = 0.f, pad_top = 0.f;  // padding before the image in the input (letterbox: 0)
   PeakParams peaks{};                // radius is in upsampled-map pixels (as upstream)
   GroupParams grouping{};
+  // Sub-cell refinement: each peak moves by the vertex of the parabola through it and its two
+  // neighbours, along x and along y separately (raw map values, offset clamped to +-0.5 map pixel;
+  // none at the border or when the parabola does not open downward). Off by default.
+  bool subcell = false;
+  // Local upsampling (F > 1, with upsample == 1): each peak found on the maps themselves moves to the
+  // maximum of the F-times cubic-upsampled heatmap (upsample_maps) within the F x F pixels of its cell
+  // widened by F/2 on each side (scan x then y, first maximum wins; its value becomes the score), and
+  // the grouping reads the F-times upsampled PAFs at these positions, as the default decoding does.
+  // Coordinates are then upsampled pixels (as with upsample = F); subcell is ignored. 0 = off.
+  int local_upsample = 0;
 };
+
+// The decoding variant that runs straight on the network's maps, as the C decoder on the chip does
+// (pose_decode.c): no upsampling, the default suppression radius divided by the default upsampling
+// (6 / 4 = 1.5 map cells), the default grouping; refinement: `local_upsample` = the default
+// upsampling (4) when `local` is set, else the parabolic sub-cell refinement when `subcell` is set.
+DecodeParams direct_decode_params(int input = 128, int stride = 8, bool subcell = false, bool local = true);
+
+// The local refinement of DecodeParams::local_upsample: peaks_by_type found on the maps themselves
+// (cells), upsampled = their F-times upsampled heatmaps [types, H, W]; moves each peak to its
+// window's first maximum (pixels of the upsampled map) and sets its score to that value.
+void refine_peaks_local(std::vector<std::vector<Peak>>& peaks_by_type, const float* upsampled, int H, int W, int F);
+
+// The sub-cell offset of a peak with value c between neighbours l and r (see DecodeParams::subcell),
+// in map pixels, within [-0.5, 0.5]. float arithmetic: 0.5f * (l - r) / (l - 2c + r). Exposed for tests.
+float subcell_offset(float l, float c, float r);
 
 // Letterbox parameters of posekd's data prep: resize the longest side to `input` (s = input /
 // max(w, h)), pad bottom/right. Returns DecodeParams for a width x height original image.

@@ -42,6 +42,8 @@ struct EvalConfig {
   bool reduced_decode = true;          // data::SampleConfig::reduced_decode (faster JPEG decode)
   PeakParams peaks{};
   GroupParams grouping{};
+  bool subcell = false;                // DecodeParams::subcell
+  int local_upsample = 0;              // DecodeParams::local_upsample
   // Called after every batch with (images done, total). Optional.
   std::function<void(int64_t, int64_t)> progress;
 };
