@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "posekd/cli/recipe_options.h"
 #include "posekd/cli/registry.h"
 #include "posekd/train/demo.h"
 
@@ -36,10 +37,7 @@ posekd::cli::Registration reg(
       g->add_option("--qat-fraction", v.qat_fraction, "QAT switches on at this fraction of the student batches");
       g->add_flag("--hard-data", o->hard_data, "posekd synth's default (hard) people instead of the demo's easier ones");
       g->add_flag("--teacher-only", o->teacher_only, "stop after training and evaluating the teacher");
-      g->add_flag("--no-augment", o->no_augment, "train teacher and students without augmentation");
-      g->add_option("--augment-views", o->augment_views,
-                    "students: augmentation views per image, the teacher's outputs cached per view "
-                    "(0 = a new view every epoch, teacher run on every batch)");
+      posekd::cli::add_augment_options(app, o->no_augment, o->augment);
       return [o]() {
         posekd::train::run_demo(*o);
         return 0;

@@ -75,6 +75,22 @@ data::SynthConfig demo_synth_config(int images, std::uint64_t seed) {
   return c;
 }
 
+data::AugmentConfig demo_augment_config() {
+  data::AugmentConfig a;
+  a.enabled = true;
+  a.scale_min = 0.85;
+  a.scale_max = 1.15;
+  a.rotate_deg = 10;
+  a.shift = 0.08;
+  a.flip_prob = 0.5;
+  a.brightness = 0.1;
+  a.contrast = 0.15;
+  a.saturation = 0.15;
+  a.hue_deg = 5;
+  a.blur_prob = 0.05;
+  return a;
+}
+
 namespace {
 
 void say(const std::string& s) {
@@ -230,6 +246,7 @@ DemoResult run_demo(const DemoOptions& o) {
   tc.warmup_batches = b.teacher_warmup;
   tc.lr_end_factor = 0.05;
   tc.no_augment = o.no_augment;
+  tc.augment = o.augment;
   tc.output = (out / "teacher").string();
   tc.threads = threads;
   tc.seed = o.seed;
@@ -294,7 +311,7 @@ DemoResult run_demo(const DemoOptions& o) {
     c.quiet = o.quiet;
     c.calib_batches = 8;
     c.no_augment = o.no_augment;
-    c.augment.views = o.augment_views;
+    c.augment = o.augment;
     return c;
   };
   auto train_student = [&](const std::string& name, bool with_teacher) {
