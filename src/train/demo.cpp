@@ -75,22 +75,6 @@ data::SynthConfig demo_synth_config(int images, std::uint64_t seed) {
   return c;
 }
 
-data::AugmentConfig demo_augment_config() {
-  data::AugmentConfig a;
-  a.enabled = true;
-  a.scale_min = 0.85;
-  a.scale_max = 1.15;
-  a.rotate_deg = 10;
-  a.shift = 0.08;
-  a.flip_prob = 0.5;
-  a.brightness = 0.1;
-  a.contrast = 0.15;
-  a.saturation = 0.15;
-  a.hue_deg = 5;
-  a.blur_prob = 0.05;
-  return a;
-}
-
 namespace {
 
 void say(const std::string& s) {

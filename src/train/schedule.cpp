@@ -26,8 +26,8 @@ double phase_rate(const std::string& kind, double base, std::int64_t warmup, dou
 double LrSchedule::at(std::int64_t batch) const {
   if (qat_start >= 0 && batch >= qat_start)
     return phase_rate(kind, qat_lr, qat_warmup, end_factor, batch - qat_start, total - qat_start);
-  const std::int64_t length = qat_start >= 0 ? std::min(qat_start, total) : total;
-  return phase_rate(kind, lr, warmup, end_factor, batch, length);
+  // The float phase follows the curve of the whole run (a run without QAT), cut at the switch.
+  return phase_rate(kind, lr, warmup, end_factor, batch, total);
 }
 
 void LrSchedule::validate(const std::string& who) const {

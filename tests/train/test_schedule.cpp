@@ -2,6 +2,8 @@
 // warm-up, the automatic warm-ups, and validation.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "posekd/core/error.h"
 #include "posekd/train/schedule.h"
 #include "posekd/train/trainer.h"
@@ -43,10 +45,10 @@ TEST(Schedule, TheQatPhaseHasItsOwnRateAndWarmUp) {
   s.qat_start = 60;
   s.qat_lr = 1e-4;
   s.qat_warmup = 5;
-  // The float phase decays over [0, 60): at 60 it would reach lr * end.
+  // The float phase follows the whole run's cosine (it would reach lr * end at 100), cut at 60.
   EXPECT_DOUBLE_EQ(s.at(0), 1e-3);
-  EXPECT_NEAR(s.at(30), 0.525e-3, 1e-15);
-  EXPECT_GT(s.at(59), 5e-5);
+  EXPECT_NEAR(s.at(50), 0.525e-3, 1e-15);
+  EXPECT_NEAR(s.at(59), 1e-3 * (0.05 + 0.95 * 0.5 * (1 + std::cos(3.14159265358979323846 * 0.59))), 1e-15);
   // The QAT phase: 1/5 .. 5/5 of qat_lr, then cosine to qat_lr * end at 100.
   EXPECT_NEAR(s.at(60), 2e-5, 1e-18);
   EXPECT_NEAR(s.at(64), 1e-4, 1e-18);
@@ -59,7 +61,7 @@ TEST(Schedule, AutomaticWarmUpsAndDefaultsFromTheTrainConfig) {
   posekd::train::TrainConfig c;
   c.total_batches = 15000;
   LrSchedule s = posekd::train::schedule_of(c, 9000);
-  EXPECT_EQ(s.kind, "cosine");
+  EXPECT_EQ(s.kind, "constant");  // the seed's, measured best on short runs
   EXPECT_EQ(s.warmup, 180);      // 2% of the 9000 float batches
   EXPECT_EQ(s.qat_warmup, 200);  // 5% of 6000 = 300, at most 200
   EXPECT_DOUBLE_EQ(s.qat_lr, 1e-4);

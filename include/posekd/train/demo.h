@@ -33,11 +33,6 @@ DemoBudget demo_budget(bool quick);
 // clutter, no crowds), so that minutes of CPU training learn something measurable.
 data::SynthConfig demo_synth_config(int images, std::uint64_t seed);
 
-// The demo's augmentation: milder than train's defaults. Measured on the demo's data and teacher
-// budget (800 batches, docs/accuracy.md): teacher AP 0.223 with this setting, 0.150 with train's
-// defaults (scale 0.6-1.2, ±30°), 0.218 without augmentation.
-data::AugmentConfig demo_augment_config();
-
 struct DemoOptions {
   std::string out = "demo-out";
   bool quick = false;   // ~2 minutes (used by the test suite)
@@ -47,7 +42,7 @@ struct DemoOptions {
   bool hard_data = false;     // `posekd synth`'s default (hard) data instead of demo_synth_config
   bool teacher_only = false;  // stop after training and evaluating the teacher (for tuning)
   bool no_augment = false;    // train teacher and students without augmentation
-  data::AugmentConfig augment = demo_augment_config();  // teacher and students (views: the students' cache)
+  data::AugmentConfig augment{true};  // teacher and students (train's defaults)
   DemoBudget overrides;       // fields > 0 replace the preset's
 };
 
