@@ -6,6 +6,7 @@ PKGS=(
   build-essential cmake make git
   libtorch-dev                     # tensors, autograd, Adam, oneDNN convolutions, c10d Gloo
   libgloo-dev                      # gloo headers for LibTorch's ProcessGroupGloo (distributed training)
+  libdnnl-dev                      # oneDNN headers (the library LibTorch links): bf16 convs with fp32 output
   libopencv-imgcodecs-dev libopencv-imgproc-dev libopencv-core-dev
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libfmt-dev
   libgtest-dev libbenchmark-dev

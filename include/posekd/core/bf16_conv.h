@@ -1,0 +1,30 @@
+// A 2-D convolution with bf16 operands and an fp32 result, differentiable.
+//
+// Forward: oneDNN (the library LibTorch itself links) with bf16 source and weights in channels-last
+// layout, fp32 accumulation, fp32 bias and an fp32 destination. LibTorch's own bf16 conv2d rounds
+// the accumulator to bf16 (8 significant bits); this one keeps the fp32 sum. So when the inputs
+// and weights are exactly representable in bf16 (the ai8x QAT phase: 8-bit weight grid, 8-bit
+// activations after clamp and round) the result equals the fp32 conv2d bit for bit, as long as
+// the fp32 sums are exact (|partial sums| < 2^24 ulps of the product grid).
+// Backward: LibTorch's bf16 convolution backward (oneDNN, channels-last), gradients returned in
+// fp32; the bias gradient is summed in fp32. This is what PyTorch's CPU autocast computes for
+// gradients of a bf16 conv.
+//
+// The output (and the input gradient) has the memory format of `x` (NCHW in, NCHW out;
+// channels-last in, channels-last out). x, w, b are fp32 (or bf16 for x / w); b may be undefined.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace posekd {
+
+torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                          std::vector<int64_t> stride = {1, 1}, std::vector<int64_t> padding = {0, 0},
+                          std::vector<int64_t> dilation = {1, 1}, int64_t groups = 1);
+
+// True when oneDNN's bf16 convolution can run on this CPU (AVX-512 BW/VL/DQ at least).
+bool conv2d_bf16_supported();
+
+}  // namespace posekd
