@@ -2,10 +2,16 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <chrono>
+#include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
+#include <type_traits>
+#include <unordered_map>
 
 #include "posekd/core/error.h"
 #include "posekd/core/precision.h"
@@ -22,22 +28,37 @@ dnnl::engine& dnnl_cpu_engine() {
   return eng;
 }
 
-// One primitive per geometry (the student and the teacher have a few dozen); oneDNN's own cache
-// would also serve repeated creations, but the descriptor building is not free.
+// One set of primitives per geometry (the student and the teacher have a few dozen); oneDNN's own
+// cache would also serve repeated creations, but building the descriptors is not free.
 struct ConvPrim {
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward prim;
-  dnnl::memory::desc user_w_md;  // the bf16 weights as LibTorch holds them (oihw / goihw)
-  bool reorder_w = false;
+  dnnl::memory::dims xs, ws, ys, stride, dil, pad_l, pad_r;  // oneDNN dims (weights: goihw if grouped)
+  bool bias = false;
+  dnnl::memory::desc user_w_bf16, user_w_f32;  // the weights as LibTorch holds them (oihw / goihw)
+  dnnl::convolution_forward::primitive_desc fwd_pd;
+  dnnl::convolution_forward fwd;
+  // created on the first backward
+  std::once_flag bwd_once;
+  dnnl::convolution_backward_data::primitive_desc bwd_d_pd;
+  dnnl::convolution_backward_data bwd_d;
+  dnnl::convolution_backward_weights::primitive_desc bwd_w_pd;
+  dnnl::convolution_backward_weights bwd_w;
 };
 
 using ConvKey = std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
                            std::vector<int64_t>, std::vector<int64_t>, int64_t, bool>;
 
+std::vector<int64_t> conv_out_sizes(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
+                                    const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                                    const std::vector<int64_t>& dilation) {
+  std::vector<int64_t> ys{xs[0], ws[0], 0, 0};
+  for (int i = 0; i < 2; ++i)
+    ys[2 + i] = (xs[2 + i] + 2 * padding[i] - dilation[i] * (ws[2 + i] - 1) - 1) / stride[i] + 1;
+  return ys;
+}
+
 std::shared_ptr<ConvPrim> conv_prim(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
                                     const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
-                                    const std::vector<int64_t>& dilation, int64_t groups, bool bias,
-                                    const std::vector<int64_t>& ys) {
+                                    const std::vector<int64_t>& dilation, int64_t groups, bool bias) {
   static std::mutex mu;
   static std::map<ConvKey, std::shared_ptr<ConvPrim>> cache;
   ConvKey key{xs, ws, stride, padding, dilation, groups, bias};
@@ -46,64 +67,111 @@ std::shared_ptr<ConvPrim> conv_prim(const std::vector<int64_t>& xs, const std::v
   if (it != cache.end()) return it->second;
 
   using dims = dnnl::memory::dims;
-  auto& eng = dnnl_cpu_engine();
-  dnnl::memory::desc src_md(dims(xs.begin(), xs.end()), dt::bf16, tag::nhwc);
-  dnnl::memory::desc dst_md(dims(ys.begin(), ys.end()), dt::f32, tag::nhwc);
-  dims wd;
-  if (groups == 1) {
-    wd = dims(ws.begin(), ws.end());
-  } else {
-    wd = {groups, ws[0] / groups, ws[1], ws[2], ws[3]};
-  }
-  dnnl::memory::desc w_any(wd, dt::bf16, tag::any);
-  dnnl::memory::desc user_w(wd, dt::bf16, groups == 1 ? tag::oihw : tag::goihw);
-  dnnl::memory::desc b_md = bias ? dnnl::memory::desc({ws[0]}, dt::f32, tag::a) : dnnl::memory::desc();
-  dims pad_l{padding[0], padding[1]}, pad_r(2), dil{dilation[0] - 1, dilation[1] - 1};
-  for (int i = 0; i < 2; ++i)  // what LibTorch's floor division implies on the far side
-    pad_r[i] = (ys[2 + i] - 1) * stride[i] + (ws[2 + i] - 1) * dilation[i] + 1 - xs[2 + i] - padding[i];
-  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                    src_md, w_any, b_md, dst_md, dims{stride[0], stride[1]}, dil, pad_l, pad_r);
   auto p = std::make_shared<ConvPrim>();
-  p->pd = dnnl::convolution_forward::primitive_desc(d, eng);
-  p->prim = dnnl::convolution_forward(p->pd);
-  p->user_w_md = user_w;
-  p->reorder_w = p->pd.weights_desc() != user_w;
+  const auto ys = conv_out_sizes(xs, ws, stride, padding, dilation);
+  if (ys[2] <= 0 || ys[3] <= 0) throw Error("conv2d_bf16: input smaller than the kernel");
+  p->xs = dims(xs.begin(), xs.end());
+  p->ys = dims(ys.begin(), ys.end());
+  p->ws = groups == 1 ? dims(ws.begin(), ws.end()) : dims{groups, ws[0] / groups, ws[1], ws[2], ws[3]};
+  p->stride = {stride[0], stride[1]};
+  p->dil = {dilation[0] - 1, dilation[1] - 1};
+  p->pad_l = {padding[0], padding[1]};
+  p->pad_r = {0, 0};
+  for (int i = 0; i < 2; ++i)  // what LibTorch's floor division implies on the far side
+    p->pad_r[i] = (ys[2 + i] - 1) * stride[i] + (ws[2 + i] - 1) * dilation[i] + 1 - xs[2 + i] - padding[i];
+  p->bias = bias;
+  const tag wtag = groups == 1 ? tag::oihw : tag::goihw;
+  p->user_w_bf16 = dnnl::memory::desc(p->ws, dt::bf16, wtag);
+  p->user_w_f32 = dnnl::memory::desc(p->ws, dt::f32, wtag);
+  dnnl::memory::desc src_md(p->xs, dt::bf16, tag::nhwc);
+  dnnl::memory::desc dst_md(p->ys, dt::f32, tag::nhwc);
+  dnnl::memory::desc w_any(p->ws, dt::bf16, tag::any);
+  dnnl::memory::desc b_md = bias ? dnnl::memory::desc({ws[0]}, dt::f32, tag::a) : dnnl::memory::desc();
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md,
+                                    w_any, b_md, dst_md, p->stride, p->dil, p->pad_l, p->pad_r);
+  p->fwd_pd = dnnl::convolution_forward::primitive_desc(d, dnnl_cpu_engine());
+  p->fwd = dnnl::convolution_forward(p->fwd_pd);
   cache.emplace(std::move(key), p);
   return p;
 }
 
-std::vector<int64_t> conv_out_sizes(const torch::Tensor& x, const torch::Tensor& w, const std::vector<int64_t>& stride,
-                                    const std::vector<int64_t>& padding, const std::vector<int64_t>& dilation) {
-  std::vector<int64_t> ys{x.size(0), w.size(0), 0, 0};
-  for (int i = 0; i < 2; ++i)
-    ys[2 + i] = (x.size(2 + i) + 2 * padding[i] - dilation[i] * (w.size(2 + i) - 1) - 1) / stride[i] + 1;
-  return ys;
+// oneDNN picks the first implementation that accepts a descriptor, not the fastest: 2.6.3's AMX
+// weight-gradient kernel takes ~60 ms for a 64->64 3x3 conv at 16x16, batch 8, where it needs 4 ms
+// at 32x32. So each backward descriptor times its first few implementations once (2 runs each on
+// zeroed buffers) and keeps the fastest. `args_of` allocates the arguments for a candidate.
+template <class PD>
+PD fastest_impl(PD pd, const std::function<std::unordered_map<int, dnnl::memory>(const PD&)>& args_of) {
+  std::vector<PD> cands;
+  for (int i = 0; i < 4; ++i) {
+    if (std::string(pd.impl_info_str()).find("ref") == std::string::npos) cands.push_back(PD(pd));
+    if (!pd.next_impl()) break;
+  }
+  if (cands.size() <= 1) return cands.empty() ? pd : cands[0];
+  dnnl::stream s(dnnl_cpu_engine());
+  double best_t = 1e30;
+  size_t best = 0;
+  for (size_t i = 0; i < cands.size(); ++i) {
+    auto args = args_of(cands[i]);
+    for (auto& kv : args) std::memset(kv.second.get_data_handle(), 0, kv.second.get_desc().get_size());
+    using typename_prim = typename std::conditional<std::is_same<PD, dnnl::convolution_backward_data::primitive_desc>::value,
+                                                    dnnl::convolution_backward_data, dnnl::convolution_backward_weights>::type;
+    typename_prim prim(cands[i]);
+    prim.execute(s, args);
+    s.wait();
+    const auto t0 = std::chrono::steady_clock::now();
+    prim.execute(s, args);
+    s.wait();
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (t < best_t) best_t = t, best = i;
+  }
+  return cands[best];
 }
 
-// x_bf: bf16 channels-last; w_bf: bf16 contiguous (OIHW); b: fp32 contiguous or undefined.
-// Returns fp32 channels-last.
-torch::Tensor dnnl_conv_bf16_f32(const torch::Tensor& x_bf, const torch::Tensor& w_bf, const torch::Tensor& b,
-                                 const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
-                                 const std::vector<int64_t>& dilation, int64_t groups) {
-  auto ys = conv_out_sizes(x_bf, w_bf, stride, padding, dilation);
-  if (ys[2] <= 0 || ys[3] <= 0) throw Error("conv2d_bf16: input smaller than the kernel");
-  auto p = conv_prim(x_bf.sizes().vec(), w_bf.sizes().vec(), stride, padding, dilation, groups, b.defined(), ys);
-  auto y = torch::empty(ys, x_bf.options().dtype(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+// Backward primitives: fp32 input gradient from bf16 output gradient and weights; fp32 weight (and
+// bias) gradients from bf16 input and output gradient. Same layouts as the forward.
+void make_backward(ConvPrim& p) {
+  std::call_once(p.bwd_once, [&p] {
+    auto& eng = dnnl_cpu_engine();
+    dnnl::memory::desc w_any(p.ws, dt::bf16, tag::any);
+    dnnl::convolution_backward_data::desc dd(dnnl::algorithm::convolution_direct,
+                                             dnnl::memory::desc(p.xs, dt::f32, tag::nhwc), w_any,
+                                             dnnl::memory::desc(p.ys, dt::bf16, tag::nhwc), p.stride, p.dil, p.pad_l,
+                                             p.pad_r);
+    using BwdD = dnnl::convolution_backward_data::primitive_desc;
+    using BwdW = dnnl::convolution_backward_weights::primitive_desc;
+    p.bwd_d_pd = fastest_impl<BwdD>(BwdD(dd, eng, p.fwd_pd), [&eng](const BwdD& c) {
+      return std::unordered_map<int, dnnl::memory>{{DNNL_ARG_DIFF_DST, dnnl::memory(c.diff_dst_desc(), eng)},
+                                                   {DNNL_ARG_WEIGHTS, dnnl::memory(c.weights_desc(), eng)},
+                                                   {DNNL_ARG_DIFF_SRC, dnnl::memory(c.diff_src_desc(), eng)}};
+    });
+    p.bwd_d = dnnl::convolution_backward_data(p.bwd_d_pd);
+    dnnl::memory::desc dw_any(p.ws, dt::f32, tag::any);
+    dnnl::memory::desc db = p.bias ? dnnl::memory::desc({p.ys[1]}, dt::f32, tag::a) : dnnl::memory::desc();
+    dnnl::convolution_backward_weights::desc wd(dnnl::algorithm::convolution_direct,
+                                                dnnl::memory::desc(p.xs, dt::bf16, tag::nhwc), dw_any, db,
+                                                dnnl::memory::desc(p.ys, dt::bf16, tag::nhwc), p.stride, p.dil,
+                                                p.pad_l, p.pad_r);
+    const bool bias = p.bias;
+    p.bwd_w_pd = fastest_impl<BwdW>(BwdW(wd, eng, p.fwd_pd), [&eng, bias](const BwdW& c) {
+      std::unordered_map<int, dnnl::memory> a{{DNNL_ARG_SRC, dnnl::memory(c.src_desc(), eng)},
+                                              {DNNL_ARG_DIFF_DST, dnnl::memory(c.diff_dst_desc(), eng)},
+                                              {DNNL_ARG_DIFF_WEIGHTS, dnnl::memory(c.diff_weights_desc(), eng)}};
+      if (bias) a.emplace(DNNL_ARG_DIFF_BIAS, dnnl::memory(c.diff_bias_desc(), eng));
+      return a;
+    });
+    p.bwd_w = dnnl::convolution_backward_weights(p.bwd_w_pd);
+  });
+}
+
+// `user` (LibTorch layout) as the primitive wants it: the same memory, or a reordered copy.
+dnnl::memory as_wanted(const dnnl::memory::desc& want, const dnnl::memory::desc& user_md, void* data,
+                       dnnl::stream& s) {
   auto& eng = dnnl_cpu_engine();
-  dnnl::stream s(eng);
-  dnnl::memory src(p->pd.src_desc(), eng, x_bf.data_ptr());
-  dnnl::memory dst(p->pd.dst_desc(), eng, y.data_ptr());
-  dnnl::memory wu(p->user_w_md, eng, w_bf.data_ptr());
-  dnnl::memory wm = wu;
-  if (p->reorder_w) {
-    wm = dnnl::memory(p->pd.weights_desc(), eng);
-    dnnl::reorder(wu, wm).execute(s, wu, wm);
-  }
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}};
-  if (b.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->pd.bias_desc(), eng, b.data_ptr()));
-  p->prim.execute(s, args);
-  s.wait();
-  return y;
+  dnnl::memory user(user_md, eng, data);
+  if (want == user_md) return user;
+  dnnl::memory m(want, eng);
+  dnnl::reorder(user, m).execute(s, user, m);
+  return m;
 }
 
 struct ConvArgs {
@@ -115,48 +183,85 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& w, const torch::Tensor& b, const ConvArgs& a) {
+    RECORD_FUNCTION("posekd::conv2d_bf16", std::vector<c10::IValue>({x}));
     const bool cl = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+    const bool has_b = b.numel() > 0;  // no bias: an empty tensor (apply() cannot take undefined ones)
     auto x_bf = x.to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
     auto w_bf = w.to(torch::kBFloat16).contiguous();
-    const bool has_b = b.numel() > 0;  // no bias: an empty tensor (apply() cannot take undefined ones)
     auto bf = has_b ? b.to(torch::kFloat).contiguous() : torch::Tensor();
-    auto y = dnnl_conv_bf16_f32(x_bf, w_bf, bf, a.stride, a.padding, a.dilation, a.groups);
-    ctx->save_for_backward({x_bf, w_bf});
-    ctx->saved_data["stride"] = a.stride;
-    ctx->saved_data["padding"] = a.padding;
-    ctx->saved_data["dilation"] = a.dilation;
-    ctx->saved_data["groups"] = a.groups;
-    ctx->saved_data["x_cl"] = cl;
-    ctx->saved_data["x_bf16"] = x.scalar_type() == torch::kBFloat16;
-    ctx->saved_data["w_bf16"] = w.scalar_type() == torch::kBFloat16;
-    ctx->saved_data["bias"] = has_b;
+    auto p = conv_prim(x_bf.sizes().vec(), w_bf.sizes().vec(), a.stride, a.padding, a.dilation, a.groups, has_b);
+    auto y = torch::empty(p->ys, x.options().dtype(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+    auto& eng = dnnl_cpu_engine();
+    dnnl::stream s(eng);
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, dnnl::memory(p->fwd_pd.src_desc(), eng, x_bf.data_ptr())},
+        {DNNL_ARG_WEIGHTS, as_wanted(p->fwd_pd.weights_desc(), p->user_w_bf16, w_bf.data_ptr(), s)},
+        {DNNL_ARG_DST, dnnl::memory(p->fwd_pd.dst_desc(), eng, y.data_ptr())}};
+    if (has_b) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->fwd_pd.bias_desc(), eng, bf.data_ptr()));
+    p->fwd.execute(s, args);
+    s.wait();
+    if (x.requires_grad() || w.requires_grad() || b.requires_grad()) {  // (apply() runs this without grad mode)
+      ctx->save_for_backward({x_bf, w_bf});
+      ctx->saved_data["stride"] = a.stride;
+      ctx->saved_data["padding"] = a.padding;
+      ctx->saved_data["dilation"] = a.dilation;
+      ctx->saved_data["groups"] = a.groups;
+      ctx->saved_data["x_cl"] = cl;
+      ctx->saved_data["x_bf16"] = x.scalar_type() == torch::kBFloat16;
+      ctx->saved_data["w_bf16"] = w.scalar_type() == torch::kBFloat16;
+      ctx->saved_data["bias"] = has_b;
+    }
     return cl ? y : y.contiguous();
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    RECORD_FUNCTION("posekd::conv2d_bf16_backward", std::vector<c10::IValue>({grads[0]}));
     auto saved = ctx->get_saved_variables();
     const auto& x_bf = saved[0];
     const auto& w_bf = saved[1];
-    auto g = grads[0];
-    auto stride = ctx->saved_data["stride"].toIntVector();
-    auto padding = ctx->saved_data["padding"].toIntVector();
-    auto dilation = ctx->saved_data["dilation"].toIntVector();
-    const int64_t groups = ctx->saved_data["groups"].toInt();
     const bool cl = ctx->saved_data["x_cl"].toBool();
-    auto g_bf = g.to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
-    std::array<bool, 3> mask{ctx->needs_input_grad(0), ctx->needs_input_grad(1), false};
+    const bool has_b = ctx->saved_data["bias"].toBool();
+    auto p = conv_prim(x_bf.sizes().vec(), w_bf.sizes().vec(), ctx->saved_data["stride"].toIntVector(),
+                       ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
+                       ctx->saved_data["groups"].toInt(), has_b);
+    make_backward(*p);
+    auto g_bf = grads[0].to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+    auto& eng = dnnl_cpu_engine();
+    dnnl::stream s(eng);
     torch::Tensor gx, gw, gb;
-    if (mask[0] || mask[1]) {
-      auto r = at::convolution_backward(g_bf, x_bf, w_bf, c10::nullopt, stride, padding, dilation, false, {0, 0},
-                                        groups, mask);
-      if (mask[0]) {
-        gx = std::get<0>(r).to(ctx->saved_data["x_bf16"].toBool() ? torch::kBFloat16 : torch::kFloat);
-        gx = cl ? gx.contiguous(at::MemoryFormat::ChannelsLast) : gx.contiguous();
-      }
-      if (mask[1]) gw = std::get<1>(r).to(ctx->saved_data["w_bf16"].toBool() ? torch::kBFloat16 : torch::kFloat).contiguous();
+    if (ctx->needs_input_grad(0)) {
+      gx = torch::empty(x_bf.sizes(), x_bf.options().dtype(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+      p->bwd_d.execute(s, {{DNNL_ARG_DIFF_DST, dnnl::memory(p->bwd_d_pd.diff_dst_desc(), eng, g_bf.data_ptr())},
+                           {DNNL_ARG_WEIGHTS, as_wanted(p->bwd_d_pd.weights_desc(), p->user_w_bf16, w_bf.data_ptr(), s)},
+                           {DNNL_ARG_DIFF_SRC, dnnl::memory(p->bwd_d_pd.diff_src_desc(), eng, gx.data_ptr())}});
     }
-    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) gb = g.to(torch::kFloat).sum({0, 2, 3});
+    const bool want_w = ctx->needs_input_grad(1), want_b = has_b && ctx->needs_input_grad(2);
+    if (want_w || want_b) {
+      gw = torch::empty(w_bf.sizes(), w_bf.options().dtype(torch::kFloat));
+      if (has_b) gb = torch::empty({w_bf.size(0)}, w_bf.options().dtype(torch::kFloat));
+      const bool direct = p->bwd_w_pd.diff_weights_desc() == p->user_w_f32;
+      dnnl::memory dw = direct ? dnnl::memory(p->user_w_f32, eng, gw.data_ptr())
+                               : dnnl::memory(p->bwd_w_pd.diff_weights_desc(), eng);
+      std::unordered_map<int, dnnl::memory> args{
+          {DNNL_ARG_SRC, dnnl::memory(p->bwd_w_pd.src_desc(), eng, x_bf.data_ptr())},
+          {DNNL_ARG_DIFF_DST, dnnl::memory(p->bwd_w_pd.diff_dst_desc(), eng, g_bf.data_ptr())},
+          {DNNL_ARG_DIFF_WEIGHTS, dw}};
+      if (has_b) args.emplace(DNNL_ARG_DIFF_BIAS, dnnl::memory(p->bwd_w_pd.diff_bias_desc(), eng, gb.data_ptr()));
+      p->bwd_w.execute(s, args);
+      if (!direct) {
+        dnnl::memory user(p->user_w_f32, eng, gw.data_ptr());
+        dnnl::reorder(dw, user).execute(s, dw, user);
+      }
+    }
+    s.wait();
+    if (gx.defined()) {
+      if (!cl) gx = gx.contiguous();
+      if (ctx->saved_data["x_bf16"].toBool()) gx = gx.to(torch::kBFloat16);
+    }
+    if (!want_w) gw = torch::Tensor();
+    else if (ctx->saved_data["w_bf16"].toBool()) gw = gw.to(torch::kBFloat16);
+    if (!want_b) gb = torch::Tensor();
     return {gx, gw, gb, torch::Tensor()};
   }
 };

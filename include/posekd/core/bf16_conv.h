@@ -6,9 +6,9 @@
 // and weights are exactly representable in bf16 (the ai8x QAT phase: 8-bit weight grid, 8-bit
 // activations after clamp and round) the result equals the fp32 conv2d bit for bit, as long as
 // the fp32 sums are exact (|partial sums| < 2^24 ulps of the product grid).
-// Backward: LibTorch's bf16 convolution backward (oneDNN, channels-last), gradients returned in
-// fp32; the bias gradient is summed in fp32. This is what PyTorch's CPU autocast computes for
-// gradients of a bf16 conv.
+// Backward: oneDNN as well, bf16 output gradient (and the saved bf16 input and weights) with fp32
+// accumulators and fp32 results for the input, weight and bias gradients. (PyTorch's CPU autocast
+// rounds the input gradient of a bf16 conv to bf16; this one does not.)
 //
 // The output (and the input gradient) has the memory format of `x` (NCHW in, NCHW out;
 // channels-last in, channels-last out). x, w, b are fp32 (or bf16 for x / w); b may be undefined.
