@@ -45,12 +45,12 @@ int run(const Opts& o) {
   using posekd::Error;
   namespace inf = posekd::infer;
   posekd::set_compute_threads(o.threads);
+  const posekd::Precision prec = posekd::resolve_precision(o.precision);
   const int sources = !o.checkpoint.empty() + !o.teacher.empty() + !o.results.empty();
   if (sources != 1) throw Error("eval: give exactly one of --checkpoint FILE, --teacher FILE, --results FILE");
   if (o.int8 && o.checkpoint.empty()) throw Error("eval: --int8 needs --checkpoint (a QAT student checkpoint)");
   if (o.batch_size <= 0) throw Error("eval: --batch-size must be positive");
   if (o.subset < 0) throw Error("eval: --subset must be >= 0");
-  const posekd::Precision prec = posekd::resolve_precision(o.precision);
 
   std::string ann = o.ann, images = o.images;
   if (!o.data.empty()) {

@@ -39,13 +39,13 @@ int run(const Opts& o) {
   using posekd::Error;
   namespace inf = posekd::infer;
   posekd::set_compute_threads(o.threads);
+  const posekd::Precision prec = posekd::resolve_precision(o.precision);
   if (o.checkpoint.empty() == o.teacher.empty())
     throw Error("predict: give exactly one of --checkpoint FILE or --teacher FILE");
   if (o.int8 && o.checkpoint.empty()) throw Error("predict: --int8 needs --checkpoint (a QAT student checkpoint)");
   for (const auto& f : {o.checkpoint, o.teacher})
     if (!f.empty() && !fs::exists(f)) posekd::fail_file(f, "file not found");
 
-  const posekd::Precision prec = posekd::resolve_precision(o.precision);
   inf::EvalConfig cfg;
   inf::PredictFn predict;
   if (!o.teacher.empty()) {

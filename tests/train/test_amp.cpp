@@ -2,12 +2,15 @@
 // data and Adam steps (fused_adam_step, pose_loss), float phase then the QAT switch and QAT steps.
 #include <gtest/gtest.h>
 
+#include <ATen/autocast_mode.h>
+
 #include <cstdio>
 
 #include "posekd/ai8x/policy.h"
 #include "posekd/ai8x/state_dict.h"
 #include "posekd/core/bf16_conv.h"
 #include "posekd/model/student.h"
+#include "posekd/model/teacher.h"
 #include "posekd/train/amp.h"
 #include "posekd/train/fused_adam.h"
 #include "posekd/train/loss.h"
@@ -107,6 +110,54 @@ TEST(Amp, ShortTrainingRunTracksFp32) {
               l32.back(), l16.front(), l16.back(), 100 * worst_qat);
 }
 
+// The teacher's training step under AutocastGuard (what teacher training would run): bf16
+// convolutions, fp32 master weights, BatchNorm statistics and loss; losses track fp32.
+std::vector<double> amp_teacher_steps(Precision prec, int steps) {
+  torch::manual_seed(21);
+  posekd::model::PoseEstimationWithMobileNet net(0);
+  net->train();
+  torch::manual_seed(22);
+  auto x = torch::rand({4, 3, 64, 64}) * 2 - 1;
+  auto th = torch::rand({4, 19, 8, 8}), tp = torch::rand({4, 38, 8, 8}) - 0.5;
+  auto mask = torch::ones({4, 1, 8, 8});
+  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(3e-4));
+  std::vector<double> losses;
+  for (int i = 0; i < steps; ++i) {
+    posekd::train::clear_grads(opt);
+    std::vector<torch::Tensor> outs;
+    {
+      posekd::train::AutocastGuard ac(prec);
+      outs = net->forward(x);
+      EXPECT_EQ(outs[0].scalar_type(), prec == Precision::bf16 ? torch::kBFloat16 : torch::kFloat);
+    }
+    auto loss = posekd::train::l2_loss(outs[0].to(torch::kFloat), th, mask) +
+                posekd::train::l2_loss(outs[1].to(torch::kFloat), tp, mask);
+    loss.backward();
+    for (auto& p : net->parameters())
+      if (p.grad().defined()) EXPECT_EQ(p.grad().scalar_type(), torch::kFloat);
+    posekd::train::fused_adam_step(opt);
+    losses.push_back(loss.item<double>());
+  }
+  for (const auto& b : net->named_buffers())
+    if (b.key().find("running_") != std::string::npos) EXPECT_EQ(b.value().scalar_type(), torch::kFloat);
+  return losses;
+}
+
+TEST(Amp, TeacherTrainingUnderAutocastTracksFp32) {
+  if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
+  const int steps = 12;
+  auto a = amp_teacher_steps(Precision::fp32, steps);
+  auto b = amp_teacher_steps(Precision::bf16, steps);
+  EXPECT_NE(a[0], b[0]);  // autocast did change the arithmetic
+  const double worst = amp_worst(a, b, 0.05, "teacher");
+  EXPECT_LT(a.back(), a.front());
+  EXPECT_LT(b.back(), b.front());
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());  // the guard restored the state
+  std::printf("teacher (no refinement stage) at 64x64, batch 4, %d steps: loss fp32 %.4f -> %.4f, autocast bf16 "
+              "%.4f -> %.4f (worst step %.2f%%)\n",
+              steps, a.front(), a.back(), b.front(), b.back(), 100 * worst);
+}
+
 TEST(Amp, GuardIsScopedAndFp32DoesNothing) {
   EXPECT_EQ(posekd::compute_precision(), Precision::fp32);
   {
@@ -119,6 +170,14 @@ TEST(Amp, GuardIsScopedAndFp32DoesNothing) {
     EXPECT_EQ(posekd::compute_precision(), Precision::bf16);
   }
   EXPECT_EQ(posekd::compute_precision(), Precision::fp32);
+  {
+    posekd::train::AutocastGuard off(Precision::fp32);
+    EXPECT_FALSE(at::autocast::is_cpu_enabled());
+    posekd::train::AutocastGuard on(Precision::bf16);
+    EXPECT_TRUE(at::autocast::is_cpu_enabled());
+    EXPECT_EQ(at::autocast::get_autocast_cpu_dtype(), at::kBFloat16);
+  }
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
 }
 
 }  // namespace

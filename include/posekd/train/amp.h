@@ -29,3 +29,26 @@ class AmpGuard {
 };
 
 }  // namespace posekd::train
+
+namespace posekd::train {
+
+// LibTorch's CPU autocast (the AutocastCPU dispatch key, bf16), for modules built from LibTorch's
+// own layers: the teacher's training step. While it lives, conv2d/linear/matmul in this thread
+// take bf16 operands and return bf16; BatchNorm keeps fp32 parameters and running statistics
+// (mixed-type kernel), other operations follow their inputs, and fp32 targets promote the loss to
+// fp32. Compute the loss outside the guard or from .to(torch::kFloat) outputs. With
+// Precision::fp32 it does nothing. Do not use it around the ai8x student (AmpGuard is exact there).
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(Precision p);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool on_ = false;
+  bool prev_enabled_ = false;
+  int prev_dtype_ = 0;  // at::ScalarType
+};
+
+}  // namespace posekd::train
