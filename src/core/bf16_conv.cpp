@@ -268,7 +268,76 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
   }
 };
 
+struct InferPrim {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward prim;
+  dnnl::memory::desc user_w;
+  std::vector<int64_t> ys;
+};
+
+std::shared_ptr<InferPrim> infer_prim(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
+                                      const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
+                                      const std::vector<int64_t>& dilation, int64_t groups, bool bias, FusedAct act) {
+  static std::mutex mu;
+  static std::map<std::pair<ConvKey, int>, std::shared_ptr<InferPrim>> cache;
+  auto key = std::make_pair(ConvKey{xs, ws, stride, padding, dilation, groups, bias}, static_cast<int>(act));
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  using dims = dnnl::memory::dims;
+  auto p = std::make_shared<InferPrim>();
+  p->ys = conv_out_sizes(xs, ws, stride, padding, dilation);
+  if (p->ys[2] <= 0 || p->ys[3] <= 0) throw Error("conv2d_bf16_inference: input smaller than the kernel");
+  dims wd = groups == 1 ? dims(ws.begin(), ws.end()) : dims{groups, ws[0] / groups, ws[1], ws[2], ws[3]};
+  dims pad_r(2);
+  for (int i = 0; i < 2; ++i)
+    pad_r[i] = (p->ys[2 + i] - 1) * stride[i] + (ws[2 + i] - 1) * dilation[i] + 1 - xs[2 + i] - padding[i];
+  p->user_w = dnnl::memory::desc(wd, dt::bf16, groups == 1 ? tag::oihw : tag::goihw);
+  dnnl::memory::desc b_md = bias ? dnnl::memory::desc({ws[0]}, dt::f32, tag::a) : dnnl::memory::desc();
+  dnnl::convolution_forward::desc d(
+      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+      dnnl::memory::desc(dims(xs.begin(), xs.end()), dt::bf16, tag::nhwc), dnnl::memory::desc(wd, dt::bf16, tag::any),
+      b_md, dnnl::memory::desc(dims(p->ys.begin(), p->ys.end()), dt::bf16, tag::nhwc), dims{stride[0], stride[1]},
+      dims{dilation[0] - 1, dilation[1] - 1}, dims{padding[0], padding[1]}, pad_r);
+  dnnl::primitive_attr attr;
+  if (act != FusedAct::none) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, act == FusedAct::relu ? dnnl::algorithm::eltwise_relu : dnnl::algorithm::eltwise_elu,
+                      act == FusedAct::relu ? 0.f : 1.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  p->pd = dnnl::convolution_forward::primitive_desc(d, attr, dnnl_cpu_engine());
+  p->prim = dnnl::convolution_forward(p->pd);
+  cache.emplace(std::move(key), p);
+  return p;
+}
+
 }  // namespace
+
+torch::Tensor conv2d_bf16_inference(const torch::Tensor& x_bf16, const torch::Tensor& w_bf16, const torch::Tensor& b_f32,
+                                    std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                    std::vector<int64_t> dilation, int64_t groups, FusedAct act) {
+  RECORD_FUNCTION("posekd::conv2d_bf16_inference", std::vector<c10::IValue>({x_bf16}));
+  if (x_bf16.dim() != 4 || w_bf16.dim() != 4 || x_bf16.scalar_type() != torch::kBFloat16 ||
+      w_bf16.scalar_type() != torch::kBFloat16)
+    throw Error("conv2d_bf16_inference: expected 4-D bf16 input and weight");
+  if (x_bf16.size(1) != w_bf16.size(1) * groups || w_bf16.size(0) % groups != 0)
+    throw Error("conv2d_bf16_inference: input channels do not match the weight and groups");
+  auto x = x_bf16.contiguous(at::MemoryFormat::ChannelsLast);
+  auto w = w_bf16.contiguous();
+  auto b = b_f32.defined() ? b_f32.to(torch::kFloat).contiguous() : torch::Tensor();
+  auto p = infer_prim(x.sizes().vec(), w.sizes().vec(), stride, padding, dilation, groups, b.defined(), act);
+  auto y = torch::empty(p->ys, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto& eng = dnnl_cpu_engine();
+  dnnl::stream s(eng);
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(p->pd.src_desc(), eng, x.data_ptr())},
+                                             {DNNL_ARG_WEIGHTS, as_wanted(p->pd.weights_desc(), p->user_w, w.data_ptr(), s)},
+                                             {DNNL_ARG_DST, dnnl::memory(p->pd.dst_desc(), eng, y.data_ptr())}};
+  if (b.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->pd.bias_desc(), eng, b.data_ptr()));
+  p->prim.execute(s, args);
+  s.wait();
+  return y;
+}
 
 bool conv2d_bf16_supported() {
   const auto& f = cpu_features();

@@ -2,6 +2,7 @@
 
 #include <unordered_map>
 
+#include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
 
 namespace posekd::model {
@@ -87,7 +88,14 @@ torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
   const bool bf16 = x.scalar_type() == torch::kBFloat16;
   for (auto& u : units) {
     const auto& o = u.conv->options;
-    y = torch::conv2d(y, bf16 ? u.fused_w_bf16 : u.fused_w, bf16 ? u.fused_b_bf16 : u.fused_b, o.stride(),
+    if (bf16) {  // oneDNN directly: the activation fused, computed on the fp32 accumulator
+      const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+      y = conv2d_bf16_inference(y, u.fused_w_bf16, u.fused_b, {(*o.stride())[0], (*o.stride())[1]},
+                                {(*pad)[0], (*pad)[1]}, {(*o.dilation())[0], (*o.dilation())[1]}, o.groups(),
+                                u.act == Act::ReLU ? FusedAct::relu : u.act == Act::ELU ? FusedAct::elu : FusedAct::none);
+      continue;
+    }
+    y = torch::conv2d(y, u.fused_w, u.fused_b, o.stride(),
                       c10::get<torch::ExpandingArray<2>>(o.padding()),
                       o.dilation(), o.groups());
     if (u.act == Act::ReLU) y.relu_();
@@ -111,13 +119,12 @@ void TeacherConvSeq::fuse() {
       u.fused_w = w.contiguous(at::MemoryFormat::ChannelsLast);
       u.fused_b = b;
     }
-    u.fused_w_bf16 = u.fused_w.to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
-    u.fused_b_bf16 = u.fused_b.defined() ? u.fused_b.to(torch::kBFloat16) : torch::Tensor();
+    u.fused_w_bf16 = u.fused_w.to(torch::kBFloat16).contiguous();  // OIHW, as conv2d_bf16_inference takes it
   }
 }
 
 void TeacherConvSeq::unfuse() {
-  for (auto& u : units) u.fused_w = u.fused_b = u.fused_w_bf16 = u.fused_b_bf16 = torch::Tensor();
+  for (auto& u : units) u.fused_w = u.fused_b = u.fused_w_bf16 = torch::Tensor();
 }
 
 // ------------------------------------------------------------------------------------------------

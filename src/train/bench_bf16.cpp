@@ -120,6 +120,7 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
           (void)out.back().to(torch::kFloat);
         },
         secs, 2);
+    bf16_profile(o.profile_dir, "bf16_teacher_forward", [&] { (void)net->forward(xtb).back().to(torch::kFloat); });
     teacher_img[0] = t32 / B;
     teacher_img[1] = t16 / B;
     r.rows.push_back({"teacher forward at 368, batch 8", "img/s", B / t32, B / t16});

@@ -118,3 +118,30 @@ TEST(Bf16Conv, RejectsBadShapes) {
   if (skip_no_bf16()) return;
   EXPECT_THROW(conv2d_bf16(torch::zeros({1, 8, 2, 2}), torch::zeros({4, 8, 3, 3}), {}), std::exception);
 }
+
+TEST(Bf16Conv, InferenceWithFusedActivation) {
+  if (skip_no_bf16()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
+  torch::manual_seed(6);
+  for (const auto& g : kGeos) {
+    auto x = torch::randn({g.n, g.cin, g.h, g.w}).to(torch::kBFloat16);
+    auto w = (torch::randn({g.cout, g.cin / g.groups, g.k, g.k}) * 0.1).to(torch::kBFloat16);
+    auto b = g.bias ? torch::randn({g.cout}) : torch::Tensor();
+    // Reference: the same bf16 operands in fp32, then the activation.
+    auto ref = ref_conv(x.to(torch::kFloat), w.to(torch::kFloat), b, g);
+    for (FusedAct act : {FusedAct::none, FusedAct::relu, FusedAct::elu}) {
+      auto want = act == FusedAct::relu ? torch::relu(ref) : act == FusedAct::elu ? torch::elu(ref) : ref;
+      auto y = conv2d_bf16_inference(x, w, b, {g.stride, g.stride}, {g.pad, g.pad}, {g.dil, g.dil}, g.groups, act);
+      ASSERT_EQ(y.scalar_type(), torch::kBFloat16);
+      ASSERT_EQ(y.sizes(), want.sizes());
+      EXPECT_EQ(y.suggest_memory_format(), at::MemoryFormat::ChannelsLast);
+      // One bf16 rounding of the result: at most 2^-8 relative per element.
+      auto err = (y.to(torch::kFloat) - want).abs();
+      EXPECT_TRUE((err <= want.abs() * std::ldexp(1.0, -8) + 1e-6).all().item<bool>())
+          << "groups " << g.groups << " act " << static_cast<int>(act) << " max err " << err.max().item<float>();
+      if (act == FusedAct::relu) EXPECT_GE(y.min().item<float>(), 0.f);
+    }
+  }
+  EXPECT_THROW(conv2d_bf16_inference(torch::zeros({1, 8, 4, 4}), torch::zeros({4, 8, 3, 3}, torch::kBFloat16), {},
+                                     {1, 1}, {1, 1}, {1, 1}, 1, FusedAct::none),
+               std::exception);  // fp32 input
+}

@@ -24,6 +24,15 @@ torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const 
                           std::vector<int64_t> stride = {1, 1}, std::vector<int64_t> padding = {0, 0},
                           std::vector<int64_t> dilation = {1, 1}, int64_t groups = 1);
 
+// Inference only (no autograd): bf16 channels-last input, bf16 weights (OIHW contiguous), fp32 bias
+// (may be undefined), the activation fused into the convolution (computed on the fp32 accumulator)
+// and a bf16 channels-last result. What the teacher runs in bf16.
+enum class FusedAct { none, relu, elu };
+torch::Tensor conv2d_bf16_inference(const torch::Tensor& x_bf16, const torch::Tensor& w_bf16,
+                                    const torch::Tensor& b_f32, std::vector<int64_t> stride,
+                                    std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
+                                    FusedAct act);
+
 // True when oneDNN's bf16 convolution can run on this CPU (AVX-512 BW/VL/DQ at least).
 bool conv2d_bf16_supported();
 

@@ -26,7 +26,7 @@ struct TeacherConvSeq {
     torch::nn::BatchNorm2d bn{nullptr};
     Act act = Act::None;
     torch::Tensor fused_w, fused_b;
-    torch::Tensor fused_w_bf16, fused_b_bf16;  // bf16 copies, used when the input is bf16
+    torch::Tensor fused_w_bf16;  // bf16 copy (OIHW), used when the input is bf16
   };
   torch::nn::Sequential seq;
   std::vector<Unit> units;
