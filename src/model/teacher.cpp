@@ -95,8 +95,7 @@ torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
                                 u.act == Act::ReLU ? FusedAct::relu : u.act == Act::ELU ? FusedAct::elu : FusedAct::none);
       continue;
     }
-    y = torch::conv2d(y, u.fused_w, u.fused_b, o.stride(),
-                      c10::get<torch::ExpandingArray<2>>(o.padding()),
+    y = torch::conv2d(y, u.fused_w, u.fused_b, o.stride(), c10::get<torch::ExpandingArray<2>>(o.padding()),
                       o.dilation(), o.groups());
     if (u.act == Act::ReLU) y.relu_();
     else if (u.act == Act::ELU) y = torch::elu_(y);
