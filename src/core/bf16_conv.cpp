@@ -2,7 +2,9 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -42,6 +44,9 @@ struct ConvPrim {
   dnnl::convolution_backward_data bwd_d;
   dnnl::convolution_backward_weights::primitive_desc bwd_w_pd;
   dnnl::convolution_backward_weights bwd_w;
+  // Weight gradient: 0 = oneDNN's backward-weights primitive, 1 = one bf16 matmul over the im2col
+  // of the input (groups 1, no dilation only); -1 = not chosen yet (timed on the first backward).
+  std::atomic<int> wgrad_mode{-1};
 };
 
 using ConvKey = std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
@@ -106,7 +111,9 @@ PD fastest_impl(PD pd, const std::function<std::unordered_map<int, dnnl::memory>
     if (std::string(pd.impl_info_str()).find("ref") == std::string::npos) cands.push_back(PD(pd));
     if (!pd.next_impl()) break;
   }
-  if (cands.size() <= 1) return cands.empty() ? pd : cands[0];
+  // Deterministic algorithms requested (--deterministic): no timing, so every run makes the same
+  // choice (the implementations round differently).
+  if (cands.size() <= 1 || at::globalContext().deterministicAlgorithms()) return cands.empty() ? pd : cands[0];
   dnnl::stream s(dnnl_cpu_engine());
   double best_t = 1e30;
   size_t best = 0;
@@ -176,6 +183,29 @@ dnnl::memory as_wanted(const dnnl::memory::desc& want, const dnnl::memory::desc&
   return m;
 }
 
+// Weight gradient as one matmul: gw[O, kh, kw, C] = g[M, O]^T . cols[M, kh*kw*C], M = N*OH*OW,
+// cols gathered from the zero-padded NHWC input (bf16 operands; LibTorch's bf16 mm, the result
+// rounded to bf16 once, as PyTorch's autocast gives it). Returns fp32 OIHW.
+torch::Tensor wgrad_matmul(const torch::Tensor& x_bf, const torch::Tensor& g_bf, const ConvPrim& p) {
+  const int64_t kh = p.ws[2], kw = p.ws[3], oh = p.ys[2], ow = p.ys[3], sh = p.stride[0], sw = p.stride[1];
+  auto xn = x_bf.permute({0, 2, 3, 1});  // NHWC view (contiguous: x_bf is channels-last)
+  if (p.pad_l[0] || p.pad_l[1])
+    xn = torch::constant_pad_nd(xn, {0, 0, p.pad_l[1], p.pad_l[1], p.pad_l[0], p.pad_l[0]});
+  const int64_t m = p.xs[0] * oh * ow, c = p.xs[1], o = p.ys[1];
+  torch::Tensor cols;
+  if (kh == 1 && kw == 1 && sh == 1 && sw == 1) {
+    cols = xn.reshape({m, c});
+  } else {
+    std::vector<torch::Tensor> taps;
+    for (int64_t i = 0; i < kh; ++i)
+      for (int64_t j = 0; j < kw; ++j)
+        taps.push_back(xn.slice(1, i, i + sh * (oh - 1) + 1, sh).slice(2, j, j + sw * (ow - 1) + 1, sw));
+    cols = torch::stack(taps, 3).reshape({m, kh * kw * c});
+  }
+  auto gm = g_bf.permute({0, 2, 3, 1}).reshape({m, o});
+  return torch::mm(gm.t(), cols).view({o, kh, kw, c}).permute({0, 3, 1, 2}).to(torch::kFloat).contiguous();
+}
+
 struct ConvArgs {
   std::vector<int64_t> stride, padding, dilation;
   int64_t groups;
@@ -239,7 +269,8 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
                            {DNNL_ARG_DIFF_SRC, dnnl::memory(p->bwd_d_pd.diff_src_desc(), eng, gx.data_ptr())}});
     }
     const bool want_w = ctx->needs_input_grad(1), want_b = has_b && ctx->needs_input_grad(2);
-    if (want_w || want_b) {
+    const bool mm_ok = p->ws.size() == 4 && p->dil[0] == 0 && p->dil[1] == 0;  // groups 1, no dilation
+    auto onednn_wgrad = [&] {
       gw = torch::empty(w_bf.sizes(), w_bf.options().dtype(torch::kFloat));
       if (has_b) gb = torch::empty({w_bf.size(0)}, w_bf.options().dtype(torch::kFloat));
       const bool direct = p->bwd_w_pd.diff_weights_desc() == p->user_w_f32;
@@ -255,6 +286,34 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
         dnnl::memory user(p->user_w_f32, eng, gw.data_ptr());
         dnnl::reorder(dw, user).execute(s, dw, user);
       }
+      s.wait();
+    };
+    auto matmul_wgrad = [&] {
+      gw = wgrad_matmul(x_bf, g_bf, *p);
+      if (has_b) gb = grads[0].to(torch::kFloat).sum({0, 2, 3});
+    };
+    // POSEKD_BF16_WGRAD=matmul|onednn forces one form (tests: both must give the same gradients).
+    const char* env = std::getenv("POSEKD_BF16_WGRAD");
+    const char* force = env && *env ? env : nullptr;
+    if ((want_w || want_b) && mm_ok && p->wgrad_mode.load() < 0 && !force &&
+        !at::globalContext().deterministicAlgorithms()) {  // first backward: time both once
+      auto timed = [](const std::function<void()>& f) {
+        f();  // warm-up (primitive creation, allocations)
+        const auto t0 = std::chrono::steady_clock::now();
+        f();
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      };
+      const double t_dnnl = timed(onednn_wgrad), t_mm = timed(matmul_wgrad);
+      p->wgrad_mode.store(t_mm < t_dnnl ? 1 : 0);
+    }
+    const int mode = force && std::string(force) == "matmul"   ? 1
+                     : force && std::string(force) == "onednn" ? 0
+                     : at::globalContext().deterministicAlgorithms() ? 0  // the same choice in every run
+                                                                     : p->wgrad_mode.load();
+    if ((want_w || want_b) && mm_ok && mode == 1) {
+      matmul_wgrad();
+    } else if (want_w || want_b) {
+      onednn_wgrad();
     }
     s.wait();
     if (gx.defined()) {

@@ -3,6 +3,8 @@
 // rounding; its gradients match fp32 autograd within bf16 tolerance.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "posekd/core/bf16_conv.h"
 #include "posekd/core/precision.h"
 
@@ -82,6 +84,11 @@ TEST(Bf16Conv, GeneralDataWithinBf16InputRounding) {
 
 TEST(Bf16Conv, GradientsMatchFp32Autograd) {
   if (skip_no_bf16()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
+  // Both forms of the weight gradient (oneDNN's primitive, the im2col matmul), then the timed choice.
+  for (const char* form : {"onednn", "matmul", ""}) {
+  SCOPED_TRACE(form);
+  if (*form) setenv("POSEKD_BF16_WGRAD", form, 1);
+  else unsetenv("POSEKD_BF16_WGRAD");
   torch::manual_seed(5);
   for (const auto& g : kGeos) {
     for (bool cl : {false, true}) {
@@ -109,6 +116,8 @@ TEST(Bf16Conv, GradientsMatchFp32Autograd) {
       }
     }
   }
+  }
+  unsetenv("POSEKD_BF16_WGRAD");
 }
 
 TEST(Bf16Conv, RejectsBadShapes) {

@@ -7,8 +7,15 @@
 // activations after clamp and round) the result equals the fp32 conv2d bit for bit, as long as
 // the fp32 sums are exact (|partial sums| < 2^24 ulps of the product grid).
 // Backward: oneDNN as well, bf16 output gradient (and the saved bf16 input and weights) with fp32
-// accumulators and fp32 results for the input, weight and bias gradients. (PyTorch's CPU autocast
-// rounds the input gradient of a bf16 conv to bf16; this one does not.)
+// accumulators and fp32 results for the input, weight and bias gradients (see Speed below).
+// (PyTorch's CPU autocast rounds the input gradient of a bf16 conv to bf16; this one does not.)
+//
+// Speed: oneDNN 2.6.3's first choice of backward kernels is slow on some of the students' shapes,
+// so the first backward of each geometry times a few oneDNN implementations, and for the weight
+// gradient also one bf16 matmul over the im2col of the input, and keeps the fastest (the matmul
+// rounds the weight gradient to bf16 once). With deterministic algorithms on
+// (at::globalContext().deterministicAlgorithms()) nothing is timed: oneDNN's first choice, the same
+// in every run. POSEKD_BF16_WGRAD=matmul|onednn forces the weight-gradient form.
 //
 // The output (and the input gradient) has the memory format of `x` (NCHW in, NCHW out;
 // channels-last in, channels-last out). x, w, b are fp32 (or bf16 for x / w); b may be undefined.
