@@ -9,6 +9,7 @@ PKGS=(
   libopenblas0-openmp              # an optimised libblas.so.3 for LibTorch (else netlib's reference BLAS:
                                    # single-threaded 1x1 convolutions run 3-4x slower), on the OpenMP pool
   libgloo-dev                      # gloo headers for LibTorch's ProcessGroupGloo (distributed training)
+  libdnnl-dev                      # oneDNN headers (the library LibTorch links): bf16 convs with fp32 output
   libopencv-imgcodecs-dev libopencv-imgproc-dev libopencv-core-dev
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libfmt-dev
   libgtest-dev libbenchmark-dev

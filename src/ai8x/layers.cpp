@@ -4,7 +4,9 @@
 #include <limits>
 
 #include "posekd/ai8x/quantizers.h"
+#include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
+#include "posekd/core/precision.h"
 
 namespace posekd::ai8x {
 
@@ -194,8 +196,13 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
     }
   }
 
-  torch::Tensor y = F::conv2d(
-      x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
+  // Mixed precision (PrecisionScope bf16): bf16 operands, fp32 accumulator and result. In the QAT
+  // phase weights and activations sit on 8-bit grids, exact in bf16, so the result is the fp32 one
+  // bit for bit. The simulate (integer) mode always stays fp32.
+  torch::Tensor y =
+      !sim && compute_precision() == Precision::bf16
+          ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding})
+          : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
   if (bn_) y = bn_->forward(y);
 
   const double out_scale = std::ldexp(1.0, static_cast<int>(fs));

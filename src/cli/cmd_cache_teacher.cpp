@@ -14,6 +14,7 @@
 #include "posekd/cli/registry.h"
 #include "posekd/core/alloc.h"
 #include "posekd/core/error.h"
+#include "posekd/core/precision.h"
 #include "posekd/core/threads.h"
 #include "posekd/data/coco_json.h"
 #include "posekd/data/sample.h"
@@ -30,6 +31,7 @@ struct Opts {
   int batch = 8;
   int threads = 0;
   double input_scale = 0.5;
+  std::string precision = "auto";
   bool quiet = false;
 };
 
@@ -80,6 +82,8 @@ int run(const Opts& o) {
 
   model::TeacherOptions to;
   to.input_scale = o.input_scale;
+  to.precision = resolve_precision(o.precision);
+  say("Teacher " + describe_precision(to.precision, o.precision));
   model::LoadReport rep;
   auto teacher = model::load_teacher_wrapper(o.teacher, to, &rep);
   say(fmt::format("Teacher {}: {} entries loaded, {} missing, {} ignored", o.teacher, rep.loaded, rep.missing,
@@ -150,6 +154,9 @@ posekd::cli::Registration reg("cache-teacher", "Run the teacher once per trainin
   app.add_option("--teacher-input-scale", o->input_scale, "teacher input scale (0.5 fixed, 1.0 = seed)")
       ->capture_default_str();
   app.add_option("--batch", o->batch, "images per teacher forward")->capture_default_str();
+  app.add_option("--precision", o->precision,
+                 "teacher arithmetic: auto (bf16 where the CPU has bf16 units), fp32 or bf16; part of the cache key")
+      ->capture_default_str();
   app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
   app.add_flag("--quiet", o->quiet, "no progress output");
   return [o]() { return run(*o); };

@@ -14,6 +14,7 @@
 
 #include "posekd/cli/registry.h"
 #include "posekd/core/error.h"
+#include "posekd/core/precision.h"
 #include "posekd/core/threads.h"
 #include "posekd/data/coco_json.h"
 #include "posekd/infer/coco_eval.h"
@@ -29,6 +30,7 @@ namespace fs = std::filesystem;
 struct Opts {
   std::string data, split = "val2017", ann, images;
   std::string checkpoint, teacher, results, output, arch = "seed";
+  std::string precision = "auto";
   bool int8 = false, quiet = false;
   int64_t subset = 0;
   int threads = 0, batch_size = 8;
@@ -43,6 +45,7 @@ int run(const Opts& o) {
   using posekd::Error;
   namespace inf = posekd::infer;
   posekd::set_compute_threads(o.threads);
+  const posekd::Precision prec = posekd::resolve_precision(o.precision);
   const int sources = !o.checkpoint.empty() + !o.teacher.empty() + !o.results.empty();
   if (sources != 1) throw Error("eval: give exactly one of --checkpoint FILE, --teacher FILE, --results FILE");
   if (o.int8 && o.checkpoint.empty()) throw Error("eval: --int8 needs --checkpoint (a QAT student checkpoint)");
@@ -95,7 +98,7 @@ int run(const Opts& o) {
   std::string what;
   if (!o.teacher.empty()) {
     cfg = inf::teacher_eval_config();
-    predict = inf::teacher_predictor(o.teacher);
+    predict = inf::teacher_predictor(o.teacher, prec);
     what = "teacher " + o.teacher;
   } else {
     auto student = posekd::train::load_student(o.checkpoint, o.arch);
@@ -103,7 +106,7 @@ int run(const Opts& o) {
       predict = inf::int8_predictor(*student, o.checkpoint);
       what = fmt::format("int8 student {} ({})", o.checkpoint, student->arch());
     } else {
-      predict = inf::student_predictor(student);
+      predict = inf::student_predictor(student, prec);
       what = fmt::format("student {} ({})", o.checkpoint, student->arch());
     }
   }
@@ -119,6 +122,7 @@ int run(const Opts& o) {
   }
   std::fprintf(stderr, "eval: %s on %s (%zu images, input %d)\n", what.c_str(), ann.c_str(), gt.images.size(),
                cfg.input_size);
+  if (!o.int8) std::fprintf(stderr, "eval: %s\n", posekd::describe_precision(prec, o.precision).c_str());
   std::vector<inf::Detection> dts;
   inf::PredictStats st;
   const auto r = inf::evaluate_model(gt, predict, cfg, &dts, &st);
@@ -156,6 +160,10 @@ posekd::cli::Registration reg(
           ->capture_default_str();
       app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
       app.add_option("--batch-size", o->batch_size, "images per forward pass")->capture_default_str();
+      app.add_option("--precision", o->precision,
+                     "float inference arithmetic: auto (bf16 where the CPU has bf16 units), fp32 or bf16; "
+                     "--int8 is always exact")
+          ->capture_default_str();
       app.add_flag("--quiet", o->quiet, "no progress line");
       return [o]() { return run(*o); };
     });

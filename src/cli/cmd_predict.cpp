@@ -16,6 +16,7 @@
 
 #include "posekd/cli/registry.h"
 #include "posekd/core/error.h"
+#include "posekd/core/precision.h"
 #include "posekd/core/threads.h"
 #include "posekd/infer/draw.h"
 #include "posekd/infer/evaluate.h"
@@ -29,6 +30,7 @@ namespace fs = std::filesystem;
 struct Opts {
   std::vector<std::string> images;
   std::string checkpoint, teacher, output, arch = "seed";
+  std::string precision = "auto";
   bool int8 = false;
   int threads = 0;
 };
@@ -37,6 +39,7 @@ int run(const Opts& o) {
   using posekd::Error;
   namespace inf = posekd::infer;
   posekd::set_compute_threads(o.threads);
+  const posekd::Precision prec = posekd::resolve_precision(o.precision);
   if (o.checkpoint.empty() == o.teacher.empty())
     throw Error("predict: give exactly one of --checkpoint FILE or --teacher FILE");
   if (o.int8 && o.checkpoint.empty()) throw Error("predict: --int8 needs --checkpoint (a QAT student checkpoint)");
@@ -47,10 +50,10 @@ int run(const Opts& o) {
   inf::PredictFn predict;
   if (!o.teacher.empty()) {
     cfg = inf::teacher_eval_config();
-    predict = inf::teacher_predictor(o.teacher);
+    predict = inf::teacher_predictor(o.teacher, prec);
   } else {
     auto student = posekd::train::load_student(o.checkpoint, o.arch);
-    predict = o.int8 ? inf::int8_predictor(*student, o.checkpoint) : inf::student_predictor(student);
+    predict = o.int8 ? inf::int8_predictor(*student, o.checkpoint) : inf::student_predictor(student, prec);
   }
   cfg.batch_size = 1;
 
@@ -120,6 +123,9 @@ posekd::cli::Registration reg(
       app.add_option("--teacher", o->teacher, "teacher checkpoint (legacy or zip torch.save)");
       app.add_option("-o,--output", o->output, "output directory")->required();
       app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
+      app.add_option("--precision", o->precision,
+                     "float inference arithmetic: auto (bf16 where the CPU has bf16 units), fp32 or bf16")
+          ->capture_default_str();
       return [o]() { return run(*o); };
     });
 

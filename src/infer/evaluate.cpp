@@ -30,11 +30,12 @@ EvalConfig teacher_eval_config() {
   return c;
 }
 
-PredictFn student_predictor(std::shared_ptr<model::Student> student) {
+PredictFn student_predictor(std::shared_ptr<model::Student> student, Precision precision) {
   if (!student) throw Error("student_predictor: no student");
   student->eval();
-  return [student](const torch::Tensor& images) {
+  return [student, precision](const torch::Tensor& images) {
     torch::NoGradGuard ng;
+    PrecisionScope ps(precision);
     auto x = images.to(torch::kFloat);
     if (student->folded_input()) x = data::fold_input(x, 2);
     auto out = student->forward(x);
@@ -64,21 +65,25 @@ PredictFn int8_predictor(const model::Student& qat_student, const std::string& w
   };
 }
 
-PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net) {
+PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net, Precision precision) {
   if (!net) throw Error("teacher_predictor: no network");
+  if (precision == Precision::bf16 && !net->is_fused())
+    throw Error("teacher_predictor: bf16 inference needs the BatchNorm-fused net");
   net->eval();
-  return [net](const torch::Tensor& images) mutable {
+  return [net, precision](const torch::Tensor& images) mutable {
     torch::NoGradGuard ng;
-    auto out = net->forward(images.to(torch::kFloat) * 0.5);
+    torch::Tensor x = images.to(torch::kFloat) * 0.5;
+    if (precision == Precision::bf16) x = x.to(torch::kBFloat16);
+    auto out = net->forward(x);
     if (out.size() < 2) throw Error("teacher_predictor: the network returned fewer than 2 outputs");
-    return std::make_pair(out[out.size() - 2], out[out.size() - 1]);
+    return std::make_pair(out[out.size() - 2].to(torch::kFloat), out[out.size() - 1].to(torch::kFloat));
   };
 }
 
-PredictFn teacher_predictor(const std::string& path) {
+PredictFn teacher_predictor(const std::string& path, Precision precision) {
   model::PoseEstimationWithMobileNet net;
   model::load_teacher(net, path, true);
-  return teacher_predictor(net);
+  return teacher_predictor(net, precision);
 }
 
 std::array<float, 17> coco_keypoint_scores(const Pose& pose) {

@@ -5,6 +5,7 @@
 #include "posekd/ai8x/calibration.h"
 #include "posekd/ai8x/state_dict.h"
 #include "posekd/core/error.h"
+#include "posekd/core/precision.h"
 
 namespace posekd::model {
 
@@ -33,8 +34,11 @@ StudentOutput Student::forward(const torch::Tensor& x) {
   // student drifted 3e-3..2.5e-2 from a float64 reference, NCHW 2e-4..3e-6), so the float phase
   // stays NCHW. The weights stay NCHW (their gradients stay contiguous for the fused Adam step);
   // the outputs are returned in the default layout. docs/performance.md.
+  // Mixed precision (PrecisionScope bf16) runs channels-last throughout: bf16 rounding (2^-9 per
+  // convolution operand) dwarfs the channels-last BatchNorm's error, and the bf16 convolutions want
+  // NHWC, so the NCHW <-> NHWC copies around every conv would only cost time.
   bool train_bn = false;
-  if (is_training())
+  if (is_training() && compute_precision() != Precision::bf16)
     for (const auto& l : layers_) train_bn = train_bn || l->has_bn();
   torch::Tensor t = x.dim() == 4 && !train_bn ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
   for (; i < trunk_.size(); ++i) t = layers_[i]->forward(t);

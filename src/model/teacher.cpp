@@ -2,6 +2,7 @@
 
 #include <unordered_map>
 
+#include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
 
 namespace posekd::model {
@@ -84,8 +85,16 @@ torch::nn::ModuleList seq_of(std::initializer_list<TeacherConvSeq*> parts) {
 torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
   if (!fused || units.empty() || !units[0].fused_w.defined()) return seq->forward(x);
   torch::Tensor y = x;
+  const bool bf16 = x.scalar_type() == torch::kBFloat16;
   for (auto& u : units) {
     const auto& o = u.conv->options;
+    if (bf16) {  // oneDNN directly: the activation fused, computed on the fp32 accumulator
+      const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+      y = conv2d_bf16_inference(y, u.fused_w_bf16, u.fused_b, {(*o.stride())[0], (*o.stride())[1]},
+                                {(*pad)[0], (*pad)[1]}, {(*o.dilation())[0], (*o.dilation())[1]}, o.groups(),
+                                u.act == Act::ReLU ? FusedAct::relu : u.act == Act::ELU ? FusedAct::elu : FusedAct::none);
+      continue;
+    }
     y = torch::conv2d(y, u.fused_w, u.fused_b, o.stride(), c10::get<torch::ExpandingArray<2>>(o.padding()),
                       o.dilation(), o.groups());
     if (u.act == Act::ReLU) y.relu_();
@@ -109,11 +118,12 @@ void TeacherConvSeq::fuse() {
       u.fused_w = w.contiguous(at::MemoryFormat::ChannelsLast);
       u.fused_b = b;
     }
+    u.fused_w_bf16 = u.fused_w.to(torch::kBFloat16).contiguous();  // OIHW, as conv2d_bf16_inference takes it
   }
 }
 
 void TeacherConvSeq::unfuse() {
-  for (auto& u : units) u.fused_w = u.fused_b = torch::Tensor();
+  for (auto& u : units) u.fused_w = u.fused_b = u.fused_w_bf16 = torch::Tensor();
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -326,10 +336,14 @@ std::vector<torch::Tensor> TeacherWrapperImpl::forward(torch::Tensor x) {
     in = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s})
                                .mode(torch::kBilinear).align_corners(false));
   if (options_.input_scale != 1.0) in = in * options_.input_scale;
+  if (options_.precision == Precision::bf16) {
+    if (!net_->is_fused()) throw Error("teacher: bf16 inference needs the BatchNorm-fused net (fuse_bn)");
+    in = in.to(torch::kBFloat16);  // the fused net keeps the dtype it is given
+  }
   auto out = net_->forward(in);
   std::vector<torch::Tensor> res;
   for (size_t i = out.size() - 2; i < out.size(); ++i)
-    res.push_back(F::interpolate(out[i], F::InterpolateFuncOptions().size(std::vector<int64_t>{o, o})
+    res.push_back(F::interpolate(out[i].to(torch::kFloat), F::InterpolateFuncOptions().size(std::vector<int64_t>{o, o})
                                              .mode(torch::kBilinear).align_corners(false)));
   return res;
 }

@@ -41,7 +41,7 @@ struct FileHeader {
   int32_t num_refinement_stages;
   int32_t sample_input_size;
   int32_t reduced_decode;
-  int32_t pad0;
+  int32_t teacher_precision;  // 0 fp32, 1 bf16 (was padding, zero, in files written before bf16)
   uint64_t dataset_id;
   uint64_t ids_hash;
   uint64_t header_checksum;  // fnv1a64 of the bytes before this field
@@ -91,6 +91,7 @@ void fill_key(FileHeader& h, const CacheKey& k) {
   h.num_refinement_stages = k.num_refinement_stages;
   h.sample_input_size = k.sample_input_size;
   h.reduced_decode = k.reduced_decode;
+  h.teacher_precision = k.teacher_precision;
   h.dataset_id = k.dataset_id;
 }
 
@@ -103,6 +104,7 @@ CacheKey key_of(const FileHeader& h) {
   k.num_refinement_stages = h.num_refinement_stages;
   k.sample_input_size = h.sample_input_size;
   k.reduced_decode = h.reduced_decode;
+  k.teacher_precision = h.teacher_precision;
   k.dataset_id = h.dataset_id;
   return k;
 }
@@ -124,6 +126,9 @@ std::string key_difference(const CacheKey& file, const CacheKey& want) {
     return fmt::format("sample input size {}, this run {}", file.sample_input_size, want.sample_input_size);
   if (file.reduced_decode != want.reduced_decode)
     return fmt::format("reduced_decode {}, this run {}", file.reduced_decode, want.reduced_decode);
+  if (file.teacher_precision != want.teacher_precision)
+    return fmt::format("teacher computed in {}, this run's teacher in {}", file.teacher_precision ? "bf16" : "fp32",
+                       want.teacher_precision ? "bf16" : "fp32");
   if (file.dataset_id != want.dataset_id)
     return fmt::format("dataset identity {:016x}, this run {:016x} (annotation file or image folder changed)",
                        file.dataset_id, want.dataset_id);
@@ -275,9 +280,9 @@ bool CacheKey::operator==(const CacheKey& o) const { return key_difference(*this
 
 std::string CacheKey::describe() const {
   return fmt::format("teacher {:016x}, input scale {}, teacher input {}, {} refinement stage(s), output {}x{}, "
-                     "sample input {}, reduced_decode {}, dataset {:016x}",
+                     "sample input {}, reduced_decode {}, {}, dataset {:016x}",
                      teacher_checksum, input_scale, teacher_input_size, num_refinement_stages, output_size,
-                     output_size, sample_input_size, reduced_decode, dataset_id);
+                     output_size, sample_input_size, reduced_decode, teacher_precision ? "bf16" : "fp32", dataset_id);
 }
 
 CacheKey make_cache_key(model::TeacherWrapper& teacher, const data::SampleConfig& sc, uint64_t dataset_id) {
@@ -290,6 +295,7 @@ CacheKey make_cache_key(model::TeacherWrapper& teacher, const data::SampleConfig
   k.num_refinement_stages = teacher->net()->num_refinement_stages();
   k.sample_input_size = sc.input_size;
   k.reduced_decode = sc.reduced_decode ? 1 : 0;
+  k.teacher_precision = o.precision == Precision::bf16 ? 1 : 0;
   k.dataset_id = dataset_id;
   return k;
 }

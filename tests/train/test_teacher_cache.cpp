@@ -111,6 +111,22 @@ TEST(TeacherCache, ReopenReusesAndStaleKeyRebuilds) {
     EXPECT_NE(log.all.find("input scale"), std::string::npos) << log.all;
     EXPECT_EQ(c.valid_count(), 0);
   }
+  {  // the same teacher computed in bf16 is another cache; back to fp32 rebuilds again
+    CacheKey k = test_key();
+    k.teacher_checksum = 0x4321;
+    k.input_scale = 1.0;
+    k.teacher_precision = 1;
+    LogCapture log;
+    auto c = TeacherCache::open(path, k, {7, 8}, log.fn());
+    EXPECT_TRUE(c.rebuilt());
+    EXPECT_NE(log.all.find("teacher computed in fp32, this run's teacher in bf16"), std::string::npos) << log.all;
+    EXPECT_NE(k.describe().find("bf16"), std::string::npos) << k.describe();
+    k.teacher_precision = 0;
+    LogCapture log2;
+    auto c2 = TeacherCache::open(path, k, {7, 8}, log2.fn());
+    EXPECT_TRUE(c2.rebuilt());
+    EXPECT_NE(log2.all.find("teacher computed in bf16, this run's teacher in fp32"), std::string::npos) << log2.all;
+  }
   CacheKey k_last = test_key();  // the key the file now has
   k_last.teacher_checksum = 0x4321;
   k_last.input_scale = 1.0;
@@ -304,6 +320,15 @@ TEST(TeacherCache, RealTeacherBatchAndKeyFromWeights) {
   EXPECT_EQ(posekd::train::make_cache_key(tw, sc, 5), k);
   auto other = small_teacher(64, 4);
   EXPECT_NE(posekd::train::make_cache_key(other, sc, 5).teacher_checksum, k.teacher_checksum);
+  EXPECT_EQ(k.teacher_precision, 0);
+  {
+    posekd::model::TeacherOptions o = tw->options();
+    o.precision = posekd::Precision::bf16;
+    posekd::model::TeacherWrapper bf(tw->net(), o);
+    const CacheKey kb = posekd::train::make_cache_key(bf, sc, 5);
+    EXPECT_EQ(kb.teacher_precision, 1);
+    EXPECT_NE(kb, k);
+  }
   sc.reduced_decode = false;
   EXPECT_NE(posekd::train::make_cache_key(tw, sc, 5), k);
 
@@ -380,7 +405,7 @@ TEST(TeacherCache, CliBuildsACacheTheTrainerCanUse) {
   if (!fs::exists(posekd::testing::cli())) GTEST_SKIP() << "the posekd program is not built: " << posekd::testing::cli();
   auto dir = posekd::testing::temp_dir("tcache-cli");
   const std::string out = (dir / "teacher.cache").string();
-  const std::string cmd = "'" + posekd::testing::cli() + "' cache-teacher --threads 2 --teacher '" +
+  const std::string cmd = "'" + posekd::testing::cli() + "' cache-teacher --threads 2 --precision fp32 --teacher '" +
                           teacher_path.string() + "' --ann '" + ann.string() + "' --images '" + images.string() +
                           "' --out '" + out + "' > '" + (dir / "log.txt").string() + "' 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
@@ -407,7 +432,7 @@ TEST(TeacherCache, CliBuildsACacheTheTrainerCanUse) {
   EXPECT_TRUE(torch::allclose(p, direct[1][0], 2e-3, 1e-3)) << (p - direct[1][0]).abs().max().item<double>();
 
   // A second run has nothing left to compute.
-  const std::string cmd2 = "'" + posekd::testing::cli() + "' cache-teacher --threads 2 --teacher '" +
+  const std::string cmd2 = "'" + posekd::testing::cli() + "' cache-teacher --threads 2 --precision fp32 --teacher '" +
                            teacher_path.string() + "' --ann '" + ann.string() + "' --images '" + images.string() +
                            "' --out '" + out + "' > '" + (dir / "log2.txt").string() + "' 2>&1";
   ASSERT_EQ(std::system(cmd2.c_str()), 0);

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "posekd/core/precision.h"
 #include "posekd/data/coco.h"
 #include "posekd/infer/coco_eval.h"
 #include "posekd/infer/decode.h"
@@ -52,8 +53,9 @@ struct EvalConfig {
 EvalConfig teacher_eval_config();
 
 // Student as trained (float or QAT, whatever its layers are): eval mode, no grad, fold_input when
-// the arch folds (ai85pose). The student is shared with the returned function.
-PredictFn student_predictor(std::shared_ptr<model::Student> student);
+// the arch folds (ai85pose). The student is shared with the returned function. precision bf16: its
+// convolutions run with bf16 operands and fp32 results (a QAT student gives the fp32 maps exactly).
+PredictFn student_predictor(std::shared_ptr<model::Student> student, Precision precision = Precision::fp32);
 
 // The int8 student: the QAT student's state dict through quantize.py (ai8x::quantize_state_dict),
 // integer forward in the chip's arithmetic on clamp(round(x * 128)) (ai8x::simulate_input), each
@@ -62,10 +64,11 @@ PredictFn student_predictor(std::shared_ptr<model::Student> student);
 PredictFn int8_predictor(const model::Student& qat_student, const std::string& what = "student");
 
 // The teacher network on 368x368 prepared inputs: (x - 128) / 128 is halved to upstream's
-// (x - 128) / 256; returns the last stage's heatmaps and PAFs (46x46). No grad.
-PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net);
+// (x - 128) / 256; returns the last stage's heatmaps and PAFs (46x46). No grad. precision bf16: the
+// BN-fused net runs in bf16 channels-last (posekd::Error if it is not fused); maps returned fp32.
+PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net, Precision precision = Precision::fp32);
 // Loads PATH (legacy or zip torch.save, checkpoint or bare state dict), BN fused. Errors name PATH.
-PredictFn teacher_predictor(const std::string& path);
+PredictFn teacher_predictor(const std::string& path, Precision precision = Precision::fp32);
 
 // The ground truth as a "predictor": for each prepared input, the target maps prepare_sample draws
 // for that image (data::SampleConfig with `config`'s input size and stride). Decoding them with the

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "posekd/core/precision.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/io/value.h"
 
@@ -25,6 +26,7 @@ struct TeacherConvSeq {
     torch::nn::BatchNorm2d bn{nullptr};
     Act act = Act::None;
     torch::Tensor fused_w, fused_b;
+    torch::Tensor fused_w_bf16;  // bf16 copy (OIHW), used when the input is bf16
   };
   torch::nn::Sequential seq;
   std::vector<Unit> units;
@@ -130,6 +132,9 @@ struct TeacherOptions {
   double input_scale = 0.5;   // student input (x-128)/128 -> teacher's (x-128)/256; 1.0 = seed
   int output_size = 16;       // resize of the last heatmaps/PAFs (bilinear, align_corners=false)
   bool fuse_bn = true;
+  // bf16: the fused net runs in bf16 channels-last (oneDNN's bf16 convolutions; the resize, the
+  // input scaling and the returned maps stay fp32). Needs fuse_bn. Part of the teacher cache key.
+  Precision precision = Precision::fp32;
 };
 
 // The frozen teacher used for distillation: resize -> scale -> net -> last two outputs resized.

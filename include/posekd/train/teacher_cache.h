@@ -54,6 +54,7 @@ struct CacheKey {
   int32_t num_refinement_stages = 1;
   int32_t sample_input_size = 128; // SampleConfig fields that change the image
   int32_t reduced_decode = 1;
+  int32_t teacher_precision = 0;   // TeacherOptions::precision: 0 fp32, 1 bf16
   uint64_t dataset_id = 0;         // dataset_identity(...)
   bool operator==(const CacheKey& o) const;
   bool operator!=(const CacheKey& o) const { return !(*this == o); }
