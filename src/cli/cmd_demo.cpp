@@ -18,6 +18,9 @@ posekd::cli::Registration reg(
       app.add_option("--out", o->out, "output directory (its data/ teacher/ student_*/ export/ predictions/ are replaced)")
           ->capture_default_str();
       app.add_flag("--quick", o->quick, "a ~2 minute version (small data, few batches)");
+      app.add_option("--precision", o->precision,
+                     "auto (bf16 where the CPU has bf16 units) | fp32 | bf16: convolutions in training")
+          ->capture_default_str();
       app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
       app.add_option("--seed", o->seed, "random seed (data and training)")->capture_default_str();
       app.add_flag("--quiet", o->quiet, "no per-batch lines");

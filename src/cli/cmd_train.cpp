@@ -55,6 +55,9 @@ posekd::cli::Registration reg(
       app.add_flag("--no-qat", c->no_qat, "float training only (the seed's behaviour)");
       app.add_option("--calib-batches", c->calib_batches, "training batches for the QAT activation calibration")
           ->capture_default_str();
+      app.add_option("--precision", c->precision,
+                     "auto (bf16 where the CPU has bf16 units) | fp32 | bf16: convolutions in training")
+          ->capture_default_str();
       app.add_option("--threads", c->threads, "compute threads (0 = all cores)")->capture_default_str();
       app.add_option("--workers", c->workers, "data loader threads")->capture_default_str();
       app.add_option("--seed", c->seed, "random seed (data order)")->capture_default_str();

@@ -32,6 +32,9 @@ posekd::cli::Registration reg(
       posekd::cli::add_augment_options(app, c->no_augment, c->augment);
       app.add_option("--save-every", c->save_every, "checkpoint every N batches")->capture_default_str();
       app.add_option("--output", c->output, "output directory (teacher.pth, log.txt)")->capture_default_str();
+      app.add_option("--precision", c->precision,
+                     "auto (bf16 where the CPU has bf16 units) | fp32 | bf16: convolutions in training")
+          ->capture_default_str();
       app.add_option("--threads", c->threads, "compute threads (0 = all cores)")->capture_default_str();
       app.add_option("--workers", c->workers, "data loader threads")->capture_default_str();
       app.add_option("--seed", c->seed, "random seed")->capture_default_str();

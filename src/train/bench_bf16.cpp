@@ -18,6 +18,7 @@
 #include "posekd/train/amp.h"
 #include "posekd/train/bench.h"
 #include "posekd/train/fused_adam.h"
+#include "posekd/train/step.h"
 #include "posekd/train/loss.h"
 
 namespace posekd::train {
@@ -146,16 +147,15 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
           if (p.requires_grad()) ps.push_back(p);
         return ps;
       };
-      auto step_fn = [&](torch::optim::Adam& opt) {
-        torch::Tensor loss;
-        {
-          AmpGuard amp(precs[pi]);
-          auto out = student->forward(x);
-          loss = pose_loss(out.heat, out.paf, gh, gp, mask, th, tp, {0.3, 0.7}).total;
-        }
-        clear_grads(opt);
-        loss.backward();
-        fused_adam_step(opt);
+      auto step_fn = [&](torch::optim::Adam& opt) {  // the trainer's own step (train/step.h)
+        (void)train_step(opt, [&] {
+          model::StudentOutput out;
+          {
+            AmpGuard amp(precs[pi]);
+            out = student->forward(x);
+          }
+          return pose_loss(out.heat, out.paf, gh, gp, mask, th, tp, {0.3, 0.7});
+        });
       };
       student->train();
       {

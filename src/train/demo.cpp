@@ -233,6 +233,7 @@ DemoResult run_demo(const DemoOptions& o) {
   tc.augment = o.augment;
   tc.output = (out / "teacher").string();
   tc.threads = threads;
+  tc.precision = o.precision;
   tc.seed = o.seed;
   tc.quiet = o.quiet;
   auto tres = run_teacher_training(tc);
@@ -291,6 +292,7 @@ DemoResult run_demo(const DemoOptions& o) {
     c.save_every = qat_start;  // batch_<qat_start>.pth is the last float checkpoint
     c.output = (out / name).string();
     c.threads = threads;
+    c.precision = o.precision;
     c.seed = o.seed;
     c.quiet = o.quiet;
     c.calib_batches = 8;

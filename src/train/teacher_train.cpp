@@ -14,6 +14,7 @@
 #include "posekd/io/torch_file.h"
 #include "posekd/model/teacher.h"
 #include "posekd/train/adam_state.h"
+#include "posekd/train/amp.h"
 #include "posekd/train/checkpoint.h"
 #include "posekd/train/log.h"
 #include "posekd/train/loss.h"
@@ -55,6 +56,7 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   if (!(cfg.weight_decay >= 0)) throw Error("train-teacher: --weight-decay must be >= 0");
   const auto t_start = clock::now();
   const int threads = set_compute_threads(cfg.threads);
+  const Precision precision = resolve_precision(cfg.precision);
   std::error_code ec;
   fs::create_directories(cfg.output, ec);
   if (ec) fail_file(cfg.output, "cannot create the output directory: " + ec.message());
@@ -108,6 +110,7 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
                        cfg.num_refinement_stages, nparams, cfg.input_size, cfg.input_size, loader.num_samples(),
                        cfg.batch_size, cfg.total_batches, schedule.describe(), threads));
   log.line("Augmentation: " + data::describe(sc.augment));
+  log.line("Precision: " + describe_precision(precision, cfg.precision));
 
   auto save = [&]() {
     Value root = Value::dict();
@@ -138,7 +141,12 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
     data::Batch b = loader.next();
     // Upstream's loss: the masked L2 of every stage's heatmaps and PAFs, summed.
     const StepOutcome r = train_step(*opt, [&] {
-      auto outs = net->forward(b.image);
+      std::vector<torch::Tensor> outs;
+      {
+        AutocastGuard ac(precision);  // bf16 convolutions; BatchNorm, loss and Adam in fp32
+        outs = net->forward(b.image);
+      }
+      for (auto& o : outs) o = o.to(torch::kFloat);
       torch::Tensor hm_loss = torch::zeros({}), paf_loss = torch::zeros({});
       for (size_t s = 0; s + 1 < outs.size(); s += 2) {
         hm_loss = hm_loss + l2_loss(outs[s], b.heatmaps, b.mask);

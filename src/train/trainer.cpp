@@ -33,6 +33,7 @@
 #include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
+#include "posekd/train/amp.h"
 #include "posekd/train/checkpoint.h"
 #include "posekd/train/distributed.h"
 #include "posekd/train/log.h"
@@ -105,6 +106,7 @@ void write_args_yaml(const TrainConfig& c, const std::string& path, const std::s
   y << YAML::Key << "no_qat" << YAML::Value << c.no_qat;
   y << YAML::Key << "qat_start_batch" << YAML::Value << qat_start;
   y << YAML::Key << "calib_batches" << YAML::Value << c.calib_batches;
+  y << YAML::Key << "precision" << YAML::Value << c.precision;
   y << YAML::Key << "threads" << YAML::Value << c.threads;
   y << YAML::Key << "workers" << YAML::Value << c.workers;
   y << YAML::Key << "seed" << YAML::Value << c.seed;
@@ -233,6 +235,7 @@ void Trainer::setup_processes() {
   if (want_threads <= 0 && dopt_.local_world_size > 1)
     want_threads = std::max(1, hardware_threads() / dopt_.local_world_size);
   threads_ = set_compute_threads(want_threads);
+  precision_ = resolve_precision(cfg_.precision);
   if (cfg_.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
 
   std::error_code ec;
@@ -240,6 +243,7 @@ void Trainer::setup_processes() {
   if (ec) fail_file(cfg_.output, "cannot create the output directory: " + ec.message());
   const bool main_rank = rank_ == 0;  // rank 0 alone writes log.txt, results.csv and checkpoints
   log_ = std::make_unique<TrainLog>(main_rank ? cfg_.output : std::string(), main_rank ? cfg_.quiet : true);
+  log_->line("Precision: " + describe_precision(precision_, cfg_.precision));
   if (world_ > 1) {
     dist_ = std::make_unique<Distributed>(dopt_);
     log_->line(fmt::format("Distributed: {} processes (Gloo via {}:{}), global batch {} = {} x {}, {} threads each",
@@ -339,6 +343,7 @@ void Trainer::load_teacher() {
   }
   model::TeacherOptions to;
   to.input_scale = cfg_.teacher_input_scale;
+  to.precision = precision_;
   // Read the file once: its metadata (a teacher trained by `posekd train-teacher` says what input it
   // was trained on) and its weights.
   const io::Value tv = io::load_torch_file(cfg_.teacher);
@@ -564,7 +569,11 @@ bool Trainer::step() {
   const StepOutcome r = train_step(
       *optimizer_,
       [&] {
-        auto out = student_->forward(x);
+        model::StudentOutput out;
+        {
+          AmpGuard amp(precision_);  // bf16 convolutions, fp32 everything else (train/amp.h)
+          out = student_->forward(x);
+        }
         return pose_loss(out.heat, out.paf, b.heatmaps, b.pafs, b.mask, th, tp, weights);
       },
       so);
@@ -634,7 +643,7 @@ bool Trainer::step() {
 double Trainer::validate() {
   infer::PredictStats ps;
   infer::EvalConfig ec;
-  auto r = infer::evaluate_model(*val_, infer::student_predictor(student_), ec, nullptr, &ps);
+  auto r = infer::evaluate_model(*val_, infer::student_predictor(student_, precision_), ec, nullptr, &ps);
   student_->train();
   log_->line(fmt::format("Validation at batch {} ({}): AP {:.4f} | AP50 {:.4f} | AR {:.4f} | {} people found{}", batch_,
                          phase_, r.stats[0], r.stats[1], r.stats[5], ps.people,

@@ -51,6 +51,7 @@ struct TrainConfig {
   bool no_qat = false;
   int calib_batches = 8;
   // --- runtime
+  std::string precision = "auto";  // auto | fp32 | bf16 (core/precision.h): the student's convolutions, the teacher
   int threads = 0;  // 0 = all cores
   int workers = 2;
   std::uint64_t seed = 0;

@@ -37,6 +37,7 @@ struct DemoOptions {
   std::string out = "demo-out";
   bool quick = false;   // ~2 minutes (used by the test suite)
   int threads = 0;      // 0 = all cores
+  std::string precision = "auto";  // teacher and students (core/precision.h)
   std::uint64_t seed = 1;
   bool quiet = false;   // no per-batch lines on the console
   bool hard_data = false;     // `posekd synth`'s default (hard) data instead of demo_synth_config

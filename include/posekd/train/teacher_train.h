@@ -32,6 +32,7 @@ struct TeacherTrainConfig {
   data::AugmentConfig augment{true};
   std::int64_t save_every = 200;
   std::string output = "teacher_train";
+  std::string precision = "auto";  // auto | fp32 | bf16: LibTorch's CPU autocast around the forward
   int threads = 0, workers = 2;
   std::uint64_t seed = 0;
   bool quiet = false;

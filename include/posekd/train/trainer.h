@@ -13,6 +13,7 @@
 #include <string>
 
 #include "posekd/ai8x/policy.h"
+#include "posekd/core/precision.h"
 #include "posekd/data/coco.h"
 #include "posekd/data/loader.h"
 #include "posekd/model/student.h"
@@ -80,6 +81,7 @@ class Trainer {
   // processes
   DistOptions dopt_;
   int rank_ = 0, world_ = 1, local_batch_ = 0, threads_ = 1;
+  Precision precision_ = Precision::fp32;
   std::unique_ptr<TrainLog> log_;
   std::unique_ptr<Distributed> dist_;
   std::unique_ptr<GradSync> gsync_;
