@@ -1,13 +1,14 @@
 // Synchronised BatchNorm (torch.nn.SyncBatchNorm's arithmetic) over a posekd::Collective: the
 // batch statistics of a training forward are those of the global batch (every rank's shard), and
 // backward all-reduces the per-channel sums of grad and grad * x_hat, so each rank gets exactly its
-// slice of the whole-batch BatchNorm gradient. Weight and bias gradients stay this rank's sums (the
-// gradient averaging over ranks adds them up, as for any other parameter).
+// slice of the whole-batch BatchNorm gradient. Weight and bias gradients stay this rank's sums, as
+// for any other parameter: the gradient averaging over ranks (train::GradSync) combines them.
 //
-// Statistics: each rank computes its shard's count, mean and biased variance (Welford, in f32); one
-// all-reduce (sum) gathers every rank's triple (a [world, 1 + 2C] f64 table with zeros except its own
-// row), and every rank combines them in the same order (Chan's parallel formula in f64), so the
-// global mean/variance and the running statistics are identical on every rank.
+// Statistics: each rank computes its shard's count, mean and biased variance (LibTorch's BatchNorm
+// kernel, double accumulation). One all-reduce (sum) gathers every rank's triple (a [world, 1 + 2C]
+// f64 table, zero except for the rank's own row). Every rank then combines them in the same order
+// (Chan's parallel formula in f64), so the global mean and variance and the running statistics are
+// identical on every rank.
 #pragma once
 #include <torch/torch.h>
 
