@@ -721,7 +721,7 @@ TrainResult Trainer::run() {
                          schedule_.describe() + (qat_start_ < 0 ? ", no QAT" : ""), threads_, cfg_.workers));
   log_->line("OpenMP waits: " + omp_wait_description());
   if (dist_) gsync_ = std::make_unique<GradSync>(*dist_, params_);
-  if (dist_ && cfg_.sync_bn) {  // [sync-bn] float-phase BatchNorm over the global batch
+  if (dist_ && cfg_.sync_bn && phase_ == "float") {  // [sync-bn] float-phase BatchNorm over the global batch
     for (auto* l : student_->layers()) l->set_sync_bn(dist_.get());
     log_->line("SyncBN: BatchNorm statistics over the global batch of all processes");
   }
