@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "posekd/ai8x/quantizers.h"
+#include "posekd/ai8x/sync_batchnorm.h"
 #include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
 #include "posekd/core/precision.h"
@@ -137,8 +138,9 @@ int Layer::current_output_shift() const {
   return static_cast<int>(output_shift.item<float>());
 }
 
-void Layer::set_calibration(bool on) {
+void Layer::set_calibration(bool on, Collective* group) {
   calibrating_ = on;
+  calib_group_ = on && group != nullptr && group->world_size() > 1 ? group : nullptr;
   if (!on) return;
   hist_.clear();
 }
@@ -147,9 +149,19 @@ void Layer::record(const torch::Tensor& y) {
   torch::NoGradGuard ng;
   auto yd = y.detach();
   HistogramBatch hb;
-  hb.lo = yd.min().item<float>();
-  hb.hi = yd.max().item<float>();
-  hb.counts = torch::histc(yd, 2048, hb.lo, hb.hi).to(torch::kCPU);
+  if (calib_group_ == nullptr) {
+    hb.lo = yd.min().item<float>();
+    hb.hi = yd.max().item<float>();
+    hb.counts = torch::histc(yd, 2048, hb.lo, hb.hi).to(torch::kCPU);
+  } else {  // the global batch's range, each shard's counts in it, summed: the whole batch's histc
+    std::vector<torch::Tensor> range{torch::stack({-yd.min(), yd.max()}).to(torch::kCPU)};
+    calib_group_->allreduce_max(range);
+    hb.lo = -range[0][0].item<float>();
+    hb.hi = range[0][1].item<float>();
+    std::vector<torch::Tensor> counts{torch::histc(yd, 2048, hb.lo, hb.hi).to(torch::kCPU, torch::kDouble)};
+    calib_group_->allreduce_sum(counts);
+    hb.counts = counts[0].to(torch::kFloat);
+  }
   hist_.push_back(std::move(hb));
 }
 
@@ -203,7 +215,10 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
       !sim && compute_precision() == Precision::bf16
           ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding})
           : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
-  if (bn_) y = bn_->forward(y);
+  if (bn_) {
+    const bool sync = sync_bn_ != nullptr && bn_->is_training() && sync_bn_->world_size() > 1;
+    y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);
+  }
 
   const double out_scale = std::ldexp(1.0, static_cast<int>(fs));
   if (sim) {

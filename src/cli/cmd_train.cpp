@@ -80,6 +80,9 @@ posekd::cli::Registration reg(
       d->add_option("--master-port", c->dist_master_port, "port of rank 0's TCPStore");
       d->add_option("--dist-timeout", c->dist_timeout, "seconds before a silent rank is given up on")
           ->capture_default_str();
+      d->add_flag("--sync-bn,!--no-sync-bn", c->sync_bn,
+                  "BatchNorm statistics of the global batch, all-reduced over the processes (default; "
+                  "--no-sync-bn: each process's own half)");
       return [c]() {
         posekd::train::install_stop_handlers();
         auto r = posekd::train::run_training(*c);

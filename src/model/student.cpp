@@ -136,12 +136,12 @@ std::shared_ptr<Student> make_student(const std::string& arch, const Device& dev
 
 void fuse_and_calibrate(Student& student,
                         const std::function<std::optional<torch::Tensor>()>& next_batch,
-                        const QatPolicy& policy) {
+                        const QatPolicy& policy, Collective* group) {
   auto layers = student.layers();
   student.fuse_bn();
   const bool was_training = student.is_training();
   student.eval();
-  for (auto* l : layers) l->set_calibration(true);
+  for (auto* l : layers) l->set_calibration(true, group);
   std::size_t n = 0;
   {
     torch::NoGradGuard ng;

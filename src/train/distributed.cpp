@@ -164,6 +164,36 @@ void Distributed::allreduce_max(torch::Tensor& t) {
   }
 }
 
+void Distributed::allreduce_many(std::vector<torch::Tensor>& tensors, bool max) {
+  torch::NoGradGuard ng;
+  std::map<int, std::vector<size_t>> by_type;
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (tensors[i].defined() && tensors[i].numel() > 0) {
+      const auto t = tensors[i].scalar_type();
+      if (!gloo_native(t) || t == torch::kInt8)
+        throw Error(fmt::format("distributed: cannot all-reduce a tensor of type {}", c10::toString(t)));
+      by_type[static_cast<int>(t)].push_back(i);
+    }
+  for (auto& [type, idx] : by_type) {
+    std::vector<torch::Tensor> parts;
+    for (size_t i : idx) parts.push_back(tensors[i].reshape({-1}));
+    torch::Tensor flat = parts.size() == 1 ? parts[0].clone() : torch::cat(parts);
+    if (max)
+      allreduce_max(flat);
+    else
+      allreduce_sum(flat);
+    std::int64_t off = 0;
+    for (size_t i : idx) {
+      const std::int64_t n = tensors[i].numel();
+      tensors[i].copy_(flat.narrow(0, off, n).view(tensors[i].sizes()));
+      off += n;
+    }
+  }
+}
+
+void Distributed::allreduce_sum(std::vector<torch::Tensor>& tensors) { allreduce_many(tensors, false); }
+void Distributed::allreduce_max(std::vector<torch::Tensor>& tensors) { allreduce_many(tensors, true); }
+
 std::vector<double> Distributed::sum(const std::vector<double>& v) {
   torch::Tensor t = torch::tensor(v, torch::kFloat64);
   allreduce_sum(t);

@@ -117,6 +117,7 @@ void write_args_yaml(const TrainConfig& c, const std::string& path, const std::s
   y << YAML::Key << "batch_per_process" << YAML::Value << c.batch_size / d.world_size;
   y << YAML::Key << "master_addr" << YAML::Value << (d.world_size > 1 ? d.master_addr : std::string());
   y << YAML::Key << "master_port" << YAML::Value << (d.world_size > 1 ? d.master_port : 0);
+  y << YAML::Key << "sync_bn" << YAML::Value << (d.world_size > 1 && c.sync_bn);
   y << YAML::EndMap;
   std::ofstream f(path);
   f << y.c_str() << "\n";
@@ -518,9 +519,13 @@ void Trainer::switch_to_qat() {
   log_->line(fmt::format("===== QAT: batch {}: folding BatchNorm, calibrating on {} training batches, "
                          "{}-bit weights, lr {} =====",
                          batch_, cfg_.calib_batches, policy_.weight_bits, schedule_.qat_lr));
-  // BatchNorm statistics are per rank while training (as in PyTorch DDP); fold rank 0's.
+  // BatchNorm statistics: the same on every rank with SyncBN; per rank with --no-sync-bn (as in
+  // PyTorch DDP), then rank 0's are folded.
   if (dist_) broadcast_model(false);
-  data::Loader calib(dataset_, sample_cfg_, cfg_.batch_size, cfg_.seed ^ 0xca11b4a7ULL, cfg_.workers, 2);
+  // [sync-bn] Every rank calibrates on its slice of the same global batches (one process: the whole
+  // batches); the layers reduce the histograms over the ranks (fuse_and_calibrate's group).
+  data::Loader calib(dataset_, sample_cfg_, local_batch_, cfg_.seed ^ 0xca11b4a7ULL, cfg_.workers, 2, {},
+                     data::Shard{rank_, world_});
   int left = cfg_.calib_batches;
   model::fuse_and_calibrate(
       *student_,
@@ -529,8 +534,8 @@ void Trainer::switch_to_qat() {
         torch::Tensor x = calib.next().image;
         return student_->folded_input() ? data::fold_input(x) : x;
       },
-      policy_);
-  if (dist_) broadcast_model(true);  // calibrated on the same data everywhere; make it bit-identical
+      policy_, dist_.get());
+  if (dist_) broadcast_model(true);  // the same histograms everywhere; make the model bit-identical
   auto new_params = student_->parameters();
   optimizer_ = model::rebuild_adam(*optimizer_, new_params);
   params_ = new_params;
@@ -725,6 +730,10 @@ TrainResult Trainer::run() {
                          schedule_.describe() + (qat_start_ < 0 ? ", no QAT" : ""), threads_, cfg_.workers));
   log_->line("OpenMP waits: " + omp_wait_description());
   if (dist_) gsync_ = std::make_unique<GradSync>(*dist_, params_);
+  if (dist_ && cfg_.sync_bn && phase_ == "float") {  // [sync-bn] float-phase BatchNorm over the global batch
+    for (auto* l : student_->layers()) l->set_sync_bn(dist_.get());
+    log_->line("SyncBN: BatchNorm statistics over the global batch of all processes");
+  }
   while (batch_ < cfg_.total_batches && !result_.interrupted) {
     if (rank_ == fault.rank && batch_ == fault.batch) {
       std::fprintf(stderr, "POSEKD_FAULT_KILL: rank %d %s before batch %lld\n", rank_,

@@ -1,7 +1,8 @@
 // `posekd launch --nproc 2 -- train ...` end to end on loopback: the same weights as one process with
 // the same global batch (QAT from batch 0: BatchNorm folded, so per-rank statistics play no part), a
 // checkpoint that resumes on one process, a killed or hung rank that ends the job with a clear
-// message, and a teacher cache filled by both ranks.
+// message, and a teacher cache filled by both ranks; with SyncBN, also from the float phase through
+// the QAT switch.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "posekd/train/checkpoint.h"
 #include "test_util.h"
@@ -117,6 +119,110 @@ TEST_F(DistributedTrain, TwoProcessesGiveOneProcessWeightsAndTheCheckpointResume
   auto b8 = posekd::train::load_checkpoint((dir_ / "two" / "latest.pth").string());
   EXPECT_EQ(b8.batch, 8);
   expect_close(a8, b8, 5e-5);
+}
+
+// SyncBN: from batch 0 in the float phase (BatchNorm training), through the QAT switch at batch 2
+// (BatchNorm folded, thresholds calibrated on 2 global batches), to the end: 2 processes with SyncBN
+// give one process's weights, running statistics and thresholds; the run resumes on one process.
+TEST_F(DistributedTrain, SyncBnTwoProcessesEqualOneThroughTheFloatPhaseAndTheQatSwitch) {
+  std::ofstream(dir_ / "qat2.yaml") << "start_batch: 2\nweight_bits: 8\n";
+  auto cmd = [&](const std::string& out, int total, const std::string& extra = "") {
+    return "train --data " + coco_.string() + " --split val2017 --arch ai85pose --batch-size 4 --total-batches " +
+           std::to_string(total) + " --save-every 2 --threads 1 --workers 1 --calib-batches 2 --quiet --no-plot "
+           "--deterministic --no-augment --seed 3 --lr 1e-6 --qat-lr 1e-6 --qat-policy " + (dir_ / "qat2.yaml").string() +
+           " --output " + (dir_ / out).string() + " " + extra;
+  };
+  // Per tensor: max |a - b| <= rtol * max |a| (thresholds and other integers: equal).
+  auto rel_close = [](const posekd::train::Checkpoint& a, const posekd::train::Checkpoint& b, double rtol) {
+    ASSERT_EQ(a.model.size(), b.model.size());
+    for (size_t i = 0; i < a.model.size(); ++i) {
+      const auto& [k, t] = a.model[i];
+      ASSERT_EQ(k, b.model[i].first);
+      const torch::Tensor& u = b.model[i].second;
+      if (k.find("activation_threshold") != std::string::npos || k.find("final_scale") != std::string::npos ||
+          !t.is_floating_point()) {
+        EXPECT_TRUE(torch::equal(t, u)) << k << ": " << t << " vs " << u;
+      } else {
+        const double scale = t.abs().max().template item<double>();
+        EXPECT_LE((t - u).abs().max().template item<double>(), rtol * scale + 1e-12)
+            << k << ": max |a - b| = " << (t - u).abs().max().template item<double>() << ", max |a| = " << scale;
+      }
+    }
+  };
+  // The gradients themselves: Adam's running mean of each parameter's gradient. Not for the conv
+  // biases before a BatchNorm: their exact gradient is 0 (BatchNorm subtracts the channel mean), so
+  // their state is float rounding noise in any run, carried into the QAT phase by the optimizer.
+  auto grads_close = [](const posekd::train::Checkpoint& a, const posekd::train::Checkpoint& b,
+                        const std::set<std::string>& noise, double rtol) {
+    std::vector<std::string> names;  // parameter index -> name (the state dict without buffers)
+    for (const auto& kv : a.model) {
+      const std::string& k = kv.first;
+      if (k.find("running_") == std::string::npos && k.find("num_batches_tracked") == std::string::npos)
+        names.push_back(k);
+    }
+    int compared = 0;
+    for (const auto& [i, slot] : a.optimizer.state) {
+      ASSERT_LT(static_cast<size_t>(i), names.size());
+      ASSERT_EQ(b.optimizer.state.count(i), 1u) << names[static_cast<size_t>(i)];
+      if (noise.count(names[static_cast<size_t>(i)]) != 0) continue;
+      ++compared;
+      const double scale = slot.exp_avg.abs().max().template item<double>();
+      const double d = (slot.exp_avg - b.optimizer.state.at(i).exp_avg).abs().max().template item<double>();
+      EXPECT_LE(d, rtol * scale) << names[static_cast<size_t>(i)] << ": max |a - b| = " << d << ", max |a| = " << scale;
+    }
+    EXPECT_GE(compared, 17);  // the 15 weights and the 2 heads' biases (float phase: + BatchNorm weights, biases)
+  };
+  const Proc one = run(posekd() + cmd("one", 4));
+  ASSERT_EQ(one.rc, 0) << one.out;
+  const Proc two = run(launch2() + cmd("two", 4));
+  ASSERT_EQ(two.rc, 0) << two.out;
+  const std::string log = read_text(dir_ / "two" / "log.txt");
+  EXPECT_NE(log.find("SyncBN: BatchNorm statistics over the global batch"), std::string::npos) << log;
+  EXPECT_NE(read_text(dir_ / "two" / "args.yaml").find("sync_bn: true"), std::string::npos);
+
+  // Batch 2: the float phase, BatchNorm trained (weights, bn.* and running statistics).
+  auto f1 = posekd::train::load_checkpoint((dir_ / "one" / "batch_000002.pth").string());
+  auto f2 = posekd::train::load_checkpoint((dir_ / "two" / "batch_000002.pth").string());
+  EXPECT_EQ(f2.phase, "float");
+  bool has_bn = false;
+  for (const auto& kv : f2.model) has_bn = has_bn || kv.first == "conv7.bn.running_var";
+  EXPECT_TRUE(has_bn);
+  rel_close(f1, f2, 1e-4);
+  std::set<std::string> noise;  // "conv1.op.bias" ... for the layers with a BatchNorm
+  for (const auto& kv : f1.model) {
+    const auto at = kv.first.find(".bn.weight");
+    if (at != std::string::npos) noise.insert(kv.first.substr(0, at) + ".op.bias");
+  }
+  EXPECT_EQ(noise.size(), 13u);
+  grads_close(f1, f2, noise, 1e-4);
+  // Batch 4: after the QAT switch (folded with those statistics, thresholds from both ranks' data).
+  auto q1 = posekd::train::load_checkpoint((dir_ / "one" / "latest.pth").string());
+  auto q2 = posekd::train::load_checkpoint((dir_ / "two" / "latest.pth").string());
+  EXPECT_EQ(q2.batch, 4);
+  EXPECT_EQ(q2.phase, "qat");
+  rel_close(q1, q2, 1e-4);
+  grads_close(q1, q2, noise, 1e-4);
+
+  // The 2-process checkpoint resumes on one process and stays with the 1-process run.
+  const Proc more_two = run(posekd() + cmd("two", 6));
+  ASSERT_EQ(more_two.rc, 0) << more_two.out;
+  EXPECT_NE(read_text(dir_ / "two" / "log.txt").find("Resumed at batch 4 (phase qat"), std::string::npos);
+  const Proc more_one = run(posekd() + cmd("one", 6));
+  ASSERT_EQ(more_one.rc, 0) << more_one.out;
+  rel_close(posekd::train::load_checkpoint((dir_ / "one" / "latest.pth").string()),
+            posekd::train::load_checkpoint((dir_ / "two" / "latest.pth").string()), 1e-4);
+
+  // Without SyncBN each process normalises its own half: the statistics differ (the test can fail).
+  const Proc per_rank = run(launch2() + cmd("per_rank", 2, "--no-sync-bn"));
+  ASSERT_EQ(per_rank.rc, 0) << per_rank.out;
+  auto p2 = posekd::train::load_checkpoint((dir_ / "per_rank" / "latest.pth").string());
+  double worst = 0;
+  for (size_t i = 0; i < f1.model.size(); ++i)
+    if (f1.model[i].first.find("running_var") != std::string::npos) {
+      const auto& t = f1.model[i].second;
+      worst = std::max(worst, ((t - p2.model[i].second).abs().max() / t.abs().max()).template item<double>());
+    }
+  EXPECT_GT(worst, 1e-3);
 }
 
 TEST_F(DistributedTrain, AKilledRankStopsTheJobWhichResumesFromTheLastCheckpoint) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "posekd/ai8x/device.h"
+#include "posekd/core/collective.h"
 
 namespace posekd::ai8x {
 
@@ -77,8 +78,15 @@ class Layer : public torch::nn::Module {
   // adjust_output_shift, else the stored output_shift.
   int current_output_shift() const;
 
-  // Calibration: while enabled, every forward records a histogram of its output.
-  void set_calibration(bool on);
+  // Data-parallel training (nullptr: per-process statistics). With a group of more than one rank,
+  // a training forward normalises with the global batch's BatchNorm statistics (sync_batch_norm.h).
+  void set_sync_bn(Collective* group) { sync_bn_ = group; }
+  Collective* sync_bn() const { return sync_bn_; }
+
+  // Calibration: while enabled, every forward records a histogram of its output. With a group, it
+  // is the histogram of the global batch (every rank's shard: min/max and counts all-reduced), the
+  // same on every rank and the same as one process's on the whole batch.
+  void set_calibration(bool on, Collective* group = nullptr);
   const std::vector<HistogramBatch>& calibration_batches() const { return hist_; }
   void clear_calibration() { hist_.clear(); }
 
@@ -96,6 +104,8 @@ class Layer : public torch::nn::Module {
   torch::nn::BatchNorm2d bn_{nullptr};
   bool calibrating_ = false;
   std::vector<HistogramBatch> hist_;
+  Collective* sync_bn_ = nullptr;  // not owned
+  Collective* calib_group_ = nullptr;  // not owned
 };
 
 }  // namespace posekd::ai8x

@@ -75,9 +75,12 @@ std::vector<std::string> student_archs();
 // (eval mode, no grad; next_calibration_batch returns std::nullopt when done), set thresholds
 // with policy.outlier_removal_z_score, apply_scales, initiate_qat(policy). The training mode is
 // restored afterwards. Throws posekd::Error if no calibration batch was given.
+// With a group (data-parallel ranks), each rank passes its shard of the same global batches, in
+// the same number, and the histograms are those of the global batches (Layer::set_calibration):
+// every rank gets the thresholds one process would get on the whole batches.
 void fuse_and_calibrate(Student& student,
                         const std::function<std::optional<torch::Tensor>()>& next_calibration_batch,
-                        const ai8x::QatPolicy& policy);
+                        const ai8x::QatPolicy& policy, Collective* group = nullptr);
 
 // ai8x update_optimizer: a new Adam with the old one's options over `params`; per-parameter state
 // is copied from the old optimizer's parameters in order, matching by shape, skipping one-element

@@ -69,6 +69,9 @@ struct TrainConfig {
   std::string dist_master_addr;
   int dist_master_port = -1;
   double dist_timeout = 1800;  // seconds: rendezvous and each collective
+  // SyncBN: with several processes, BatchNorm normalises with the global batch's statistics
+  // (--no-sync-bn: each process's own, as PyTorch DDP without SyncBatchNorm).
+  bool sync_bn = true;
 };
 
 }  // namespace posekd::train

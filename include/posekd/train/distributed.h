@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "posekd/core/collective.h"
+
 namespace posekd::train {
 
 struct DistOptions {
@@ -30,17 +32,17 @@ struct DistOptions {
 // posekd::Error on malformed values (a rank outside [0, world), a port outside [1, 65535], ...).
 DistOptions resolve_dist_options(const DistOptions& flags);
 
-class Distributed {
+class Distributed : public Collective {
  public:
   // Rendezvous at master_addr:master_port (rank 0 serves the TCPStore) and creates the Gloo group.
   // Throws posekd::Error naming the address when the rendezvous times out.
   explicit Distributed(const DistOptions& resolved);
-  ~Distributed();
+  ~Distributed() override;
   Distributed(const Distributed&) = delete;
   Distributed& operator=(const Distributed&) = delete;
 
-  int rank() const { return rank_; }
-  int world_size() const { return world_; }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
   bool is_main() const { return rank_ == 0; }
   double timeout_s() const { return timeout_s_; }
 
@@ -49,6 +51,9 @@ class Distributed {
   // In place sum over ranks.
   void allreduce_sum(torch::Tensor& t);
   void allreduce_max(torch::Tensor& t);
+  // Collective: several tensors in one exchange per dtype (packed flat), in place.
+  void allreduce_sum(std::vector<torch::Tensor>& tensors) override;
+  void allreduce_max(std::vector<torch::Tensor>& tensors) override;
   // Element-wise sum / max of small vectors of doubles (f64 on the wire).
   std::vector<double> sum(const std::vector<double>& v);
   std::vector<double> max(const std::vector<double>& v);
@@ -62,6 +67,7 @@ class Distributed {
   void wait(const std::shared_ptr<Pending>& p);
 
  private:
+  void allreduce_many(std::vector<torch::Tensor>& tensors, bool max);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, world_ = 1;
