@@ -63,7 +63,35 @@ struct Fail {
   std::string msg;
 };
 
+// Resizes `img` to nw x nh (bilinear), pads it to S x S with 128 and converts it to the network input.
+torch::Tensor letterbox_input(const cv::Mat& img, int S, int nw, int nh) {
+  cv::Mat resized;
+  cv::resize(img, resized, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
+  cv::Mat canvas(S, S, CV_8UC3, cv::Scalar(128, 128, 128));
+  const cv::Rect r(0, 0, std::min(nw, S), std::min(nh, S));
+  resized(r).copyTo(canvas(r));
+  torch::Tensor t = torch::empty({3, S, S}, torch::kFloat32);
+  float* o = t.data_ptr<float>();
+  const int plane = S * S;
+  for (int y = 0; y < S; ++y) {
+    const uint8_t* row = canvas.ptr<uint8_t>(y);
+    for (int x = 0; x < S; ++x)
+      for (int c = 0; c < 3; ++c) o[c * plane + y * S + x] = (static_cast<float>(row[3 * x + c]) - 128.f) / 128.f;
+  }
+  return t;
+}
+
 }  // namespace
+
+torch::Tensor prepare_input(const cv::Mat& bgr, int input_size, double* scale) {
+  if (bgr.empty()) throw Error("prepare_input: empty image");
+  if (bgr.type() != CV_8UC3) throw Error("prepare_input: expected an 8-bit 3-channel (BGR) image");
+  if (input_size <= 0) throw Error("prepare_input: input size must be positive");
+  const int w = bgr.cols, h = bgr.rows;
+  const double s = static_cast<double>(input_size) / std::max(h, w);
+  if (scale) *scale = s;
+  return letterbox_input(bgr, input_size, std::max(1, static_cast<int>(w * s)), std::max(1, static_cast<int>(h * s)));
+}
 
 bool image_header_size(const std::string& bytes, int& width, int& height) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
@@ -171,19 +199,7 @@ Sample prepare_sample(const CocoImage& image, const std::string& image_dir, cons
     const int S = cfg.input_size;
     const double scale = static_cast<double>(S) / std::max(h, w);
     const int nw = std::max(1, static_cast<int>(w * scale)), nh = std::max(1, static_cast<int>(h * scale));
-    cv::Mat resized;
-    cv::resize(img, resized, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
-    cv::Mat canvas(S, S, CV_8UC3, cv::Scalar(128, 128, 128));
-    resized(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))).copyTo(canvas(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))));
-
-    s.image = torch::empty({3, S, S}, torch::kFloat32);
-    float* o = s.image.data_ptr<float>();
-    const int plane = S * S;
-    for (int y = 0; y < S; ++y) {
-      const uint8_t* row = canvas.ptr<uint8_t>(y);
-      for (int x = 0; x < S; ++x)
-        for (int c = 0; c < 3; ++c) o[c * plane + y * S + x] = (static_cast<float>(row[3 * x + c]) - 128.f) / 128.f;
-    }
+    s.image = letterbox_input(img, S, nw, nh);
 
     std::vector<Keypoints18> persons;
     persons.reserve(image.persons.size());
