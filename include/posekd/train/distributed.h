@@ -41,7 +41,6 @@ class Distributed {
 
   int rank() const { return rank_; }
   int world_size() const { return world_; }
-  bool is_main() const { return rank_ == 0; }
   double timeout_s() const { return timeout_s_; }
 
   // In place: root's values end up on every rank (float/int tensors, contiguous).
