@@ -7,6 +7,7 @@ PKGS=(
   libtorch-dev                     # tensors, autograd, Adam, oneDNN convolutions, c10d Gloo
   libgloo-dev                      # gloo headers for LibTorch's ProcessGroupGloo (distributed training)
   libopencv-imgcodecs-dev libopencv-imgproc-dev libopencv-core-dev
+  libopencv-videoio-dev            # posekd predict: video files and cameras in, annotated video out
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libfmt-dev
   libgtest-dev libbenchmark-dev
   python3-torch python3-numpy python3-yaml   # tests: prove Python torch.load reads our files
