@@ -2,8 +2,9 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
 
-.PHONY: all deps configure build test demo bench asan clean
+.PHONY: all deps configure build test demo bench asan clean install
 
 all: build
 
@@ -23,6 +24,10 @@ test: build
 
 demo: build
 	$(BUILD)/posekd demo --out demo-out
+
+# Installs the program as $(PREFIX)/bin/posekd (builds it first if needed).
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	cmake --build $(BUILD) -j $(JOBS) --target benchmarks
