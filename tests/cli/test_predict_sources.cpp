@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <sys/wait.h>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -106,7 +109,8 @@ TEST_F(PredictSources, BatchSizeDoesNotChangeThePosesAndTheThresholdFiltersThem)
   for (double s : scores) above += s >= thr;
   ASSERT_EQ(run_predict(src + " --batch-size 4 --score-threshold " + std::to_string(thr) + " -o " + c.string()).rc, 0);
   size_t kept = 0;
-  for (const auto& im : poses_json(c)["images"])
+  const auto jc = poses_json(c);
+  for (const auto& im : jc["images"])
     for (const auto& p : im["persons"]) {
       EXPECT_GE(p["score"].get<double>(), thr - 1e-3);
       ++kept;
