@@ -2,8 +2,9 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+PREFIX ?= /usr/local
 
-.PHONY: all deps configure build test demo bench asan clean firmware-test
+.PHONY: all deps configure build test demo bench asan clean install firmware-test
 
 all: build
 
@@ -30,6 +31,10 @@ firmware-test: configure
 
 demo: build
 	$(BUILD)/posekd demo --out demo-out
+
+# Installs the program as $(PREFIX)/bin/posekd (builds it first if needed).
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	cmake --build $(BUILD) -j $(JOBS) --target benchmarks

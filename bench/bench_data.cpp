@@ -137,11 +137,11 @@ void BM_LoadCocoCache(benchmark::State& state) {
 BENCHMARK(BM_LoadCocoCache)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
 
 CocoDataset coco_sample() {
-  // ../shared next to the repository (bench/ has no compile definition for it: derived from __FILE__),
-  // or $POSEKD_SHARED.
-  const char* env = std::getenv("POSEKD_SHARED");
-  fs::path shared = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path().parent_path() / "shared";
-  fs::path ann = shared / "data/coco-sample/annotations/person_keypoints_val2017.json";
+  // The repository's tests/fixtures/coco-sample (bench/ has no compile definition for it: derived from
+  // __FILE__), or $POSEKD_COCO_SAMPLE (a COCO folder with annotations/person_keypoints_val2017.json).
+  const char* env = std::getenv("POSEKD_COCO_SAMPLE");
+  fs::path root = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path() / "tests/fixtures/coco-sample";
+  fs::path ann = root / "annotations/person_keypoints_val2017.json";
   if (!fs::exists(ann)) return {};
   return load_coco(ann.string(), (ann.parent_path().parent_path() / "val2017").string());
 }
@@ -150,7 +150,7 @@ CocoDataset coco_sample() {
 void BM_PrepareSample(benchmark::State& state) {
   auto ds = coco_sample();
   if (ds.images.empty()) {
-    state.SkipWithError("../shared/data/coco-sample is absent");
+    state.SkipWithError("tests/fixtures/coco-sample is absent");
     return;
   }
   SampleConfig cfg;
@@ -170,7 +170,7 @@ BENCHMARK(BM_PrepareSample)->Arg(1)->Arg(0)->Unit(benchmark::kMicrosecond)->UseR
 void BM_Loader(benchmark::State& state) {
   auto ds = coco_sample();
   if (ds.images.empty()) {
-    state.SkipWithError("../shared/data/coco-sample is absent");
+    state.SkipWithError("tests/fixtures/coco-sample is absent");
     return;
   }
   Loader loader(ds, SampleConfig{}, 8, 1, static_cast<int>(state.range(0)), 4);

@@ -11,6 +11,7 @@ PKGS=(
   libgloo-dev                      # gloo headers for LibTorch's ProcessGroupGloo (distributed training)
   libdnnl-dev                      # oneDNN headers (the library LibTorch links): bf16 convs with fp32 output
   libopencv-imgcodecs-dev libopencv-imgproc-dev libopencv-core-dev
+  libopencv-videoio-dev            # posekd predict: video files and cameras in, annotated video out
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libfmt-dev
   libgtest-dev libbenchmark-dev
   python3-torch python3-numpy python3-yaml   # tests: prove Python torch.load reads our files

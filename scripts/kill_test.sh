@@ -11,7 +11,8 @@
 # batch_*.pth must load (`posekd inspect`). The run is restarted until it completes, then the
 # final latest.pth model (and optimizer) tensors must be bit-identical to the uninterrupted run's.
 #
-# Environment: POSEKD (program), COCO (default /work/shared/data/coco-sample), WORK (scratch dir,
+# Environment: POSEKD (program), COCO (default tests/fixtures/coco-sample,
+# relative to the repository root), WORK (scratch dir,
 # default a new mktemp dir, removed on success), TOTAL (batches, default 12), MAX_DELAY (seconds,
 # default 30), KILL_SEED (bash RANDOM seed, default 1), TEACHER (optional teacher checkpoint),
 # REUSE_REF (non-empty: keep an existing $WORK/ref reference run).
@@ -20,7 +21,7 @@ set -uo pipefail
 
 N=${1:-20}
 POSEKD=${POSEKD:-build/posekd}
-COCO=${COCO:-/work/shared/data/coco-sample}
+COCO=${COCO:-$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures/coco-sample}
 TOTAL=${TOTAL:-12}
 MAX_DELAY=${MAX_DELAY:-30}
 RANDOM=${KILL_SEED:-1}

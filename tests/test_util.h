@@ -1,7 +1,8 @@
-// Helpers for tests: locating ../shared fixtures (skip loudly when absent), temp dirs.
+// Helpers for tests: locating the fixtures (tests/fixtures, generated ones, optional large ones), temp dirs.
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -12,13 +13,51 @@ namespace posekd::testing {
 
 inline std::filesystem::path source_dir() { return POSEKD_SOURCE_DIR; }
 
-// ../shared relative to the repository root.
-inline std::filesystem::path shared_dir() { return source_dir().parent_path() / "shared"; }
+// Fixtures kept in the repository: tests/fixtures/<rel> (coco-sample/, targets/, ai8x/layers_float_qat.pt).
+inline std::filesystem::path fixtures_dir() { return source_dir() / "tests" / "fixtures"; }
 
-// Path of a file under ../shared; empty if it does not exist.
-inline std::filesystem::path shared_path(const std::string& rel) {
-  auto p = shared_dir() / rel;
+// Fixtures generated at test time into the build folder by tests/fixtures/make_teacher_fixtures.py (the
+// CTest setup test `teacher_fixtures`, with Debian's python3-torch): teacher/<file>.
+inline std::filesystem::path generated_dir() { return POSEKD_GENERATED_FIXTURES; }
+
+// The large whole-student fixtures of the Python ai8x code (ai8x/student_{float,qat,quantized}.pt, 34 MB)
+// are not in the repository: they are looked up in $POSEKD_STUDENT_FIXTURES, else in
+// POSEKD_STUDENT_FIXTURES_DIR (a CMake cache variable).
+inline std::filesystem::path student_fixtures_dir() {
+  if (const char* e = std::getenv("POSEKD_STUDENT_FIXTURES"); e && *e) return e;
+  return POSEKD_STUDENT_FIXTURES_DIR;
+}
+
+inline bool is_student_fixture(const std::string& rel) {
+  return rel == "ai8x/student_float.pt" || rel == "ai8x/student_qat.pt" || rel == "ai8x/student_quantized.pt";
+}
+// Fixtures that may legitimately be absent (generated ones without python3-torch, the large student files).
+inline bool is_optional_fixture(const std::string& rel) {
+  return is_student_fixture(rel) || rel.rfind("teacher/", 0) == 0;
+}
+
+// Path of a fixture (`coco-sample/...`, `targets/...`, `ai8x/...`, `teacher/...`); empty if it is absent.
+inline std::filesystem::path fixture_path(const std::string& rel) {
+  std::filesystem::path p;
+  if (is_student_fixture(rel)) {
+    p = student_fixtures_dir() / std::filesystem::path(rel).filename();
+  } else if (rel.rfind("teacher/", 0) == 0) {
+    p = generated_dir() / rel;
+  } else {
+    p = fixtures_dir() / rel;
+  }
   return std::filesystem::exists(p) ? p : std::filesystem::path();
+}
+
+// Why a fixture is absent, for the skip message.
+inline std::string fixture_missing(const std::string& rel) {
+  if (is_student_fixture(rel))
+    return "large fixture " + rel + " is not in the repository (" + (student_fixtures_dir() / rel).filename().string() +
+           " not found in " + student_fixtures_dir().string() + "; set POSEKD_STUDENT_FIXTURES=DIR)";
+  if (rel.rfind("teacher/", 0) == 0)
+    return "generated fixture " + (generated_dir() / rel).string() +
+           " is absent: run the tests through ctest (setup test teacher_fixtures, needs python3-torch)";
+  return "fixture tests/fixtures/" + rel + " is absent";
 }
 
 // A fresh, empty temporary directory, unique per call.
@@ -48,8 +87,10 @@ inline std::string read_text(const std::filesystem::path& p) {
 
 }  // namespace posekd::testing
 
-// Skips the test with a clear message when a ../shared fixture is missing.
-#define POSEKD_REQUIRE_SHARED(var, rel)                                                  \
-  const std::filesystem::path var = ::posekd::testing::shared_path(rel);               \
-  if (var.empty()) GTEST_SKIP() << "fixture ../shared/" << (rel)                       \
-                                << " is absent; this test needs the shared reference data"
+// Skips the test with a message naming the file when a generated or large fixture is absent; fails when a
+// fixture of the repository itself (tests/fixtures) is missing.
+#define POSEKD_REQUIRE_FIXTURE(var, rel)                                                                  \
+  const std::filesystem::path var = ::posekd::testing::fixture_path(rel);                              \
+  if (var.empty() && !::posekd::testing::is_optional_fixture(rel))                                     \
+    GTEST_FAIL() << ::posekd::testing::fixture_missing(rel);                                            \
+  if (var.empty()) GTEST_SKIP() << ::posekd::testing::fixture_missing(rel)

@@ -1,9 +1,11 @@
 // `posekd demo`: the whole pipeline on synthetic people (what `make demo` runs).
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <memory>
 
 #include "posekd/cli/recipe_options.h"
+#include "posekd/cli/config_option.h"
 #include "posekd/cli/registry.h"
 #include "posekd/train/demo.h"
 
@@ -15,6 +17,8 @@ posekd::cli::Registration reg(
     [](CLI::App& app) -> posekd::cli::Runner {
       auto o = std::make_shared<posekd::train::DemoOptions>();
       auto& v = o->overrides;
+      auto print = std::make_shared<bool>(false);
+      posekd::cli::add_config_options(app, o, print);
       app.add_option("--out", o->out, "output directory (its data/ teacher/ student_*/ export/ predictions/ are replaced)")
           ->capture_default_str();
       app.add_flag("--quick", o->quick, "a ~2 minute version (small data, few batches)");
@@ -41,7 +45,11 @@ posekd::cli::Registration reg(
       g->add_flag("--hard-data", o->hard_data, "posekd synth's default (hard) people instead of the demo's easier ones");
       g->add_flag("--teacher-only", o->teacher_only, "stop after training and evaluating the teacher");
       posekd::cli::add_augment_options(app, o->no_augment, o->augment);
-      return [o]() {
+      return [o, print]() {
+        if (*print) {
+          std::fputs(posekd::train::to_yaml(*o).c_str(), stdout);
+          return 0;
+        }
         posekd::train::run_demo(*o);
         return 0;
       };

@@ -54,8 +54,8 @@ int run(const Opts& o) {
 
   std::string ann = o.ann, images = o.images;
   if (!o.data.empty()) {
-    if (ann.empty()) ann = (fs::path(o.data) / "annotations" / ("person_keypoints_" + o.split + ".json")).string();
-    if (images.empty()) images = (fs::path(o.data) / o.split).string();
+    if (ann.empty()) ann = posekd::data::coco_annotation_path(o.data, o.split);
+    if (images.empty()) images = posekd::data::coco_image_dir(o.data, o.split);
   }
   if (ann.empty()) throw Error("eval: no annotations: give --data DIR (COCO root) or --ann FILE --images DIR");
   if (images.empty()) images = fs::path(ann).parent_path().string();
@@ -97,8 +97,9 @@ int run(const Opts& o) {
   inf::PredictFn predict;
   std::string what;
   if (!o.teacher.empty()) {
-    cfg = inf::teacher_eval_config();
-    predict = inf::teacher_predictor(o.teacher, prec);
+    const auto teacher = posekd::model::load_teacher(o.teacher);  // the size and scale its file says
+    cfg = inf::teacher_eval_config(teacher.info);
+    predict = inf::teacher_predictor(teacher, prec);
     what = "teacher " + o.teacher;
   } else {
     auto student = posekd::train::load_student(o.checkpoint, o.arch);

@@ -3,6 +3,9 @@
 
 #include <memory>
 
+#include <cstdio>
+
+#include "posekd/cli/config_option.h"
 #include "posekd/cli/recipe_options.h"
 #include "posekd/cli/registry.h"
 #include "posekd/train/trainer.h"
@@ -14,6 +17,8 @@ posekd::cli::Registration reg(
     "train", "Train a student (knowledge distillation from a teacher, then ai8x QAT)",
     [](CLI::App& app) -> posekd::cli::Runner {
       auto c = std::make_shared<posekd::train::TrainConfig>();
+      auto print = std::make_shared<bool>(false);
+      posekd::cli::add_config_options(app, c, print);
       app.add_option("--data", c->data, "COCO root (annotations/person_keypoints_<split>.json, <split>/ images)");
       app.add_option("--split", c->split, "split name under --data")->capture_default_str();
       app.add_option("--ann", c->ann, "annotation JSON (overrides --data)");
@@ -83,7 +88,11 @@ posekd::cli::Registration reg(
       d->add_flag("--sync-bn,!--no-sync-bn", c->sync_bn,
                   "BatchNorm statistics of the global batch, all-reduced over the processes (default; "
                   "--no-sync-bn: each process's own half)");
-      return [c]() {
+      return [c, print]() {
+        if (*print) {
+          std::fputs(posekd::train::to_yaml(*c).c_str(), stdout);
+          return 0;
+        }
         posekd::train::install_stop_handlers();
         auto r = posekd::train::run_training(*c);
         (void)r;  // a signal-stopped run wrote its checkpoint: exit 0 as well

@@ -1,12 +1,15 @@
 // `posekd train-teacher`: the Lightweight-OpenPose teacher trained from scratch (used by the demo).
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 
 #include "posekd/cli/recipe_options.h"
+#include "posekd/cli/config_option.h"
 #include "posekd/cli/registry.h"
 #include "posekd/core/error.h"
+#include "posekd/data/coco.h"
 #include "posekd/train/teacher_train.h"
 
 namespace posekd::cli::cmd_train_teacher {  // named: the commands share unity-build translation units
@@ -18,6 +21,8 @@ posekd::cli::Registration reg(
       auto c = std::make_shared<posekd::train::TeacherTrainConfig>();
       auto data = std::make_shared<std::string>();
       auto split = std::make_shared<std::string>("train2017");
+      auto print = std::make_shared<bool>(false);
+      posekd::cli::add_config_options(app, c, print);
       app.add_option("--data", *data, "COCO root (annotations/person_keypoints_<split>.json, <split>/)");
       app.add_option("--split", *split, "split under --data")->capture_default_str();
       app.add_option("--ann", c->ann, "annotation JSON (overrides --data)");
@@ -40,11 +45,14 @@ posekd::cli::Registration reg(
       app.add_option("--seed", c->seed, "random seed")->capture_default_str();
       app.add_option("--stop-after", c->stop_after, "stop after N batches of this run")->capture_default_str();
       app.add_flag("--quiet", c->quiet, "log to log.txt only");
-      return [c, data, split]() {
-        namespace fs = std::filesystem;
+      return [c, data, split, print]() {
         if (!data->empty()) {
-          if (c->ann.empty()) c->ann = (fs::path(*data) / "annotations" / ("person_keypoints_" + *split + ".json")).string();
-          if (c->images.empty()) c->images = (fs::path(*data) / *split).string();
+          if (c->ann.empty()) c->ann = posekd::data::coco_annotation_path(*data, *split);
+          if (c->images.empty()) c->images = posekd::data::coco_image_dir(*data, *split);
+        }
+        if (*print) {
+          std::fputs(posekd::train::to_yaml(*c).c_str(), stdout);
+          return 0;
         }
         if (c->ann.empty()) throw posekd::Error("train-teacher: give --data DIR or --ann FILE --images DIR");
         posekd::train::run_teacher_training(*c);

@@ -52,6 +52,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const std::exception& e) {  // e.g. a --config file that does not read
+    std::fprintf(stderr, "posekd: error: %s\n", e.what());
+    return 1;
   }
   try {
     for (auto& [sub, run] : runners)

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "posekd/core/error.h"
-#include "posekd/io/prepared.h"
 
 namespace posekd::data {
 namespace fs = std::filesystem;
@@ -554,9 +553,31 @@ void write_cache(const std::string& cache, const SourceKey& key, const CocoDatas
 
 }  // namespace
 
-std::vector<uint32_t> decode_rle_string(const std::string& s) {
-  // One decoder for the whole project: the prepared-annotation reader (io) needs it too.
-  return io::decode_rle_string(s, "compressed RLE string");
+std::vector<uint32_t> decode_rle_string(const std::string& s, const std::string& what) {
+  std::vector<int64_t> cnts;
+  size_t p = 0;
+  while (p < s.size()) {
+    // Bits are assembled unsigned: shifting a negative or overflowing signed value is undefined
+    // behaviour in C++17 (UBSan found the sign extension in `make asan`).
+    uint64_t ux = 0;
+    int k = 0;
+    bool more = true;
+    while (more) {
+      if (p >= s.size()) throw Error(what + ": truncated compressed RLE string");
+      int c = static_cast<unsigned char>(s[p]) - 48;
+      if (c < 0 || c > 63 || k > 12) throw Error(what + ": invalid compressed RLE string");
+      ux |= static_cast<uint64_t>(c & 0x1f) << (5 * k);
+      more = c & 0x20;
+      ++p;
+      ++k;
+      if (!more && (c & 0x10) && 5 * k < 64) ux |= ~uint64_t(0) << (5 * k);  // sign extension
+    }
+    int64_t x = static_cast<int64_t>(ux);
+    if (cnts.size() > 2) x += cnts[cnts.size() - 2];
+    if (x < 0 || x > 0xffffffffLL) throw Error(what + ": invalid run length in compressed RLE string");
+    cnts.push_back(x);
+  }
+  return std::vector<uint32_t>(cnts.begin(), cnts.end());
 }
 
 bool has_keypoint_person(const CocoImage& image) {

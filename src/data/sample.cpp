@@ -63,7 +63,42 @@ struct Fail {
   std::string msg;
 };
 
+// Resizes `img` to nw x nh (bilinear), pads it to S x S with 128 and converts it to the network input.
+// An S x S 8-bit BGR canvas -> [3, S, S] f32, (x - 128) / 128.
+torch::Tensor canvas_to_input(const cv::Mat& canvas) {
+  const int S = canvas.rows;
+  torch::Tensor t = torch::empty({3, S, S}, torch::kFloat32);
+  float* o = t.data_ptr<float>();
+  const int plane = S * S;
+  for (int y = 0; y < S; ++y) {
+    const uint8_t* row = canvas.ptr<uint8_t>(y);
+    for (int x = 0; x < S; ++x)
+      for (int c = 0; c < 3; ++c) o[c * plane + y * S + x] = (static_cast<float>(row[3 * x + c]) - 128.f) / 128.f;
+  }
+  return t;
+}
+
+// Resized to nw x nh, pasted at the top-left of a grey S x S canvas.
+torch::Tensor letterbox_input(const cv::Mat& img, int S, int nw, int nh) {
+  cv::Mat resized;
+  cv::resize(img, resized, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
+  cv::Mat canvas(S, S, CV_8UC3, cv::Scalar(128, 128, 128));
+  const cv::Rect r(0, 0, std::min(nw, S), std::min(nh, S));
+  resized(r).copyTo(canvas(r));
+  return canvas_to_input(canvas);
+}
+
 }  // namespace
+
+torch::Tensor prepare_input(const cv::Mat& bgr, int input_size, double* scale) {
+  if (bgr.empty()) throw Error("prepare_input: empty image");
+  if (bgr.type() != CV_8UC3) throw Error("prepare_input: expected an 8-bit 3-channel (BGR) image");
+  if (input_size <= 0) throw Error("prepare_input: input size must be positive");
+  const int w = bgr.cols, h = bgr.rows;
+  const double s = static_cast<double>(input_size) / std::max(h, w);
+  if (scale) *scale = s;
+  return letterbox_input(bgr, input_size, std::max(1, static_cast<int>(w * s)), std::max(1, static_cast<int>(h * s)));
+}
 
 bool image_header_size(const std::string& bytes, int& width, int& height) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
@@ -175,7 +210,6 @@ Sample prepare_sample(const CocoImage& image, const std::string& image_dir, cons
     g.stride = cfg.stride;
     g.sigma = cfg.sigma;
     double scale = static_cast<double>(S) / std::max(h, w);
-    cv::Mat canvas(S, S, CV_8UC3, cv::Scalar(128, 128, 128));
     cv::Mat affine;  // original pixels -> input pixels, with augmentation
     if (aug != nullptr) {
       affine = augment_affine(*aug, w, h, S);
@@ -191,24 +225,16 @@ Sample prepare_sample(const CocoImage& image, const std::string& image_dir, cons
       dec.at<double>(2, 2) = 1;
       const cv::Mat m_dec = affine * dec;
       photometric(img, *aug, aug->blur_sigma / (scale * fx));
+      cv::Mat canvas;
       cv::warpAffine(img, canvas, m_dec, cv::Size(S, S), cv::INTER_LINEAR, cv::BORDER_CONSTANT,
                      cv::Scalar(128, 128, 128));
+      s.image = canvas_to_input(canvas);
     } else {
       const int nw = std::max(1, static_cast<int>(w * scale)), nh = std::max(1, static_cast<int>(h * scale));
-      cv::Mat resized;
-      cv::resize(img, resized, cv::Size(nw, nh), 0, 0, cv::INTER_LINEAR);
-      resized(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))).copyTo(canvas(cv::Rect(0, 0, std::min(nw, S), std::min(nh, S))));
+      s.image = letterbox_input(img, S, nw, nh);
       s.mask = crowd_mask(image.crowds, h, w, nh, nw, g);
     }
 
-    s.image = torch::empty({3, S, S}, torch::kFloat32);
-    float* o = s.image.data_ptr<float>();
-    const int plane = S * S;
-    for (int y = 0; y < S; ++y) {
-      const uint8_t* row = canvas.ptr<uint8_t>(y);
-      for (int x = 0; x < S; ++x)
-        for (int c = 0; c < 3; ++c) o[c * plane + y * S + x] = (static_cast<float>(row[3 * x + c]) - 128.f) / 128.f;
-    }
 
     std::vector<Keypoints18> persons;
     persons.reserve(image.persons.size());

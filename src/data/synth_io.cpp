@@ -12,6 +12,7 @@
 
 #include "posekd/core/error.h"
 #include "posekd/core/skeleton.h"
+#include "posekd/data/coco.h"
 #include "posekd/data/synth.h"
 
 namespace posekd::data {
@@ -101,7 +102,7 @@ void write_split(const fs::path& root, const std::string& split, const SynthConf
   doc["images"] = images;
   doc["annotations"] = anns;
   doc["categories"] = categories_json();
-  const fs::path ann_path = root / "annotations" / ("person_keypoints_" + split + ".json");
+  const fs::path ann_path = coco_annotation_path(root.string(), split);
   std::ofstream f(ann_path, std::ios::binary);
   f << doc.dump();
   if (!f) fail_file(ann_path.string(), "cannot write annotations");
@@ -142,7 +143,7 @@ void generate_synth(const std::string& out_dir, const SynthConfig& train, const 
 }
 
 cv::Mat contact_sheet(const std::string& coco_dir, const std::string& split, int count, int columns, int scale) {
-  const fs::path ann_path = fs::path(coco_dir) / "annotations" / ("person_keypoints_" + split + ".json");
+  const fs::path ann_path = coco_annotation_path(coco_dir, split);
   std::ifstream f(ann_path);
   if (!f) fail_file(ann_path.string(), "cannot open annotations");
   nlohmann::json doc;

@@ -51,7 +51,32 @@ std::int64_t input_processors(std::int64_t cin) {
   return p;
 }
 
-FitReport check_fit(const model::Student& student, const DeviceLimits& device) {
+int WeightBits::for_layer(const std::string& name) const {
+  const auto it = per_layer.find(name);
+  return it != per_layer.end() ? it->second : default_bits;
+}
+
+WeightBits weight_bits_of(const ai8x::QatPolicy& policy) {
+  WeightBits b;
+  b.default_bits = policy.weight_bits;
+  for (const auto& [layer, o] : policy.overrides)
+    if (o.weight_bits) b.per_layer[layer] = *o.weight_bits;
+  return b;
+}
+
+WeightBits weight_bits_of(const model::Student& student) {
+  WeightBits b;
+  auto& s = const_cast<model::Student&>(student);
+  const auto layers = s.layers();
+  const auto& names = s.layer_names();
+  for (size_t i = 0; i < layers.size() && i < names.size(); ++i)
+    if (layers[i]->quantized()) b.per_layer[names[i]] = static_cast<int>(layers[i]->weight_bits.item<int64_t>());
+  return b;
+}
+
+FitReport check_fit(const model::Student& student, const DeviceLimits& device, const WeightBits* bits) {
+  const WeightBits own = bits ? WeightBits{} : weight_bits_of(student);
+  const WeightBits& wb = bits ? *bits : own;
   FitReport r;
   r.device = device;
   for (const auto& p : const_cast<model::Student&>(student).parameters()) r.parameters += p.numel();
@@ -71,6 +96,9 @@ FitReport check_fit(const model::Student& student, const DeviceLimits& device) {
     f.pool_stride = s.pool_stride;
     f.wide = s.wide;
     f.relu = s.relu;
+    f.weight_bits = wb.for_layer(f.name);
+    if (f.weight_bits != 1 && f.weight_bits != 2 && f.weight_bits != 4 && f.weight_bits != 8)
+      r.violations.push_back(fmt::format("{}: {}-bit weights (1, 2, 4 or 8 only)", f.name, f.weight_bits));
     if (c != f.cin)
       r.violations.push_back(fmt::format("{}: expects {} input channels, gets {}", f.name, f.cin, c));
     std::int64_t ih = h, iw = w;
@@ -150,15 +178,15 @@ FitReport check_fit(const model::Student& student, const DeviceLimits& device) {
 }
 
 std::string format_fit_report(const FitReport& r) {
-  std::string s = fmt::format("{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n",
-                              "layer", "Cin", "Cout", "k", "pool", "in", "out", "MACs", "weightB", "words", "proc",
-                              "dataIn", "dataOut", "biasB");
+  std::string s = fmt::format("{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>4} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n",
+                              "layer", "Cin", "Cout", "k", "pool", "in", "out", "MACs", "bits", "weightB", "words",
+                              "proc", "dataIn", "dataOut", "biasB");
   for (const auto& f : r.layers) {
-    s += fmt::format("{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n", f.name,
+    s += fmt::format("{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>4} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n", f.name,
                      f.cin, f.cout, fmt::format("{}{}", f.k, f.stride != 1 ? fmt::format("/s{}", f.stride) : ""),
                      f.pool ? fmt::format("{}/{}", f.pool, f.pool_stride) : "-",
                      fmt::format("{}x{}", f.in_h, f.in_w),
-                     fmt::format("{}x{}x{}{}", f.cout, f.out_h, f.out_w, f.wide ? "w" : ""), f.macs, f.weight_bytes,
+                     fmt::format("{}x{}x{}{}", f.cout, f.out_h, f.out_w, f.wide ? "w" : ""), f.macs, f.weight_bits, f.weight_bytes,
                      f.kernel_words, f.processors, f.data_in_bytes, f.data_out_bytes, f.bias_bytes);
   }
   s += fmt::format("\nparameters: {}   MACs: {}   layers: {} / {}\n", r.parameters, r.total_macs, r.layers.size(),

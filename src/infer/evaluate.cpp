@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <opencv2/core.hpp>
 
 #include <unordered_map>
 
@@ -23,9 +24,9 @@ namespace {
 constexpr size_t kMaxErrors = 10;
 }  // namespace
 
-EvalConfig teacher_eval_config() {
+EvalConfig teacher_eval_config(const model::TeacherInfo& info) {
   EvalConfig c;
-  c.input_size = kTeacherInputSize;
+  c.input_size = info.input_size;
   c.stride = 8;
   return c;
 }
@@ -65,14 +66,15 @@ PredictFn int8_predictor(const model::Student& qat_student, const std::string& w
   };
 }
 
-PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net, Precision precision) {
+PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net, double input_scale, Precision precision) {
   if (!net) throw Error("teacher_predictor: no network");
   if (precision == Precision::bf16 && !net->is_fused())
     throw Error("teacher_predictor: bf16 inference needs the BatchNorm-fused net");
   net->eval();
-  return [net, precision](const torch::Tensor& images) mutable {
+  return [net, input_scale, precision](const torch::Tensor& images) mutable {
     torch::NoGradGuard ng;
-    torch::Tensor x = images.to(torch::kFloat) * 0.5;
+    torch::Tensor x = images.to(torch::kFloat);
+    if (input_scale != 1.0) x = x * input_scale;
     if (precision == Precision::bf16) x = x.to(torch::kBFloat16);
     auto out = net->forward(x);
     if (out.size() < 2) throw Error("teacher_predictor: the network returned fewer than 2 outputs");
@@ -80,10 +82,8 @@ PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net, Precision pr
   };
 }
 
-PredictFn teacher_predictor(const std::string& path, Precision precision) {
-  model::PoseEstimationWithMobileNet net;
-  model::load_teacher(net, path, true);
-  return teacher_predictor(net, precision);
+PredictFn teacher_predictor(const model::LoadedTeacher& t, Precision precision) {
+  return teacher_predictor(t.net, t.info.input_scale, precision);
 }
 
 std::array<float, 17> coco_keypoint_scores(const Pose& pose) {
@@ -101,7 +101,57 @@ void check_maps(const torch::Tensor& t, int64_t batch, int64_t channels, const c
                             t.defined() ? c10::str(t.sizes()) : std::string("nothing")));
 }
 
+// Runs `predict` on a batch of prepared inputs and decodes every image's poses (letterbox scale
+// scales[k]: keypoints in the original image's pixels).
+std::vector<std::vector<Pose>> predict_and_decode(const torch::Tensor& batch, const std::vector<double>& scales,
+                                                  const PredictFn& predict, const EvalConfig& config) {
+  auto [heat, paf] = predict(batch);
+  const auto nb = batch.size(0);
+  check_maps(heat, nb, skeleton::kNumHeatmaps, "heatmaps");
+  check_maps(paf, nb, skeleton::kNumPafs, "pafs");
+  if (heat.size(2) != paf.size(2) || heat.size(3) != paf.size(3))
+    throw Error("predictor: heatmaps and pafs differ in size");
+  heat = heat.to(torch::kFloat).contiguous();
+  paf = paf.to(torch::kFloat).contiguous();
+  const int h = static_cast<int>(heat.size(2)), w = static_cast<int>(heat.size(3));
+  std::vector<std::vector<Pose>> out(static_cast<size_t>(nb));
+  at::parallel_for(0, nb, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t k = lo; k < hi; ++k) {
+      // letterbox geometry: scale from the decoded image (prepare_sample), pad bottom/right
+      DecodeParams p;
+      p.input_w = p.input_h = config.input_size;
+      p.stride = config.stride;
+      p.upsample = config.upsample;
+      p.scale = static_cast<float>(scales[k]);
+      p.peaks = config.peaks;
+      p.grouping = config.grouping;
+      p.subcell = config.subcell;
+      p.local_upsample = config.local_upsample;
+      out[k] = decode(heat[k].data_ptr<float>(), paf[k].data_ptr<float>(), h, w, p);
+    }
+  });
+  return out;
+}
+
 }  // namespace
+
+std::vector<std::vector<Pose>> predict_frames(const std::vector<cv::Mat>& frames, const PredictFn& predict,
+                                              const EvalConfig& config) {
+  if (!predict) throw Error("predict_frames: no predictor");
+  const size_t batch = static_cast<size_t>(std::max(1, config.batch_size));
+  std::vector<std::vector<Pose>> out;
+  out.reserve(frames.size());
+  for (size_t b0 = 0; b0 < frames.size(); b0 += batch) {
+    const size_t b1 = std::min(frames.size(), b0 + batch);
+    std::vector<torch::Tensor> inputs(b1 - b0);
+    std::vector<double> scales(b1 - b0);
+    for (size_t i = b0; i < b1; ++i)
+      inputs[i - b0] = data::prepare_input(frames[i], config.input_size, &scales[i - b0]);
+    auto poses = predict_and_decode(torch::stack(inputs), scales, predict, config);
+    for (auto& p : poses) out.push_back(std::move(p));
+  }
+  return out;
+}
 
 std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& images,
                                             const std::string& image_dir, const PredictFn& predict,
@@ -145,34 +195,13 @@ std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& 
       index.push_back(i);
     }
     if (!batch_images.empty()) {
-      auto [heat, paf] = predict(torch::stack(batch_images));
-      const auto nb = static_cast<int64_t>(batch_images.size());
-      check_maps(heat, nb, skeleton::kNumHeatmaps, "heatmaps");
-      check_maps(paf, nb, skeleton::kNumPafs, "pafs");
-      if (heat.size(2) != paf.size(2) || heat.size(3) != paf.size(3))
-        throw Error("predictor: heatmaps and pafs differ in size");
-      heat = heat.to(torch::kFloat).contiguous();
-      paf = paf.to(torch::kFloat).contiguous();
-      const int h = static_cast<int>(heat.size(2)), w = static_cast<int>(heat.size(3));
-      at::parallel_for(0, nb, 1, [&](int64_t lo, int64_t hi) {
-        for (int64_t k = lo; k < hi; ++k) {
-          const int64_t i = index[k];
-          const auto& s = samples[i - b0];
-          // letterbox geometry: scale from the decoded image (prepare_sample), pad bottom/right
-          DecodeParams p;
-          p.input_w = p.input_h = config.input_size;
-          p.stride = config.stride;
-          p.upsample = config.upsample;
-          p.scale = static_cast<float>(s.scale);
-          p.peaks = config.peaks;
-          p.grouping = config.grouping;
-          p.subcell = config.subcell;
-          p.local_upsample = config.local_upsample;
-          auto& r = result[i];
-          r.poses = decode(heat[k].data_ptr<float>(), paf[k].data_ptr<float>(), h, w, p);
-        }
-      });
-      for (int64_t i : index) st.people += static_cast<int64_t>(result[i].poses.size());
+      std::vector<double> scales;
+      for (int64_t i : index) scales.push_back(samples[i - b0].scale);
+      auto poses = predict_and_decode(torch::stack(batch_images), scales, predict, config);
+      for (size_t k = 0; k < index.size(); ++k) {
+        st.people += static_cast<int64_t>(poses[k].size());
+        result[index[k]].poses = std::move(poses[k]);
+      }
     }
     if (config.progress) config.progress(b1, n);
   }

@@ -1,5 +1,7 @@
 #include "posekd/model/teacher.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <unordered_map>
 
 #include "posekd/core/bf16_conv.h"
@@ -348,11 +350,54 @@ std::vector<torch::Tensor> TeacherWrapperImpl::forward(torch::Tensor x) {
   return res;
 }
 
+TeacherOptions LoadedTeacher::wrapper_options(int output_size) const {
+  TeacherOptions o;
+  o.num_refinement_stages = info.num_refinement_stages;
+  o.input_size = info.input_size;
+  o.input_scale = info.input_scale;
+  o.output_size = output_size;
+  o.fuse_bn = net && net->is_fused();
+  return o;
+}
+
+LoadedTeacher load_teacher(const std::string& path, double default_input_scale, bool fuse) {
+  const io::Value file = io::load_torch_file(path);
+  LoadedTeacher t;
+  t.info.input_scale = default_input_scale;
+  const io::Value* meta = file.is_dict() ? file.find("posekd_teacher") : nullptr;
+  if (meta) {
+    t.info.from_metadata = true;
+    t.info.input_size = static_cast<int>(meta->at("input_size", path).as_int(path + ": posekd_teacher.input_size"));
+    t.info.input_scale = meta->at("input_scale", path).as_double(path + ": posekd_teacher.input_scale");
+    if (const io::Value* st = meta->find("num_refinement_stages"))
+      t.info.num_refinement_stages = static_cast<int>(st->as_int(path + ": posekd_teacher.num_refinement_stages"));
+    if (t.info.input_size <= 0 || t.info.input_size % 8 || t.info.num_refinement_stages < 0 ||
+        !(t.info.input_scale > 0))
+      throw Error(path + ": posekd_teacher metadata out of range (input_size " + std::to_string(t.info.input_size) +
+                  ", num_refinement_stages " + std::to_string(t.info.num_refinement_stages) + ")");
+  }
+  const io::StateDict sd = teacher_state_dict_of(file, path);
+  if (!meta) {  // upstream's inference network: at most one refinement stage, as many as the file has
+    int stages = 0;
+    for (const auto& kv : sd) {
+      const std::string k = kv.first.rfind("module.", 0) == 0 ? kv.first.substr(7) : kv.first;
+      if (k.rfind("refinement_stages.", 0) == 0) stages = std::max(stages, std::atoi(k.c_str() + 18) + 1);
+    }
+    t.info.num_refinement_stages = std::min(stages, 1);
+  }
+  t.net = PoseEstimationWithMobileNet(t.info.num_refinement_stages);
+  t.report = load_teacher_state(t.net, sd, path);
+  t.net->eval();
+  if (fuse) t.net->fuse();
+  return t;
+}
+
 TeacherWrapper load_teacher_wrapper(const std::string& path, const TeacherOptions& options, LoadReport* report) {
-  PoseEstimationWithMobileNet net(options.num_refinement_stages);
-  LoadReport rep = load_teacher(net, path, options.fuse_bn);
-  if (report) *report = rep;
-  return TeacherWrapper(net, options);
+  LoadedTeacher t = load_teacher(path, options.input_scale, options.fuse_bn);
+  if (report) *report = t.report;
+  TeacherOptions o = t.wrapper_options(options.output_size);
+  if (!t.info.from_metadata) o.input_size = options.input_size;
+  return TeacherWrapper(t.net, o);
 }
 
 }  // namespace posekd::model

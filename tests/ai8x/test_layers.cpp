@@ -53,7 +53,7 @@ void expect_same_state(const StateDict& got, const StateDict& want, double tol) 
 class LayerCase : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LayerCase, FloatFusedAndQatMatchPythonAi8x) {
-  POSEKD_REQUIRE_SHARED(path, "fixtures/ai8x/layers_float_qat.pt");
+  POSEKD_REQUIRE_FIXTURE(path, "ai8x/layers_float_qat.pt");
   auto all = read_tensor_dict(path.string());
   auto c = dict_dict(all, GetParam());
   auto spec = spec_from(dict_dict(c, "config"));

@@ -42,8 +42,8 @@ Proc run(const std::string& cmd) {
 class DistributedTrain : public ::testing::Test {
  protected:
   void SetUp() override {
-    coco_ = posekd::testing::shared_path("data/coco-sample");
-    if (coco_.empty()) GTEST_SKIP() << "fixture ../shared/data/coco-sample is absent; this test needs it";
+    coco_ = posekd::testing::fixture_path("coco-sample");
+    if (coco_.empty()) GTEST_SKIP() << "fixture tests/fixtures/coco-sample is absent";
     ASSERT_TRUE(fs::exists(posekd::testing::cli())) << "the posekd program is not built";
     dir_ = posekd::testing::temp_dir("dist");
     std::ofstream(dir_ / "qat0.yaml") << "start_batch: 0\nweight_bits: 8\n";
@@ -249,7 +249,7 @@ TEST_F(DistributedTrain, AHungRankIsGivenUpAfterTheTimeout) {
 }
 
 TEST_F(DistributedTrain, BothRanksFillOneTeacherCache) {
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   const std::string t = "--no-augment --teacher " + teacher.string();  // the cache holds unaugmented images
   const Proc r = run(launch2() + train("t", 1, t));
   ASSERT_EQ(r.rc, 0) << r.out;
@@ -261,7 +261,7 @@ TEST_F(DistributedTrain, BothRanksFillOneTeacherCache) {
 }
 
 TEST_F(DistributedTrain, CacheTeacherSplitsTheImagesOverTheRanks) {
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   const std::string args = "cache-teacher --teacher " + teacher.string() + " --ann " +
                            (coco_ / "annotations" / "person_keypoints_val2017.json").string() + " --images " +
                            (coco_ / "val2017").string() + " --out " + (dir_ / "tc.bin").string() + " --threads 1";

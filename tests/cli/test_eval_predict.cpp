@@ -1,4 +1,4 @@
-// `posekd eval` and `posekd predict` end to end on ../shared/data/coco-sample: AP 1.0 for a
+// `posekd eval` and `posekd predict` end to end on tests/fixtures/coco-sample: AP 1.0 for a
 // results file of the ground truth, a fresh student / a QAT student (float and int8) / the teacher
 // fixture through eval, predict's images and JSON, one-line errors.
 #include <gtest/gtest.h>
@@ -18,6 +18,8 @@
 #include "posekd/ai8x/state_dict.h"
 #include "posekd/data/coco_json.h"
 #include "posekd/infer/coco_results.h"
+#include "posekd/infer/evaluate.h"
+#include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/train/checkpoint.h"
 #include "posekd/train/trainer.h"
@@ -70,7 +72,7 @@ class EvalCli : public ::testing::Test {
  protected:
   static fs::path dir_, fresh_, qat_;
   static void SetUpTestSuite() {
-    const auto coco = posekd::testing::shared_path("data/coco-sample");
+    const auto coco = posekd::testing::fixture_path("coco-sample");
     if (coco.empty()) return;
     dir_ = posekd::testing::temp_dir("evalcli");
     // A freshly initialised float student.
@@ -104,7 +106,7 @@ class EvalCli : public ::testing::Test {
 fs::path EvalCli::dir_, EvalCli::fresh_, EvalCli::qat_;
 
 TEST_F(EvalCli, ResultsFileOfTheGroundTruthHasApOne) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto gt = posekd::data::load_coco((coco / "annotations" / "person_keypoints_val2017.json").string(), "");
   std::vector<posekd::infer::Detection> dts;
   for (const auto& im : gt.images)
@@ -136,7 +138,7 @@ TEST_F(EvalCli, ResultsFileOfTheGroundTruthHasApOne) {
 }
 
 TEST_F(EvalCli, FreshStudentRunsEndToEndAndWritesValidResults) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   const auto out = dir_ / "fresh_results.json";
   auto r = run_cli("eval " + data_args(coco) + " --checkpoint " + fresh_.string() + " --batch-size 3 -o " +
                    out.string());
@@ -157,7 +159,7 @@ TEST_F(EvalCli, FreshStudentRunsEndToEndAndWritesValidResults) {
 }
 
 TEST_F(EvalCli, QatCheckpointInt8EqualsQatAndFloatCheckpointIsRefused) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   ASSERT_TRUE(fs::exists(qat_));
   ASSERT_EQ(posekd::train::load_checkpoint(qat_.string()).phase, "qat");
   const auto a = dir_ / "qat.json", b = dir_ / "int8.json";
@@ -178,17 +180,76 @@ TEST_F(EvalCli, QatCheckpointInt8EqualsQatAndFloatCheckpointIsRefused) {
 }
 
 TEST_F(EvalCli, TeacherFixtureRunsThroughEval) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
-  auto r = run_cli("eval " + data_args(coco) + " --teacher " + teacher.string() + " --subset 2 --batch-size 2");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
+  const auto res = dir_ / "teacher_results.json";
+  auto r = run_cli("eval " + data_args(coco) + " --teacher " + teacher.string() + " --batch-size 2 -o " + res.string());
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_EQ(summary_stats(r.out).size(), 10u) << r.out;
-  EXPECT_NE(r.err.find("2 images"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("input 368"), std::string::npos) << r.err;
+  const auto stats = summary_stats(r.out);
+  ASSERT_EQ(stats.size(), 10u) << r.out;
+  EXPECT_NE(r.err.find("4 images, input 368"), std::string::npos) << r.err;
+  // The same numbers as the library computes with the same loader: AP/AR to the printed 3 decimals,
+  // and the same detections in the results file.
+  const auto gt = posekd::data::load_coco((coco / "annotations/person_keypoints_val2017.json").string(),
+                                          (coco / "val2017").string());
+  const auto t = posekd::model::load_teacher(teacher.string());
+  std::vector<posekd::infer::Detection> dts;
+  const auto want = posekd::infer::evaluate_model(gt, posekd::infer::teacher_predictor(t),
+                                                  posekd::infer::teacher_eval_config(t.info), &dts);
+  for (int i = 0; i < 10; ++i) EXPECT_NEAR(stats[i], want.stats[i], 5.1e-4) << "stat " << i;
+  EXPECT_NE(r.err.find(std::to_string(want.num_detections) + " detections"), std::string::npos) << r.err;
+  const auto written = posekd::infer::read_results_json(res.string());
+  ASSERT_EQ(written.size(), dts.size());
+  for (size_t i = 0; i < dts.size(); ++i) {
+    EXPECT_EQ(written[i].image_id, dts[i].image_id);
+    EXPECT_NEAR(written[i].score, dts[i].score, 1e-4);
+  }
+  // Scoring the written results gives the printed numbers again.
+  auto again = run_cli("eval " + data_args(coco) + " --results " + res.string());
+  ASSERT_EQ(again.rc, 0) << again.err;
+  const auto rescored = summary_stats(again.out);
+  ASSERT_EQ(rescored.size(), 10u) << again.out;
+  for (int i = 0; i < 10; ++i) EXPECT_NEAR(rescored[i], stats[i], 1.1e-3) << "stat " << i;
+}
+
+// A teacher trained by posekd records its input size and stages: eval runs it at that size and
+// leaves no weight random.
+TEST_F(EvalCli, TeacherWithPosekdMetadataRunsAtItsOwnSize) {
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
+  auto full = posekd::io::to_state_dict(posekd::io::load_torch_file(teacher.string()).at("state_dict"));
+  posekd::io::StateDict no_stages;
+  for (const auto& kv : full)
+    if (kv.first.rfind("refinement_stages.", 0) != 0) no_stages.push_back(kv);
+  auto root = posekd::io::Value::dict();
+  root.set("state_dict", posekd::io::to_value(no_stages));
+  auto meta = posekd::io::Value::dict();
+  meta.set("input_size", posekd::io::Value::integer(128));
+  meta.set("input_scale", posekd::io::Value::floating(1.0));
+  meta.set("num_refinement_stages", posekd::io::Value::integer(0));
+  root.set("posekd_teacher", meta);
+  const auto path = dir_ / "posekd_teacher.pth";
+  posekd::io::save_torch_file(path.string(), root);
+  auto r = run_cli("eval " + data_args(coco) + " --teacher " + path.string() + " --subset 2");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.err.find("2 images, input 128"), std::string::npos) << r.err;
+  const auto gt = posekd::data::load_coco((coco / "annotations/person_keypoints_val2017.json").string(),
+                                          (coco / "val2017").string(), [] {
+                                            posekd::data::CocoLoadOptions lo;
+                                            lo.subset = 2;
+                                            return lo;
+                                          }());
+  const auto t = posekd::model::load_teacher(path.string());
+  EXPECT_EQ(t.report.missing, 0);
+  const auto want = posekd::infer::evaluate_model(gt, posekd::infer::teacher_predictor(t),
+                                                  posekd::infer::teacher_eval_config(t.info));
+  const auto stats = summary_stats(r.out);
+  ASSERT_EQ(stats.size(), 10u) << r.out;
+  for (int i = 0; i < 10; ++i) EXPECT_NEAR(stats[i], want.stats[i], 5.1e-4) << "stat " << i;
 }
 
 TEST_F(EvalCli, PredictWritesDrawnImagesAndPosesJson) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   const auto out = dir_ / "pred";
   const auto img1 = coco / "val2017" / "000000000785.jpg", img2 = coco / "val2017" / "000000040083.jpg";
   auto r = run_cli("predict " + img1.string() + " " + img2.string() + " " + (dir_ / "missing.jpg").string() +
@@ -215,7 +276,7 @@ TEST_F(EvalCli, PredictWritesDrawnImagesAndPosesJson) {
 }
 
 TEST_F(EvalCli, ErrorsAreOneClearLine) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   const std::string missing = (dir_ / "nope.pth").string();
   for (const std::string& args :
        {"eval " + data_args(coco) + " --checkpoint " + missing, "predict x.jpg --checkpoint " + missing + " -o " +
@@ -234,4 +295,24 @@ TEST_F(EvalCli, ErrorsAreOneClearLine) {
   auto none = run_cli("eval " + data_args(coco));
   EXPECT_NE(none.rc, 0);
   EXPECT_EQ(lines(none.err).size(), 1u) << none.err;
+}
+
+// `summary --checkpoint F` reads the architecture (and the QAT layers' bits) from the checkpoint;
+// `--qat-policy P` counts the weights at the policy's bits.
+TEST_F(EvalCli, SummaryOfACheckpointUsesItsWeightBits) {
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  auto r = run_cli("summary --checkpoint " + qat_.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("student ai85pose on MAX78000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("kernel memory: 384048 / 442368 bytes"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("verdict: FITS MAX78000"), std::string::npos) << r.out;
+  const auto policy = dir_ / "policy4.yaml";
+  std::ofstream(policy) << "start_batch: 1\nweight_bits: 4\n";
+  r = run_cli("summary --checkpoint " + fresh_.string() + " --qat-policy " + policy.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("kernel memory: 192024 / 442368 bytes"), std::string::npos) << r.out;
+  r = run_cli("summary --checkpoint " + (dir_ / "absent.pth").string());
+  EXPECT_NE(r.rc, 0);
+  ASSERT_EQ(lines(r.err).size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("absent.pth"), std::string::npos) << r.err;
 }

@@ -306,7 +306,7 @@ TEST(HostileInputs, BadCheckpointsUnwritableOutputFullDiskAndNanLoss) {
   spit(root / "truncated.pth", ckpt.substr(0, ckpt.size() / 2));
   spit(root / "random.pth", random_bytes);
   std::vector<fs::path> bad = {root / "truncated.pth", root / "random.pth"};
-  if (auto teacher = posekd::testing::shared_path("fixtures/teacher/teacher_state_zip.pth"); !teacher.empty())
+  if (auto teacher = posekd::testing::fixture_path("teacher/teacher_state_zip.pth"); !teacher.empty())
     bad.push_back(teacher);
   for (const auto& p : bad) {
     const fs::path out = root / ("out-" + p.stem().string());

@@ -64,7 +64,7 @@ TEST(Inspect, ListsOurFile) {
 }
 
 TEST(Inspect, LegacyCheckpointShowsPlaceholders) {
-  POSEKD_REQUIRE_SHARED(legacy, "fixtures/teacher/teacher_checkpoint_legacy.pth");
+  POSEKD_REQUIRE_FIXTURE(legacy, "teacher/teacher_checkpoint_legacy.pth");
   std::string out;
   ASSERT_EQ(run_cli("inspect " + legacy.string(), &out), 0) << out.substr(0, 2000);
   EXPECT_NE(out.find("torch.save legacy format"), std::string::npos);

@@ -21,7 +21,7 @@ namespace {
 }  // namespace
 
 TEST(Signals, SigtermWritesACheckpointAndExitsZeroAndStaleTempFilesAreRemoved) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   ASSERT_TRUE(fs::exists(posekd::testing::cli())) << "the posekd program is not built";
   auto out = posekd::testing::temp_dir("sigterm");
   // a leftover of a write killed in another process (pid 99999999 cannot exist: > pid_max)

@@ -15,7 +15,7 @@ using namespace posekd::data;
 
 
 TEST(CocoJson, LoadsCocoSample) {
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   auto ds = load_coco(ann.string(), "imgs");
   EXPECT_EQ(ds.image_dir, "imgs");
   ASSERT_EQ(ds.images.size(), 4u);
@@ -195,7 +195,7 @@ bool same(const CocoDataset& a, const CocoDataset& b) {
 }
 
 TEST(CocoJson, BinaryCacheRoundTripAndStaleness) {
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   auto dir = posekd::testing::temp_dir("coco-cache");
   auto json_path = dir / "person_keypoints_val2017.json";
   fs::copy_file(ann, json_path);

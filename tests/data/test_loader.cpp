@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 using namespace posekd::data;
 
 CocoDataset sample_dataset() {
-  auto ann = posekd::testing::shared_path("data/coco-sample/annotations/person_keypoints_val2017.json");
+  auto ann = posekd::testing::fixture_path("coco-sample/annotations/person_keypoints_val2017.json");
   if (ann.empty()) return {};
   return load_coco(ann.string(), (ann.parent_path().parent_path() / "val2017").string());
 }
@@ -32,7 +32,7 @@ void expect_same(const Batch& a, const Batch& b, const std::string& what) {
 
 TEST(Loader, EpochsVisitEverySampleOnce) {
   auto ds = sample_dataset();
-  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  if (ds.images.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample is absent";
   Loader l(ds, SampleConfig{}, 2, 7, 0);
   EXPECT_EQ(l.num_samples(), 4);
   EXPECT_EQ(l.batches_per_epoch(), 2);
@@ -66,7 +66,7 @@ TEST(Loader, PermutationDependsOnSeedAndEpoch) {
 
 TEST(Loader, WorkersDoNotChangeTheBatches) {
   auto ds = sample_dataset();
-  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  if (ds.images.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample is absent";
   Loader l0(ds, SampleConfig{}, 3, 42, 0);
   Loader l3(ds, SampleConfig{}, 3, 42, 3, 2);
   for (int b = 0; b < 5; ++b) expect_same(l0.next(), l3.next(), "batch " + std::to_string(b));
@@ -74,7 +74,7 @@ TEST(Loader, WorkersDoNotChangeTheBatches) {
 
 TEST(Loader, StateRoundTripResumesExactly) {
   auto ds = sample_dataset();
-  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  if (ds.images.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample is absent";
   Loader a(ds, SampleConfig{}, 3, 9, 2);
   a.next();
   a.next();
@@ -95,7 +95,7 @@ TEST(Loader, StateRoundTripResumesExactly) {
 
 TEST(Loader, BadSamplesSkippedDeterministically) {
   auto ds = sample_dataset();
-  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  if (ds.images.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample is absent";
   auto dir = posekd::testing::temp_dir("loader-bad");
   for (const auto& im : ds.images) fs::copy_file(fs::path(ds.image_dir) / im.file_name, dir / im.file_name);
   { std::ofstream(dir / "text.jpg") << "not a jpeg"; }
@@ -152,7 +152,7 @@ TEST(Loader, NoSamplesIsAnError) {
 
 TEST(Loader, AbandonedMidEpochShutsDownCleanly) {
   auto ds = sample_dataset();
-  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  if (ds.images.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample is absent";
   for (int i = 0; i < 3; ++i) {
     Loader l(ds, SampleConfig{}, 1, i, 3, 8);
     if (i > 0) l.next();
@@ -162,7 +162,7 @@ TEST(Loader, AbandonedMidEpochShutsDownCleanly) {
 
 TEST(Loader, CrowdMaskZeroWhereTheCrowdIs) {
   // coco-sample has no iscrowd=1 annotation: add one (uncompressed RLE, as in COCO) to 785.
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   auto dir = posekd::testing::temp_dir("loader-crowd");
   nlohmann::json j;
   {
@@ -217,7 +217,7 @@ TEST(Loader, CrowdMaskZeroWhereTheCrowdIs) {
 // the global batch size, across epoch boundaries; state() is global, so any rank count resumes.
 TEST(Loader, ShardsPartitionTheGlobalBatches) {
   auto ds = sample_dataset();
-  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  if (ds.images.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample is absent";
   const int world = 2, b = 3;  // global batch 6 over 4 samples: every batch spans two epochs
   Loader whole(ds, SampleConfig{}, b * world, 11, 0);
   Loader r0(ds, SampleConfig{}, b, 11, 1, 2, {}, Shard{0, world});
@@ -244,7 +244,7 @@ TEST(Loader, ShardsPartitionTheGlobalBatches) {
 
 TEST(Loader, ShardStateRoundsUpToAGlobalBatchAndRejectsBadShards) {
   auto ds = sample_dataset();
-  if (ds.images.empty()) GTEST_SKIP() << "../shared/data/coco-sample is absent";
+  if (ds.images.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample is absent";
   // A single-process position in the middle of a global batch of 4 resumes at the next boundary.
   LoaderState mid;
   mid.epoch = 1;

@@ -29,9 +29,9 @@ torch::Tensor get(const c10::Dict<c10::IValue, c10::IValue>& d, const std::strin
 
 struct Golden : ::testing::Test {
   void SetUp() override {
-    auto ann = posekd::testing::shared_path("data/coco-sample/annotations/person_keypoints_val2017.json");
-    auto fix = posekd::testing::shared_path("fixtures/targets/coco_sample_targets.pt");
-    if (ann.empty() || fix.empty()) GTEST_SKIP() << "../shared coco-sample or fixtures/targets is absent";
+    auto ann = posekd::testing::fixture_path("coco-sample/annotations/person_keypoints_val2017.json");
+    auto fix = posekd::testing::fixture_path("targets/coco_sample_targets.pt");
+    if (ann.empty() || fix.empty()) GTEST_SKIP() << "tests/fixtures/coco-sample or tests/fixtures/targets is absent";
     ds = load_coco(ann.string(), (ann.parent_path().parent_path() / "val2017").string());
     golden_iv = load_fixture(fix);
   }

@@ -203,7 +203,7 @@ TEST(Sample, SyntheticIsDeterministicFoldedAndInRange) {
 }
 
 TEST(Sample, RealImageIsPixelMinus128) {
-  POSEKD_REQUIRE_SHARED(img, "data/coco-sample/val2017/000000000785.jpg");
+  POSEKD_REQUIRE_FIXTURE(img, "coco-sample/val2017/000000000785.jpg");
   auto x = image_int(img.string());
   EXPECT_EQ(x.sizes(), (std::vector<int64_t>{3, 128, 128}));
   EXPECT_GE(x.min().item<int64_t>(), -128);
@@ -444,7 +444,7 @@ TEST(Export, Ai85PoseEndToEnd) {
 }
 
 TEST(Export, RealSampleImageAndNameOption) {
-  POSEKD_REQUIRE_SHARED(img, "data/coco-sample/val2017/000000196141.jpg");
+  POSEKD_REQUIRE_FIXTURE(img, "coco-sample/val2017/000000196141.jpg");
   auto s = qat_student("ai85pose", 11);
   auto dir = posekd::testing::temp_dir("img-e2e");
   ExportOptions o;

@@ -53,3 +53,35 @@ TEST(Fit, Ai85PoseFitsMax78000AsTheSynthesisToolSaid) {
 }
 
 TEST(Fit, UnknownDeviceIsAnError) { EXPECT_THROW(device_limits("MAX99999"), posekd::Error); }
+
+TEST(Fit, WeightBitsComeFromThePolicyOrTheQatLayers) {
+  auto s = posekd::model::make_student("seed");
+  // A policy of 4-bit weights with conv8 kept at 8 bits: conv8 is 128x128x3x3 = 147,456 bytes at 8 bit.
+  posekd::ai8x::QatPolicy p;
+  p.weight_bits = 4;
+  p.overrides["conv8"].weight_bits = 8;
+  const WeightBits pb = weight_bits_of(p);
+  EXPECT_EQ(pb.for_layer("conv1"), 4);
+  EXPECT_EQ(pb.for_layer("conv8"), 8);
+  auto r = check_fit(*s, device_limits("MAX78000"), &pb);
+  EXPECT_EQ(r.total_weight_bytes, (655776 - 147456) / 2 + 147456);
+  for (const auto& f : r.layers) EXPECT_EQ(f.weight_bits, f.name == "conv8" ? 8 : 4) << f.name;
+  bool bytes = false;
+  for (const auto& v : r.violations) bytes |= v.find("kernel memory") != std::string::npos;
+  EXPECT_FALSE(bytes) << format_fit_report(r);  // 401,616 bytes: the memory fits at these bits
+  EXPECT_NE(format_fit_report(r).find(" bits "), std::string::npos);
+  // Without bits: a float student counts 8 bits everywhere; a QAT layer counts the bits it holds.
+  EXPECT_EQ(check_fit(*s, device_limits("MAX78000")).total_weight_bytes, 655776);
+  s->layers()[0]->init_module(2, true);  // conv1: 3->32 3x3 = 864 weights
+  const WeightBits sb = weight_bits_of(*s);
+  EXPECT_EQ(sb.for_layer("conv1"), 2);
+  EXPECT_EQ(sb.for_layer("conv2"), 8);
+  EXPECT_EQ(check_fit(*s, device_limits("MAX78000")).total_weight_bytes, 655776 - 864 + 864 / 4);
+  // Bits ai8x does not have are a violation.
+  WeightBits bad;
+  bad.default_bits = 3;
+  bool named = false;
+  for (const auto& v : check_fit(*s, device_limits("MAX78000"), &bad).violations)
+    named |= v.find("conv1: 3-bit weights (1, 2, 4 or 8 only)") != std::string::npos;
+  EXPECT_TRUE(named);
+}

@@ -1,4 +1,4 @@
-// COCO keypoint evaluation (pycocotools semantics), results JSON, the GT reader, eval-results CLI.
+// COCO keypoint evaluation (pycocotools semantics), results JSON, the GT reader, `posekd eval --results`.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -339,7 +339,7 @@ TEST(CocoResults, JsonRoundTripAndErrors) {
 }
 
 TEST(CocoResults, ReadsCocoSampleGroundTruth) {
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   auto ds = read_coco_gt_for_eval(ann.string());
   ASSERT_EQ(ds.images.size(), 4u);
   EXPECT_EQ(ds.images[0].id, 785);
@@ -380,7 +380,7 @@ std::vector<Detection> gt_as_detections(const CocoDataset& ds) {
 }
 
 TEST(CocoResults, CocoSampleGroundTruthAsDetectionsGivesOne) {
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   auto ds = read_coco_gt_for_eval(ann.string());
   auto r = evaluate_keypoints(ds, gt_as_detections(ds));
   for (int i = 0; i < 10; ++i) EXPECT_DOUBLE_EQ(r.stats[i], 1.0) << i;
@@ -473,7 +473,7 @@ std::string run(const std::string& cmd, int* status) {
 }
 
 TEST(CocoResults, StatsMatchPycocotools) {
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   int st = 0;
   run(python() + " -c 'import pycocotools.coco, pycocotools.cocoeval' 2>/dev/null", &st);
   if (st != 0)
@@ -533,22 +533,22 @@ TEST(CocoResults, StatsMatchPycocotools) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(CocoResults, EvalResultsCli) {
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+TEST(CocoResults, EvalCliScoresAResultsFile) {
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   if (!std::filesystem::exists(posekd::testing::cli())) GTEST_SKIP() << "posekd program not built";
   auto ds = read_coco_gt_for_eval(ann.string());
   auto dir = posekd::testing::temp_dir("infer-cli");
   const auto dt = (dir / "dt.json").string();
   write_results_json(dt, gt_as_detections(ds));
   int st = 0;
-  std::string out = run(posekd::testing::cli() + " eval-results --ann " + ann.string() + " --results " + dt + " 2>/dev/null", &st);
+  std::string out = run(posekd::testing::cli() + " eval --ann " + ann.string() + " --results " + dt + " 2>/dev/null", &st);
   EXPECT_EQ(st, 0);
   std::array<double, 10> ones;
   ones.fill(1.0);
   EXPECT_EQ(out, format_summary(ones));
   // A results file naming an unknown image: non-zero exit and a one-line error naming the file.
   write_results_json(dt, {Detection{99, {}, 1.f}});
-  out = run(posekd::testing::cli() + " eval-results --ann " + ann.string() + " --results " + dt + " 2>&1", &st);
+  out = run(posekd::testing::cli() + " eval --ann " + ann.string() + " --results " + dt + " 2>&1", &st);
   EXPECT_NE(st, 0);
   EXPECT_NE(out.find(dt), std::string::npos) << out;
   EXPECT_NE(out.find("99"), std::string::npos) << out;

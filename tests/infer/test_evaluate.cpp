@@ -1,4 +1,4 @@
-// Predictors and dataset evaluation (infer/evaluate.h) on ../shared/data/coco-sample.
+// Predictors and dataset evaluation (infer/evaluate.h) on tests/fixtures/coco-sample.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include <opencv2/imgcodecs.hpp>
 
 #include "posekd/ai8x/policy.h"
 #include "posekd/ai8x/state_dict.h"
@@ -60,7 +62,7 @@ infer::PredictFn oracle(const data::CocoDataset& ds, const infer::EvalConfig& cf
 }  // namespace
 
 TEST(Evaluate, GroundTruthMapsDecodeBackToTheAnnotationsInOriginalCoordinates) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto ds = sample_dataset(coco);
   ASSERT_EQ(ds.images.size(), 4u);
   auto cfg = infer::teacher_eval_config();  // 368 input, 46x46 maps: fine enough to resolve people
@@ -112,7 +114,7 @@ TEST(Evaluate, GroundTruthMapsDecodeBackToTheAnnotationsInOriginalCoordinates) {
 }
 
 TEST(Evaluate, BadPredictorOutputIsAClearError) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto ds = sample_dataset(coco);
   ds.images.resize(1);
   infer::EvalConfig cfg;
@@ -128,7 +130,7 @@ TEST(Evaluate, BadPredictorOutputIsAClearError) {
 }
 
 TEST(Evaluate, Int8StudentEqualsQatStudentOnPreparedImages) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto ds = sample_dataset(coco);
   data::SampleConfig sc;
   std::vector<torch::Tensor> imgs;
@@ -194,10 +196,10 @@ TEST(Evaluate, Int8StudentEqualsQatStudentOnPreparedImages) {
 }
 
 TEST(Evaluate, TeacherPredictorMatchesThePythonReferenceAndRunsAt368) {
-  POSEKD_REQUIRE_SHARED(ref_path, "fixtures/teacher/teacher_reference_outputs.pt");
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(ref_path, "teacher/teacher_reference_outputs.pt");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   auto ref = ai8x::read_tensor_dict(ref_path.string());
-  auto predict = infer::teacher_predictor(teacher.string());
+  auto predict = infer::teacher_predictor(posekd::model::load_teacher(teacher.string()));
   // The fixture input is what the net sees ((x-128)/256 scale); the predictor takes (x-128)/128.
   auto x = ai8x::dict_tensor(ref, "input_368");
   auto [heat, paf] = predict(x * 2);
@@ -207,7 +209,7 @@ TEST(Evaluate, TeacherPredictorMatchesThePythonReferenceAndRunsAt368) {
   EXPECT_LT(rel(heat, ai8x::dict_tensor(ref, "stage1_heatmaps")), 1e-4);
   EXPECT_LT(rel(paf, ai8x::dict_tensor(ref, "stage1_pafs")), 1e-4);
 
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto ds = sample_dataset(coco);
   ds.images.resize(1);
   infer::PredictStats st;
@@ -215,4 +217,43 @@ TEST(Evaluate, TeacherPredictorMatchesThePythonReferenceAndRunsAt368) {
   EXPECT_EQ(st.images, 1);
   EXPECT_EQ(st.unreadable, 0);
   EXPECT_EQ(r.num_images, 1);
+}
+
+// In-memory frames (video, camera) go through the same preparation as files: the same poses, whatever
+// the batch size.
+TEST(Evaluate, FramesInMemoryGiveTheSamePosesAsFilesInAnyBatchSize) {
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  auto ds = sample_dataset(coco);
+  infer::EvalConfig cfg;
+  cfg.reduced_decode = false;  // frames are full decodes
+  cfg.batch_size = 1;
+  auto predict = oracle(ds, cfg);
+  const auto by_file = infer::predict_images(ds.images, ds.image_dir, predict, cfg);
+  std::vector<cv::Mat> frames;
+  for (const auto& im : ds.images) frames.push_back(cv::imread((fs::path(ds.image_dir) / im.file_name).string()));
+  double scale = 0;
+  data::SampleConfig sc;
+  sc.reduced_decode = false;
+  const auto s0 = data::prepare_sample(ds.images[0], ds.image_dir, sc);
+  EXPECT_TRUE(data::prepare_input(frames[0], 128, &scale).equal(s0.image));
+  EXPECT_DOUBLE_EQ(scale, s0.scale);
+  for (int batch : {1, 3, 8}) {
+    SCOPED_TRACE(batch);
+    cfg.batch_size = batch;
+    const auto by_frame = infer::predict_frames(frames, predict, cfg);
+    ASSERT_EQ(by_frame.size(), by_file.size());
+    size_t people = 0;
+    for (size_t i = 0; i < by_file.size(); ++i) {
+      ASSERT_TRUE(by_file[i].ok);
+      ASSERT_EQ(by_frame[i].size(), by_file[i].poses.size()) << "image " << i;
+      for (size_t p = 0; p < by_frame[i].size(); ++p) {
+        EXPECT_EQ(by_frame[i][p].keypoints, by_file[i].poses[p].keypoints);
+        EXPECT_EQ(by_frame[i][p].score, by_file[i].poses[p].score);
+      }
+      people += by_frame[i].size();
+    }
+    EXPECT_GE(people, 8u);  // the oracle's maps hold the sample's people
+  }
+  EXPECT_THROW(data::prepare_input(cv::Mat(), 128), Error);
+  EXPECT_THROW(data::prepare_input(cv::Mat(8, 8, CV_8UC1, cv::Scalar(3)), 128), Error);
 }

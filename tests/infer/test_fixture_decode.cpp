@@ -21,8 +21,8 @@ namespace {
 using namespace posekd::infer;
 
 TEST(FixtureDecode, GoldenStudentTargetsDecodeToTheSamplePeople) {
-  POSEKD_REQUIRE_SHARED(pt, "fixtures/targets/coco_sample_targets.pt");
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(pt, "targets/coco_sample_targets.pt");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   std::ifstream f(pt, std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   const c10::IValue root = torch::pickle_load(bytes);

@@ -114,8 +114,8 @@ TEST(TorchFile, PythonWrittenZipAndLegacy) {
 }
 
 TEST(TorchFile, LegacyTeacherCheckpoint) {
-  POSEKD_REQUIRE_SHARED(legacy, "fixtures/teacher/teacher_checkpoint_legacy.pth");
-  POSEKD_REQUIRE_SHARED(zip, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(legacy, "teacher/teacher_checkpoint_legacy.pth");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
   Value ck = posekd::io::load_torch_file(legacy.string());
   EXPECT_EQ(ck.at("iter").as_int(), 370000);
   EXPECT_EQ(ck.at("current_epoch").as_int(), 279);
@@ -169,8 +169,8 @@ void expect_load_error(const fs::path& p, const std::string& needle) {
 }
 
 TEST(TorchFile, TruncatedFixturesGiveErrorsWithOffsets) {
-  POSEKD_REQUIRE_SHARED(legacy, "fixtures/teacher/teacher_checkpoint_legacy.pth");
-  POSEKD_REQUIRE_SHARED(zip, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(legacy, "teacher/teacher_checkpoint_legacy.pth");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
   auto dir = posekd::testing::temp_dir("truncate");
   const std::string lb = read_bytes(legacy);
   for (size_t n : {size_t(0), size_t(10), size_t(15), size_t(30), size_t(140), size_t(5000), size_t(168029),

@@ -24,7 +24,7 @@ const c10::impl::GenericDict& fixture(const std::string& name) {
   static std::map<std::string, c10::impl::GenericDict> cache;
   auto it = cache.find(name);
   if (it == cache.end()) {
-    auto p = posekd::testing::shared_path("fixtures/ai8x/" + name);
+    auto p = posekd::testing::fixture_path("ai8x/" + name);
     it = cache.emplace(name, read_tensor_dict(p.string())).first;
   }
   return it->second;
@@ -68,7 +68,7 @@ void expect_grads(model::Student& s, const c10::impl::GenericDict& want, size_t 
 }
 
 TEST(Student, SeedFloatMatchesPython) {
-  POSEKD_REQUIRE_SHARED(path, "fixtures/ai8x/student_float.pt");
+  POSEKD_REQUIRE_FIXTURE(path, "ai8x/student_float.pt");
   const auto& f = fixture("student_float.pt");
   auto s = make_student("seed");
   int64_t count = 0;
@@ -111,8 +111,8 @@ TEST(Student, SeedFloatMatchesPython) {
 }
 
 TEST(Student, SeedQatTransitionMatchesPython) {
-  POSEKD_REQUIRE_SHARED(fpath, "fixtures/ai8x/student_float.pt");
-  POSEKD_REQUIRE_SHARED(qpath, "fixtures/ai8x/student_qat.pt");
+  POSEKD_REQUIRE_FIXTURE(fpath, "ai8x/student_float.pt");
+  POSEKD_REQUIRE_FIXTURE(qpath, "ai8x/student_qat.pt");
   const auto& f = fixture("student_float.pt");
   const auto& q = fixture("student_qat.pt");
   auto s = make_student("seed");
@@ -167,7 +167,7 @@ TEST(Student, SeedQatTransitionMatchesPython) {
 }
 
 TEST(Student, SeedSimulateAndIntegerInferenceAreBitExact) {
-  POSEKD_REQUIRE_SHARED(path, "fixtures/ai8x/student_quantized.pt");
+  POSEKD_REQUIRE_FIXTURE(path, "ai8x/student_quantized.pt");
   const auto& d = fixture("student_quantized.pt");
   auto quantized = to_state_dict(dict_dict(d, "quantized_state_dict"));
   auto x = dict_tensor(d, "input_int");
@@ -187,7 +187,7 @@ TEST(Student, SeedSimulateAndIntegerInferenceAreBitExact) {
     EXPECT_TRUE(a[0].equal(kv.value().toTensor()));
   }
   // per-head rescaling (6.1 step 6) gives the QAT float units of student_qat's heads
-  POSEKD_REQUIRE_SHARED(qpath, "fixtures/ai8x/student_qat.pt");
+  POSEKD_REQUIRE_FIXTURE(qpath, "ai8x/student_qat.pt");
   const auto& q = fixture("student_qat.pt");
   EXPECT_TRUE(integer_output_to_float(io.heat, true).to(torch::kFloat).equal(dict_tensor(q, "train/heat")));
   EXPECT_TRUE(integer_output_to_float(io.paf, true).to(torch::kFloat).equal(dict_tensor(q, "train/paf")));

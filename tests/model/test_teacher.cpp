@@ -56,8 +56,8 @@ TEST(Teacher, StateDictNamesAndCounts) {
 }
 
 TEST(Teacher, ZipStateMatchesReferenceOutputs) {
-  POSEKD_REQUIRE_SHARED(zip, "fixtures/teacher/teacher_state_zip.pth");
-  POSEKD_REQUIRE_SHARED(refp, "fixtures/teacher/teacher_reference_outputs.pt");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(refp, "teacher/teacher_reference_outputs.pt");
   auto ref = posekd::io::load_torch_file(refp.string());
   PoseEstimationWithMobileNet net(1);
   auto rep = posekd::model::load_teacher(net, zip.string(), /*fuse=*/false);
@@ -86,8 +86,8 @@ TEST(Teacher, ZipStateMatchesReferenceOutputs) {
 }
 
 TEST(Teacher, LegacyCheckpointWrappedMatchesReference) {
-  POSEKD_REQUIRE_SHARED(legacy, "fixtures/teacher/teacher_checkpoint_legacy.pth");
-  POSEKD_REQUIRE_SHARED(refp, "fixtures/teacher/teacher_reference_outputs.pt");
+  POSEKD_REQUIRE_FIXTURE(legacy, "teacher/teacher_checkpoint_legacy.pth");
+  POSEKD_REQUIRE_FIXTURE(refp, "teacher/teacher_reference_outputs.pt");
   auto ref = posekd::io::load_torch_file(refp.string());
   posekd::model::TeacherOptions opt;
   opt.input_scale = 1.0;  // the fixture was made with the seed's behaviour
@@ -122,6 +122,67 @@ TEST(Teacher, LegacyCheckpointWrappedMatchesReference) {
   auto direct16 = F::interpolate(direct[2], F::InterpolateFuncOptions().size(std::vector<int64_t>{16, 16})
                                                 .mode(torch::kBilinear).align_corners(false));
   EXPECT_LT(norm_rel_err(o2[0], direct16), 1e-6);
+}
+
+TEST(Teacher, OneLoaderReadsTheFileMetadataOrUpstreamDefaults) {
+  POSEKD_REQUIRE_FIXTURE(legacy, "teacher/teacher_checkpoint_legacy.pth");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
+  // The released layout (three refinement stages in the file): upstream's 1-stage network at 368.
+  auto t = posekd::model::load_teacher(legacy.string(), 0.5, /*fuse=*/false);
+  EXPECT_FALSE(t.info.from_metadata);
+  EXPECT_EQ(t.info.num_refinement_stages, 1);
+  EXPECT_EQ(t.info.input_size, 368);
+  EXPECT_DOUBLE_EQ(t.info.input_scale, 0.5);
+  EXPECT_EQ(t.report.loaded, 250);
+  EXPECT_EQ(t.report.missing, 0);
+  EXPECT_FALSE(t.net->is_fused());
+  EXPECT_FALSE(t.net->is_training());
+  // A file with 'posekd_teacher' metadata: 0 refinement stages at 128, input scale 1. A bare state dict
+  // without refinement stages builds a 0-stage network too, so no weight is left random.
+  auto dir = posekd::testing::temp_dir("teacher-meta");
+  auto full = posekd::io::to_state_dict(posekd::io::load_torch_file(zip.string()).at("state_dict"));
+  posekd::io::StateDict no_stages;
+  for (const auto& kv : full)
+    if (kv.first.rfind("refinement_stages.", 0) != 0) no_stages.push_back(kv);
+  ASSERT_EQ(no_stages.size(), 162u);
+  auto root = posekd::io::Value::dict();
+  root.set("state_dict", posekd::io::to_value(no_stages));
+  auto meta = posekd::io::Value::dict();
+  meta.set("input_size", posekd::io::Value::integer(128));
+  meta.set("input_scale", posekd::io::Value::floating(1.0));
+  meta.set("num_refinement_stages", posekd::io::Value::integer(0));
+  root.set("posekd_teacher", meta);
+  posekd::io::save_torch_file((dir / "meta.pth").string(), root);
+  auto m = posekd::model::load_teacher((dir / "meta.pth").string(), 0.5);
+  EXPECT_TRUE(m.info.from_metadata);
+  EXPECT_EQ(m.info.num_refinement_stages, 0);
+  EXPECT_EQ(m.info.input_size, 128);
+  EXPECT_DOUBLE_EQ(m.info.input_scale, 1.0);
+  EXPECT_EQ(m.report.loaded, 162);
+  EXPECT_EQ(m.report.missing, 0);
+  EXPECT_TRUE(m.net->is_fused());
+  const auto wo = m.wrapper_options();
+  EXPECT_EQ(wo.input_size, 128);
+  EXPECT_EQ(wo.num_refinement_stages, 0);
+  EXPECT_DOUBLE_EQ(wo.input_scale, 1.0);
+  posekd::io::save_torch_file((dir / "bare.pth").string(), posekd::io::to_value(no_stages));
+  auto b = posekd::model::load_teacher((dir / "bare.pth").string(), 0.25);
+  EXPECT_FALSE(b.info.from_metadata);
+  EXPECT_EQ(b.info.num_refinement_stages, 0);
+  EXPECT_EQ(b.info.input_size, 368);
+  EXPECT_DOUBLE_EQ(b.info.input_scale, 0.25);
+  EXPECT_EQ(b.report.missing, 0);
+  // Metadata out of range is an error naming the file.
+  meta.set("input_size", posekd::io::Value::integer(100));
+  root.set("posekd_teacher", meta);
+  posekd::io::save_torch_file((dir / "bad.pth").string(), root);
+  try {
+    posekd::model::load_teacher((dir / "bad.pth").string());
+    FAIL();
+  } catch (const posekd::Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind((dir / "bad.pth").string() + ": posekd_teacher metadata", 0), 0u) << e.what();
+  }
+  fs::remove_all(dir);
 }
 
 TEST(Teacher, LoadStateSemantics) {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -37,14 +39,34 @@ int run_python(const fs::path& dir, const std::string& script) {
   return std::system(cmd.c_str());
 }
 
+// A double as Python source text that reads back exactly.
+std::string fmt_double(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string shape_tuple(const torch::Tensor& t) {
+  std::string s = "(";
+  for (auto d : t.sizes()) s += std::to_string(d) + ", ";
+  return s + ")";
+}
 
 }  // namespace
 
 TEST(PythonFiles, ASeedCheckpointWrittenByPythonResumesWeightsAdamStateAndBatch) {
-  POSEKD_REQUIRE_SHARED(student, "fixtures/ai8x/student_float.pt");
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   if (!python_has("torch")) GTEST_SKIP() << "/usr/bin/python3 with torch (Debian python3-torch) is not installed";
   auto dir = posekd::testing::temp_dir("seedckpt");
+  // The seed student's float state (seeded weights, BN included), as the Python side starts from it.
+  const fs::path student = dir / "student_float.pt";
+  {
+    torch::manual_seed(5);
+    auto fresh = posekd::model::make_student("seed");
+    auto root = posekd::io::Value::dict();
+    root.set("state_dict", posekd::io::to_value(posekd::ai8x::state_dict(*fresh)));
+    posekd::io::save_torch_file(student.string(), root);
+  }
   const std::string script = R"(
 import collections, torch
 sd = torch.load(')" + student.string() + R"(')['state_dict']
@@ -105,7 +127,7 @@ torch.save({'weight': w.detach(), 'exp_avg': opt.state[w]['exp_avg'], 'exp_avg_s
 }
 
 TEST(PythonFiles, TrainsFromThePreparedAnnotationPickle) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   if (!python_has("pickle")) GTEST_SKIP() << "/usr/bin/python3 is not installed";
   auto dir = posekd::testing::temp_dir("prepared");
   // prepare_train_labels.py's record layout (openpose.md 2.3), from the sample's JSON
@@ -149,5 +171,56 @@ print(len(out))
   ASSERT_TRUE(std::regex_search(log, m, std::regex(R"(Data: \S+ \((\d+) images, (\d+) persons)"))) << log;
   EXPECT_EQ(m[1], "4");
   EXPECT_GE(std::stoi(m[2]), 4);
+  fs::remove_all(dir);
+}
+
+// The other direction: a latest.pth written by a real posekd training run (float scalars loss /
+// best_loss, the Adam state, posekd's extras) loads in Python's torch.load, as the seed's own
+// checkpoints do, and holds what the C++ side reads back.
+TEST(PythonFiles, PythonLoadsALatestPthWrittenByTraining) {
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  if (!python_has("torch")) GTEST_SKIP() << "/usr/bin/python3 with torch (Debian python3-torch) is not installed";
+  auto dir = posekd::testing::temp_dir("latestpy");
+  TrainConfig c;
+  c.ann = (coco / "annotations" / "person_keypoints_val2017.json").string();
+  c.images = (coco / "val2017").string();
+  c.output = (dir / "run").string();
+  c.arch = "ai85pose";
+  c.no_qat = true;
+  c.batch_size = 2;
+  c.total_batches = 2;
+  c.save_every = 1;
+  c.threads = 2;
+  c.quiet = true;
+  c.no_plot = true;
+  run_training(c);
+  const fs::path latest = dir / "run" / "latest.pth";
+  ASSERT_TRUE(fs::exists(latest));
+  const auto ck = load_checkpoint(latest.string());
+  ASSERT_EQ(ck.batch, 2);
+  ASSERT_TRUE(std::isfinite(ck.loss));
+  const auto& w = posekd::ai8x::find(ck.model, "conv1.op.weight", "latest.pth");
+  const std::string script = R"(
+import torch
+d = torch.load(')" + latest.string() + R"(')
+assert type(d) is dict, type(d)
+for k in ('batch', 'model', 'optimizer', 'loss', 'best_loss', 'posekd'):
+    assert k in d, k
+assert d['batch'] == 2, d['batch']
+assert type(d['loss']) is float and type(d['best_loss']) is float, (type(d['loss']), type(d['best_loss']))
+assert abs(d['loss'] - )" + fmt_double(ck.loss) + R"() <= 1e-12 * max(1.0, abs(d['loss'])), d['loss']
+sd = d['model']
+assert len(sd) == )" + std::to_string(ck.model.size()) + R"(, len(sd)
+w = sd['conv1.op.weight']
+assert tuple(w.shape) == )" + shape_tuple(w) + R"(, w.shape
+assert abs(float(w.double().sum()) - )" + fmt_double(w.to(torch::kDouble).sum().item<double>()) + R"() < 1e-9
+opt = d['optimizer']
+assert len(opt['param_groups']) == 1 and opt['param_groups'][0]['lr'] > 0
+steps = {int(s['step']) for s in opt['state'].values()}
+assert steps == {2}, steps
+print('latest ok', d['loss'])
+)";
+  ASSERT_EQ(run_python(dir, script), 0) << read_text(dir / "py.log");
+  EXPECT_NE(read_text(dir / "py.log").find("latest ok"), std::string::npos);
   fs::remove_all(dir);
 }

@@ -399,9 +399,9 @@ TEST(TeacherCache, WrittenByOneProcessReadByAnother) {
 // `posekd cache-teacher` on the 4-image COCO sample with the fixture teacher; the cache it writes
 // is read back in this process with the key computed here, and matches the teacher run here.
 TEST(TeacherCache, CliBuildsACacheTheTrainerCanUse) {
-  POSEKD_REQUIRE_SHARED(ann, "data/coco-sample/annotations/person_keypoints_val2017.json");
-  POSEKD_REQUIRE_SHARED(images, "data/coco-sample/val2017");
-  POSEKD_REQUIRE_SHARED(teacher_path, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
+  POSEKD_REQUIRE_FIXTURE(images, "coco-sample/val2017");
+  POSEKD_REQUIRE_FIXTURE(teacher_path, "teacher/teacher_state_zip.pth");
   if (!fs::exists(posekd::testing::cli())) GTEST_SKIP() << "the posekd program is not built: " << posekd::testing::cli();
   auto dir = posekd::testing::temp_dir("tcache-cli");
   const std::string out = (dir / "teacher.cache").string();

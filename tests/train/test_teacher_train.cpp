@@ -10,13 +10,14 @@
 namespace fs = std::filesystem;
 
 TEST(TeacherTrain, LearnsOnTheSampleAndLoadsBackAsADistillationTeacher) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto out = posekd::testing::temp_dir("teacher");
   posekd::train::TeacherTrainConfig c;
   c.ann = (coco / "annotations" / "person_keypoints_val2017.json").string();
   c.images = (coco / "val2017").string();
   c.output = out.string();
   c.input_size = 64;
+  c.num_refinement_stages = 0;  // the file's metadata must say so: the default network has 1
   c.batch_size = 4;
   c.total_batches = 6;
   c.save_every = 3;
@@ -34,7 +35,17 @@ TEST(TeacherTrain, LearnsOnTheSampleAndLoadsBackAsADistillationTeacher) {
   posekd::model::LoadReport rep;
   auto tw = posekd::model::load_teacher_wrapper(r.checkpoint, to, &rep);
   EXPECT_EQ(rep.missing, 0);
-  EXPECT_EQ(rep.loaded, 250);
+  EXPECT_EQ(rep.loaded, 162);  // backbone, cpm, initial stage
+  EXPECT_EQ(rep.ignored, 0);
+  EXPECT_EQ(tw->net()->num_refinement_stages(), 0);
+  // The one loader reads what train-teacher recorded: 0 stages, 64x64, the student's input scale.
+  const auto lt = posekd::model::load_teacher(r.checkpoint, /*default_input_scale=*/0.5);
+  EXPECT_TRUE(lt.info.from_metadata);
+  EXPECT_EQ(lt.info.num_refinement_stages, 0);
+  EXPECT_EQ(lt.info.input_size, 64);
+  EXPECT_DOUBLE_EQ(lt.info.input_scale, 1.0);
+  EXPECT_EQ(lt.report.missing, 0);
+  EXPECT_TRUE(lt.net->is_fused());
   auto y = tw->forward(torch::zeros({1, 3, 64, 64}));
   EXPECT_EQ(y.at(0).sizes(), (std::vector<int64_t>{1, 19, 8, 8}));
   EXPECT_EQ(y.at(1).sizes(), (std::vector<int64_t>{1, 38, 8, 8}));

@@ -1,4 +1,4 @@
-// End-to-end training runs on ../shared/data/coco-sample: loss falls, files are written, a rerun
+// End-to-end training runs on tests/fixtures/coco-sample: loss falls, files are written, a rerun
 // resumes at the right batch, and an interrupted run resumed (across the QAT switch) equals the
 // uninterrupted run bit for bit.
 #include <gtest/gtest.h>
@@ -48,8 +48,8 @@ TrainConfig sample_config(const fs::path& coco, const fs::path& out) {
 }  // namespace
 
 TEST(TrainE2E, DistillsFromTheTeacherLossFallsFilesWrittenRerunResumes) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   auto out = posekd::testing::temp_dir("kd");
   TrainConfig c = sample_config(coco, out);
   c.teacher = teacher.string();
@@ -84,7 +84,7 @@ TEST(TrainE2E, DistillsFromTheTeacherLossFallsFilesWrittenRerunResumes) {
 }
 
 TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto a = posekd::testing::temp_dir("full"), b = posekd::testing::temp_dir("split");
   TrainConfig ca = sample_config(coco, a);
   ca.arch = "ai85pose";
@@ -141,7 +141,7 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
 }
 
 TEST(TrainE2E, ADamagedLatestFallsBackToTheNewestGoodBatchCheckpoint) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto out = posekd::testing::temp_dir("fallback");
   TrainConfig c = sample_config(coco, out);
   c.arch = "ai85pose";
@@ -160,8 +160,8 @@ TEST(TrainE2E, ADamagedLatestFallsBackToTheNewestGoodBatchCheckpoint) {
 }
 
 TEST(TrainE2E, AnExplicitWrongCheckpointIsAnErrorNotAFreshStart) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   auto out = posekd::testing::temp_dir("wrongckpt");
   TrainConfig c = sample_config(coco, out);
   c.checkpoint = teacher.string();  // a teacher, not a training checkpoint
@@ -177,7 +177,7 @@ TEST(TrainE2E, AnExplicitWrongCheckpointIsAnErrorNotAFreshStart) {
 }
 
 TEST(TrainE2E, ValidationApIsLoggedAndPicksBest) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto out = posekd::testing::temp_dir("val");
   TrainConfig c = sample_config(coco, out);
   c.arch = "ai85pose";

@@ -95,7 +95,6 @@ class Layer : public torch::nn::Module {
       quantize_activation, clamp_activation, adjust_output_shift, shift_quantile;
 
  private:
-  torch::Tensor forward_float(const torch::Tensor& x);
   void record(const torch::Tensor& y);
 
   LayerSpec spec_;

@@ -3,10 +3,19 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 namespace posekd::data {
+
+// The COCO folder layout: ROOT/annotations/person_keypoints_<split>.json and the images in ROOT/<split>/.
+inline std::string coco_annotation_path(const std::string& root, const std::string& split) {
+  return (std::filesystem::path(root) / "annotations" / ("person_keypoints_" + split + ".json")).string();
+}
+inline std::string coco_image_dir(const std::string& root, const std::string& split) {
+  return (std::filesystem::path(root) / split).string();
+}
 
 // A COCO segmentation: polygons (each a flat x,y list) or an RLE over the image
 // (uncompressed `counts` or the compressed LEB128-like string form, decoded at load time).

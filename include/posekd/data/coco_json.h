@@ -36,9 +36,9 @@ CocoDataset load_coco(const std::string& ann_json, const std::string& image_dir,
 // True when the image has a non-crowd person with num_keypoints > 0 (the sample criterion).
 bool has_keypoint_person(const CocoImage& image);
 
-// Decodes a COCO compressed RLE string (pycocotools rleFrString) into run lengths.
-// Throws posekd::Error (without a path) on an invalid character or a negative run.
-std::vector<uint32_t> decode_rle_string(const std::string& s);
+// Decodes a COCO compressed RLE string (pycocotools rleFrString) into run lengths (also used by the
+// prepared-pickle reader). Throws posekd::Error "<what>: ..." on an invalid character or a negative run.
+std::vector<uint32_t> decode_rle_string(const std::string& s, const std::string& what = "compressed RLE string");
 
 // Path of the cache file load_coco would use.
 std::string coco_cache_path(const std::string& ann_json, const std::string& cache_dir);

@@ -8,6 +8,10 @@
 #include "posekd/data/augment.h"
 #include "posekd/data/coco.h"
 
+namespace cv {
+class Mat;
+}
+
 namespace posekd::data {
 
 struct SampleConfig {
@@ -50,6 +54,12 @@ struct Sample {
 // augment_affine (border 128), and keypoints and crowd mask move with it before the targets are drawn.
 Sample prepare_sample(const CocoImage& image, const std::string& image_dir, const SampleConfig& config,
                       const AugmentParams* augment = nullptr);
+
+// The network input of an in-memory 8-bit BGR image (a video frame, a camera picture), letterboxed
+// exactly as prepare_sample does: longest side resized to input_size, padded bottom/right with 128,
+// [3, S, S] f32 (x - 128) / 128. *scale (when given) receives S / max(h, w). posekd::Error for an
+// empty image or one that is not 8-bit with 3 channels.
+torch::Tensor prepare_input(const cv::Mat& bgr, int input_size, double* scale = nullptr);
 
 // Image size from a JPEG or PNG header without decoding; false for other formats / bad headers.
 bool image_header_size(const std::string& bytes, int& width, int& height);

@@ -5,9 +5,11 @@
 // allocator aligns and packs, so keep a margin: ai8x.md 8.8).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "posekd/ai8x/policy.h"
 #include "posekd/model/student.h"
 
 namespace posekd::deploy {
@@ -54,8 +56,21 @@ struct FitReport {
 std::int64_t kernel_words(std::int64_t cin, std::int64_t cout, std::int64_t k, int bits);
 std::int64_t input_processors(std::int64_t cin);
 
-// Checks `student` (its layer table and input shape) against `device`.
-FitReport check_fit(const model::Student& student, const DeviceLimits& device);
+// Weight bits per layer (ai8x: 1, 2, 4 or 8); layers not listed use `default_bits`.
+struct WeightBits {
+  int default_bits = 8;
+  std::map<std::string, int> per_layer;
+  int for_layer(const std::string& name) const;
+};
+// What a QAT policy will give each layer: its weight_bits and the per-layer overrides.
+WeightBits weight_bits_of(const ai8x::QatPolicy& policy);
+// What a student's layers hold: the weight_bits of every quantized (QAT) layer, 8 for float layers.
+WeightBits weight_bits_of(const model::Student& student);
+
+// Checks `student` (its layer table and input shape) against `device`. Kernel memory is counted at
+// `bits` per layer; without it, at the bits the student's own QAT layers hold (8 for a float
+// student): pass weight_bits_of(policy) to check a float student against the QAT it will get.
+FitReport check_fit(const model::Student& student, const DeviceLimits& device, const WeightBits* bits = nullptr);
 
 // The per-layer table, totals and verdict as text.
 std::string format_fit_report(const FitReport& r);

@@ -7,7 +7,8 @@
 //
 // Factories: the float/QAT student (as trained), the int8 student (quantize.py + the MAX78000's
 // integer arithmetic, outputs rescaled to float units as ai8x.md 6.1 step 6) and the teacher at its
-// own resolution (368 input, 46x46 maps, stride 8, input (x - 128) / 256).
+// own resolution (upstream's: 368 input, 46x46 maps, stride 8, input (x - 128) / 256; a posekd-trained
+// teacher at the size and scale its file records).
 #pragma once
 #include <torch/torch.h>
 
@@ -24,6 +25,10 @@
 #include "posekd/infer/decode.h"
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
+
+namespace cv {
+class Mat;
+}
 
 namespace posekd::infer {
 
@@ -49,8 +54,9 @@ struct EvalConfig {
   std::function<void(int64_t, int64_t)> progress;
 };
 
-// The EvalConfig for the teacher (input 368, stride 8).
-EvalConfig teacher_eval_config();
+// The EvalConfig for a teacher: its input size (368 for upstream's network, what a posekd-trained
+// teacher file says otherwise), stride 8.
+EvalConfig teacher_eval_config(const model::TeacherInfo& info = {});
 
 // Student as trained (float or QAT, whatever its layers are): eval mode, no grad, fold_input when
 // the arch folds (ai85pose). The student is shared with the returned function. precision bf16: its
@@ -63,12 +69,14 @@ PredictFn student_predictor(std::shared_ptr<model::Student> student, Precision p
 // Throws posekd::Error naming `what` (e.g. the checkpoint) when the student is not quantized (QAT).
 PredictFn int8_predictor(const model::Student& qat_student, const std::string& what = "student");
 
-// The teacher network on 368x368 prepared inputs: (x - 128) / 128 is halved to upstream's
-// (x - 128) / 256; returns the last stage's heatmaps and PAFs (46x46). No grad. precision bf16: the
-// BN-fused net runs in bf16 channels-last (posekd::Error if it is not fused); maps returned fp32.
-PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net, Precision precision = Precision::fp32);
-// Loads PATH (legacy or zip torch.save, checkpoint or bare state dict), BN fused. Errors name PATH.
-PredictFn teacher_predictor(const std::string& path, Precision precision = Precision::fp32);
+// The teacher network on prepared inputs: (x - 128) / 128 times `input_scale` (0.5: upstream's
+// (x - 128) / 256); returns the last stage's heatmaps and PAFs. No grad. precision bf16: the BN-fused
+// net runs in bf16 channels-last (posekd::Error if it is not fused); maps returned fp32.
+PredictFn teacher_predictor(model::PoseEstimationWithMobileNet net, double input_scale = 0.5,
+                            Precision precision = Precision::fp32);
+// A teacher from model::load_teacher(path), fed the input scale its file says (use it with
+// teacher_eval_config(t.info)).
+PredictFn teacher_predictor(const model::LoadedTeacher& t, Precision precision = Precision::fp32);
 
 // The ground truth as a "predictor": for each prepared input, the target maps prepare_sample draws
 // for that image (data::SampleConfig with `config`'s input size and stride). Decoding them with the
@@ -97,6 +105,11 @@ struct ImagePrediction {
 std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& images,
                                             const std::string& image_dir, const PredictFn& predict,
                                             const EvalConfig& config, PredictStats* stats = nullptr);
+
+// The poses in in-memory 8-bit BGR images (video frames, camera pictures), prepared like files
+// (data::prepare_input) and run in batches of config.batch_size; keypoints in each frame's pixels.
+std::vector<std::vector<Pose>> predict_frames(const std::vector<cv::Mat>& frames, const PredictFn& predict,
+                                              const EvalConfig& config);
 
 // Every image of the dataset -> COCO detections (one per pose, category 1). Unreadable images
 // are counted in *stats and skipped.

@@ -1,23 +1,10 @@
-// Reads the Lightweight-OpenPose repo's `prepared_train_annotation.pkl` (scripts/prepare_train_labels.py,
-// a plain pickle: a list of per-person sample dicts, see spec/openpose.md 2.3) into a CocoDataset.
-// Samples are grouped by image (order of first appearance); an image's persons are its samples'
-// persons plus their `processed_other_annotations`, de-duplicated (same bbox and keypoints);
-// the image's crowd `segmentations` become crowds. Visibility is mapped back to COCO
-// (internal 2 -> 0 not labeled, 0 -> 1 occluded, 1 -> 2 visible). ann_id is not stored in the
-// pickle: persons are numbered 1, 2, ... in order.
+// Forwarding header: the prepared-pickle reader is data::load_prepared_annotations in
+// posekd/data/prepared.h (io sits below data in the module order). Only train/trainer.cpp still
+// includes this file; delete it (and its exemption in tests/core/test_module_order.cpp) once that
+// includes posekd/data/prepared.h and calls data::load_prepared_annotations.
 #pragma once
-#include <string>
-
-#include "posekd/data/coco.h"
-#include "posekd/io/value.h"
+#include "posekd/data/prepared.h"
 
 namespace posekd::io {
-
-data::CocoDataset load_prepared_annotations(const std::string& path);
-// The same from an already-unpickled value; `path` names the source in errors.
-data::CocoDataset prepared_to_dataset(const Value& samples, const std::string& path);
-
-// COCO compressed RLE string (pycocotools rleFrString) -> run lengths; throws on malformed input.
-std::vector<uint32_t> decode_rle_string(const std::string& s, const std::string& what);
-
+using data::load_prepared_annotations;
 }  // namespace posekd::io

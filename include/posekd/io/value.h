@@ -59,7 +59,6 @@ class Value {
   bool is_none() const { return kind_ == Kind::None; }
   bool is_bool() const { return kind_ == Kind::Bool; }
   bool is_int() const { return kind_ == Kind::Int; }
-  bool is_float() const { return kind_ == Kind::Float; }
   bool is_string() const { return kind_ == Kind::String; }
   bool is_bytes() const { return kind_ == Kind::Bytes; }
   bool is_tensor() const { return kind_ == Kind::Tensor; }

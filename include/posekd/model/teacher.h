@@ -106,6 +106,17 @@ class PoseEstimationWithMobileNetImpl : public torch::nn::Module {
 };
 TORCH_MODULE(PoseEstimationWithMobileNet);
 
+struct TeacherOptions {
+  int num_refinement_stages = 1;
+  int input_size = 368;       // the teacher's input resolution (bilinear resize, align_corners=false)
+  double input_scale = 0.5;   // student input (x-128)/128 -> teacher's (x-128)/256; 1.0 = seed
+  int output_size = 16;       // resize of the last heatmaps/PAFs (bilinear, align_corners=false)
+  bool fuse_bn = true;
+  // bf16: the fused net runs in bf16 channels-last (oneDNN's bf16 convolutions; the resize, the
+  // input scaling and the returned maps stay fp32). Needs fuse_bn. Part of the teacher cache key.
+  Precision precision = Precision::fp32;
+};
+
 struct LoadReport {
   int loaded = 0;   // target entries copied from the source
   int missing = 0;  // target entries absent (or of another shape) in the source
@@ -122,20 +133,38 @@ LoadReport load_teacher_state(PoseEstimationWithMobileNet& net, const io::StateD
 // The state dict inside a loaded file: the `state_dict` entry of a checkpoint, or the bare dict.
 io::StateDict teacher_state_dict_of(const io::Value& file, const std::string& path);
 
-// Loads PATH (legacy or zip torch.save; checkpoint or bare state dict) into `net`, sets eval mode,
-// and fuses BatchNorm when `fuse` is true.
+// Loads PATH (legacy or zip torch.save; checkpoint or bare state dict) into a network you built
+// yourself, sets eval mode, and fuses BatchNorm when `fuse` is true. Ignores the file's metadata:
+// use load_teacher(path) below unless you know the architecture.
 LoadReport load_teacher(PoseEstimationWithMobileNet& net, const std::string& path, bool fuse = true);
 
-struct TeacherOptions {
+// How a teacher file is meant to be run. A file written by `posekd train-teacher` says so in its
+// 'posekd_teacher' entry {input_size, input_scale, num_refinement_stages}. Any other file (the
+// released checkpoint_iter_370000.pth, a bare state dict) is upstream's inference network: 368x368
+// input, (x-128)/256, and min(1, the refinement stages in the file) stages (the released file holds
+// three; the extra ones are ignored, as upstream's load_state does).
+struct TeacherInfo {
   int num_refinement_stages = 1;
-  int input_size = 368;       // the teacher's input resolution (bilinear resize, align_corners=false)
-  double input_scale = 0.5;   // student input (x-128)/128 -> teacher's (x-128)/256; 1.0 = seed
-  int output_size = 16;       // resize of the last heatmaps/PAFs (bilinear, align_corners=false)
-  bool fuse_bn = true;
-  // bf16: the fused net runs in bf16 channels-last (oneDNN's bf16 convolutions; the resize, the
-  // input scaling and the returned maps stay fp32). Needs fuse_bn. Part of the teacher cache key.
-  Precision precision = Precision::fp32;
+  int input_size = 368;       // square input the network was trained at (bilinear resize to it)
+  double input_scale = 0.5;   // factor on the student's (x-128)/128 input: 0.5 = upstream's (x-128)/256
+  bool from_metadata = false; // true: the values above come from 'posekd_teacher'
 };
+
+// A teacher network loaded from a file, in eval mode, with what the file says about it.
+struct LoadedTeacher {
+  PoseEstimationWithMobileNet net{nullptr};
+  TeacherInfo info;
+  LoadReport report;
+  // The distillation wrapper's options for this teacher: its input size, scale and stages.
+  TeacherOptions wrapper_options(int output_size = 16) const;
+};
+
+// THE way to load a teacher file (train, eval, predict, cache-teacher, demo): reads PATH once,
+// builds the network the file describes, loads it with upstream's load_state semantics, eval mode,
+// BatchNorm folded when `fuse`. `default_input_scale` applies to files without posekd metadata
+// (train's --teacher-input-scale). Errors name PATH.
+LoadedTeacher load_teacher(const std::string& path, double default_input_scale = 0.5, bool fuse = true);
+
 
 // The frozen teacher used for distillation: resize -> scale -> net -> last two outputs resized.
 class TeacherWrapperImpl : public torch::nn::Module {
@@ -153,7 +182,8 @@ class TeacherWrapperImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TeacherWrapper);
 
-// Builds the net, loads PATH, freezes it (eval, requires_grad false) and wraps it.
+// load_teacher(PATH) frozen (eval, requires_grad false) and wrapped. A file with posekd metadata sets
+// the input size, scale and stages; for other files they come from `options`.
 TeacherWrapper load_teacher_wrapper(const std::string& path, const TeacherOptions& options = {},
                                     LoadReport* report = nullptr);
 

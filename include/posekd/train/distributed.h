@@ -43,7 +43,6 @@ class Distributed : public Collective {
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
-  bool is_main() const { return rank_ == 0; }
   double timeout_s() const { return timeout_s_; }
 
   // In place: root's values end up on every rank (float/int tensors, contiguous).

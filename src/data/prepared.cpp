@@ -1,52 +1,26 @@
-#include "posekd/io/prepared.h"
+#include "posekd/data/prepared.h"
 
 #include <map>
 #include <unordered_map>
 
 #include "posekd/core/error.h"
+#include "posekd/data/coco_json.h"
 #include "posekd/io/pickle.h"
 
-namespace posekd::io {
-
-std::vector<uint32_t> decode_rle_string(const std::string& s, const std::string& what) {
-  std::vector<int64_t> cnts;
-  size_t p = 0;
-  while (p < s.size()) {
-    // Bits are assembled unsigned: shifting a negative or overflowing signed value is undefined
-    // behaviour in C++17 (UBSan found the sign extension in `make asan`).
-    uint64_t ux = 0;
-    int k = 0;
-    bool more = true;
-    while (more) {
-      if (p >= s.size()) throw Error(what + ": truncated compressed RLE string");
-      int c = static_cast<unsigned char>(s[p]) - 48;
-      if (c < 0 || c > 63 || k > 12) throw Error(what + ": invalid compressed RLE string");
-      ux |= static_cast<uint64_t>(c & 0x1f) << (5 * k);
-      more = c & 0x20;
-      ++p;
-      ++k;
-      if (!more && (c & 0x10) && 5 * k < 64) ux |= ~uint64_t(0) << (5 * k);  // sign extension
-    }
-    int64_t x = static_cast<int64_t>(ux);
-    if (cnts.size() > 2) x += cnts[cnts.size() - 2];
-    if (x < 0 || x > 0xffffffffLL) throw Error(what + ": invalid run length in compressed RLE string");
-    cnts.push_back(x);
-  }
-  return std::vector<uint32_t>(cnts.begin(), cnts.end());
-}
+namespace posekd::data {
 
 namespace {
 
-float num(const Value& v, const std::string& what) { return static_cast<float>(v.as_double(what)); }
+float num(const io::Value& v, const std::string& what) { return static_cast<float>(v.as_double(what)); }
 
-data::CocoPerson person_from(const Value& d, const std::string& what) {
+data::CocoPerson person_from(const io::Value& d, const std::string& what) {
   data::CocoPerson p;
-  const Value& bbox = d.at("bbox", what);
+  const io::Value& bbox = d.at("bbox", what);
   const auto& b = bbox.items(what + ".bbox");
   if (b.size() != 4) throw Error(what + ".bbox: expected 4 numbers, got " + std::to_string(b.size()));
   for (int i = 0; i < 4; ++i) p.bbox[i] = num(b[i], what + ".bbox");
-  if (const Value* a = d.find("segment_area")) p.area = num(*a, what + ".segment_area");
-  if (const Value* n = d.find("num_keypoints")) p.num_keypoints = static_cast<int>(n->as_int(what + ".num_keypoints"));
+  if (const io::Value* a = d.find("segment_area")) p.area = num(*a, what + ".segment_area");
+  if (const io::Value* n = d.find("num_keypoints")) p.num_keypoints = static_cast<int>(n->as_int(what + ".num_keypoints"));
   const auto& kps = d.at("keypoints", what).items(what + ".keypoints");
   if (kps.size() != 17) throw Error(what + ".keypoints: expected 17 keypoints, got " + std::to_string(kps.size()));
   for (int k = 0; k < 17; ++k) {
@@ -62,14 +36,14 @@ data::CocoPerson person_from(const Value& d, const std::string& what) {
   return p;
 }
 
-data::Segmentation segmentation_from(const Value& s, const std::string& what) {
+data::Segmentation segmentation_from(const io::Value& s, const std::string& what) {
   data::Segmentation seg;
   if (s.is_dict()) {
     const auto& size = s.at("size", what).items(what + ".size");
     if (size.size() != 2) throw Error(what + ".size: expected [h, w]");
     seg.rle_h = static_cast<int>(size[0].as_int(what + ".size"));
     seg.rle_w = static_cast<int>(size[1].as_int(what + ".size"));
-    const Value& counts = s.at("counts", what);
+    const io::Value& counts = s.at("counts", what);
     if (counts.is_string() || counts.is_bytes()) {
       seg.rle_counts = decode_rle_string(counts.is_string() ? counts.as_string() : counts.as_bytes(), what);
     } else {
@@ -100,7 +74,7 @@ bool same_person(const data::CocoPerson& a, const data::CocoPerson& b) {
 
 }  // namespace
 
-data::CocoDataset prepared_to_dataset(const Value& samples, const std::string& path) {
+data::CocoDataset prepared_to_dataset(const io::Value& samples, const std::string& path) {
   data::CocoDataset ds;
   ds.annotation_path = path;
   std::unordered_map<int64_t, size_t> image_index;
@@ -108,7 +82,7 @@ data::CocoDataset prepared_to_dataset(const Value& samples, const std::string& p
   int64_t next_id = 1;
   for (size_t i = 0; i < list.size(); ++i) {
     const std::string what = path + ": sample " + std::to_string(i);
-    const Value& s = list[i];
+    const io::Value& s = list[i];
     s.dict_data(what);
     int64_t image_id = s.at("image_id", what).as_int(what + ".image_id");
     auto it = image_index.find(image_id);
@@ -118,7 +92,7 @@ data::CocoDataset prepared_to_dataset(const Value& samples, const std::string& p
       img.file_name = s.at("img_paths", what).as_string(what + ".img_paths");
       img.width = static_cast<int>(s.at("img_width", what).as_double(what + ".img_width"));
       img.height = static_cast<int>(s.at("img_height", what).as_double(what + ".img_height"));
-      if (const Value* segs = s.find("segmentations")) {
+      if (const io::Value* segs = s.find("segmentations")) {
         const auto& sl = segs->items(what + ".segmentations");
         for (size_t k = 0; k < sl.size(); ++k) {
           data::CocoPerson crowd;
@@ -139,7 +113,7 @@ data::CocoDataset prepared_to_dataset(const Value& samples, const std::string& p
       img.persons.push_back(std::move(p));
     };
     add(person_from(s, what));
-    if (const Value* others = s.find("processed_other_annotations")) {
+    if (const io::Value* others = s.find("processed_other_annotations")) {
       const auto& ol = others->items(what + ".processed_other_annotations");
       for (size_t k = 0; k < ol.size(); ++k)
         add(person_from(ol[k], what + ".processed_other_annotations[" + std::to_string(k) + "]"));
@@ -149,7 +123,7 @@ data::CocoDataset prepared_to_dataset(const Value& samples, const std::string& p
 }
 
 data::CocoDataset load_prepared_annotations(const std::string& path) {
-  return prepared_to_dataset(load_pickle_file(path), path);
+  return prepared_to_dataset(io::load_pickle_file(path), path);
 }
 
-}  // namespace posekd::io
+}  // namespace posekd::data

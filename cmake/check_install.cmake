@@ -1,0 +1,22 @@
+# Test of `make install`: installs the build tree BUILD into a fresh PREFIX and runs the installed
+# program. Usage: cmake -DBUILD=<build dir> -DPREFIX=<scratch dir> -P check_install.cmake
+file(REMOVE_RECURSE "${PREFIX}")
+execute_process(COMMAND "${CMAKE_COMMAND}" --install "${BUILD}" --prefix "${PREFIX}" RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                ERROR_VARIABLE out)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "cmake --install failed (${rc}): ${out}")
+endif()
+set(exe "${PREFIX}/bin/posekd")
+if(NOT EXISTS "${exe}")
+  message(FATAL_ERROR "${exe} was not installed: ${out}")
+endif()
+file(GLOB_RECURSE installed RELATIVE "${PREFIX}" "${PREFIX}/*")
+if(NOT installed STREQUAL "bin/posekd")
+  message(FATAL_ERROR "expected only bin/posekd under the prefix, got: ${installed}")
+endif()
+execute_process(COMMAND "${exe}" skeleton RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "r_sho")
+  message(FATAL_ERROR "the installed posekd does not run (${rc}): ${out}${err}")
+endif()
+file(REMOVE_RECURSE "${PREFIX}")
+message(STATUS "installed and ran ${exe}")
