@@ -106,15 +106,8 @@ DemoBudget resolve_budget(const DemoOptions& o) {
 }
 
 // The demo teacher was trained at 128x128 on (x-128)/128: evaluate it there (16x16 maps, stride 8).
-infer::PredictFn demo_teacher_predictor(const std::string& path, int stages) {
-  model::PoseEstimationWithMobileNet net(stages);
-  model::load_teacher(net, path, true);
-  net->eval();
-  return [net](const torch::Tensor& x) mutable {
-    torch::NoGradGuard ng;
-    auto out = net->forward(x);
-    return std::make_pair(out[out.size() - 2], out[out.size() - 1]);
-  };
+infer::PredictFn demo_teacher_predictor(const std::string& path) {
+  return infer::teacher_predictor(model::load_teacher(path));  // its metadata: 128x128, scale 1, its stages
 }
 
 std::vector<infer::Pose> scaled(std::vector<infer::Pose> poses, float f) {
@@ -209,9 +202,10 @@ DemoResult run_demo(const DemoOptions& o) {
   data::generate_synth(data_dir.string(), tr, va);
   cv::imwrite((data_dir / "contact_sheet.jpg").string(), data::contact_sheet(data_dir.string(), "train", 12, 4, 2),
               {cv::IMWRITE_JPEG_QUALITY, 85});
-  const std::string train_ann = (data_dir / "annotations" / "person_keypoints_train.json").string();
-  const std::string val_ann = (data_dir / "annotations" / "person_keypoints_val.json").string();
-  const std::string train_img = (data_dir / "train").string(), val_img = (data_dir / "val").string();
+  const std::string train_ann = data::coco_annotation_path(data_dir.string(), "train");
+  const std::string val_ann = data::coco_annotation_path(data_dir.string(), "val");
+  const std::string train_img = data::coco_image_dir(data_dir.string(), "train");
+  const std::string val_img = data::coco_image_dir(data_dir.string(), "val");
   res.step_seconds[0] = lap();
 
   // 2. teacher from scratch
@@ -252,7 +246,7 @@ DemoResult run_demo(const DemoOptions& o) {
   };
   // The ceiling: the ground-truth target maps of the validation images through the same decoder.
   eval_row("ground-truth maps (the ceiling at 16x16)", infer::ground_truth_predictor(val, ec));
-  const auto teacher_fn = demo_teacher_predictor(tres.checkpoint, b.teacher_stages);
+  const auto teacher_fn = demo_teacher_predictor(tres.checkpoint);
   eval_row(fmt::format("teacher ({} refinement stage(s), float, 128x128)", b.teacher_stages), teacher_fn);
   double eval_seconds = lap();
   if (o.teacher_only) {

@@ -29,12 +29,13 @@
 #include "posekd/data/sample.h"
 #include "posekd/export/fit.h"
 #include "posekd/infer/evaluate.h"
-#include "posekd/io/prepared.h"
+#include "posekd/data/prepared.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
 #include "posekd/train/amp.h"
 #include "posekd/train/checkpoint.h"
+#include "posekd/train/config_io.h"
 #include "posekd/train/distributed.h"
 #include "posekd/train/log.h"
 #include "posekd/train/fused_adam.h"
@@ -66,62 +67,14 @@ DataPaths resolve_data(const TrainConfig& cfg) {
   }
   if (!cfg.data.empty()) {
     if (p.ann.empty())
-      p.ann = (fs::path(cfg.data) / "annotations" / ("person_keypoints_" + cfg.split + ".json")).string();
-    if (p.images.empty()) p.images = (fs::path(cfg.data) / cfg.split).string();
+      p.ann = data::coco_annotation_path(cfg.data, cfg.split);
+    if (p.images.empty()) p.images = data::coco_image_dir(cfg.data, cfg.split);
   }
   if (p.ann.empty()) throw Error("train: no training data: give --data DIR (COCO root) or --ann FILE --images DIR");
   if (p.images.empty()) p.images = fs::path(p.ann).parent_path().string();
   if (!fs::exists(p.ann)) fail_file(p.ann, "annotation file does not exist");
   if (!fs::is_directory(p.images)) fail_file(p.images, "image folder does not exist");
   return p;
-}
-
-void write_args_yaml(const TrainConfig& c, const std::string& path, const std::string& ann, const std::string& images,
-                     std::int64_t qat_start, const DistOptions& d) {
-  YAML::Emitter y;
-  y << YAML::BeginMap;
-  y << YAML::Key << "ann" << YAML::Value << ann << YAML::Key << "images" << YAML::Value << images;
-  y << YAML::Key << "subset" << YAML::Value << c.subset;
-  y << YAML::Key << "val_ann" << YAML::Value << c.val_ann << YAML::Key << "val_every" << YAML::Value << c.val_every;
-  y << YAML::Key << "arch" << YAML::Value << c.arch;
-  y << YAML::Key << "teacher" << YAML::Value << c.teacher;
-  y << YAML::Key << "teacher_input_scale" << YAML::Value << c.teacher_input_scale;
-  y << YAML::Key << "batch_size" << YAML::Value << c.batch_size;
-  y << YAML::Key << "total_batches" << YAML::Value << c.total_batches;
-  y << YAML::Key << "lr" << YAML::Value << c.lr;
-  y << YAML::Key << "lr_schedule" << YAML::Value << c.lr_schedule;
-  y << YAML::Key << "warmup" << YAML::Value << c.warmup;
-  y << YAML::Key << "lr_end_factor" << YAML::Value << c.lr_end_factor;
-  y << YAML::Key << "weight_decay" << YAML::Value << c.weight_decay;
-  y << YAML::Key << "qat_lr" << YAML::Value << c.qat_lr;
-  y << YAML::Key << "qat_warmup" << YAML::Value << c.qat_warmup;
-  y << YAML::Key << "augment" << YAML::Value << data::describe(c.no_augment ? data::AugmentConfig{} : c.augment);
-  y << YAML::Key << "val_subset" << YAML::Value << c.val_subset;
-  y << YAML::Key << "kd_student_wt" << YAML::Value << c.kd_student_wt;
-  y << YAML::Key << "kd_distill_wt" << YAML::Value << c.kd_distill_wt;
-  y << YAML::Key << "save_every" << YAML::Value << c.save_every;
-  y << YAML::Key << "keep" << YAML::Value << c.keep;
-  y << YAML::Key << "output" << YAML::Value << c.output;
-  y << YAML::Key << "qat_policy" << YAML::Value << c.qat_policy;
-  y << YAML::Key << "no_qat" << YAML::Value << c.no_qat;
-  y << YAML::Key << "qat_start_batch" << YAML::Value << qat_start;
-  y << YAML::Key << "calib_batches" << YAML::Value << c.calib_batches;
-  y << YAML::Key << "precision" << YAML::Value << c.precision;
-  y << YAML::Key << "threads" << YAML::Value << c.threads;
-  y << YAML::Key << "workers" << YAML::Value << c.workers;
-  y << YAML::Key << "seed" << YAML::Value << c.seed;
-  y << YAML::Key << "deterministic" << YAML::Value << c.deterministic;
-  y << YAML::Key << "seed_compat_targets" << YAML::Value << c.seed_compat_targets;
-  y << YAML::Key << "max_bad_fraction" << YAML::Value << c.max_bad_fraction;
-  y << YAML::Key << "world_size" << YAML::Value << d.world_size;
-  y << YAML::Key << "batch_per_process" << YAML::Value << c.batch_size / d.world_size;
-  y << YAML::Key << "master_addr" << YAML::Value << (d.world_size > 1 ? d.master_addr : std::string());
-  y << YAML::Key << "master_port" << YAML::Value << (d.world_size > 1 ? d.master_port : 0);
-  y << YAML::Key << "sync_bn" << YAML::Value << (d.world_size > 1 && c.sync_bn);
-  y << YAML::EndMap;
-  std::ofstream f(path);
-  f << y.c_str() << "\n";
-  if (!f) fail_file(path, "cannot write");
 }
 
 std::string teacher_identity(const std::string& path) {
@@ -276,7 +229,7 @@ void Trainer::load_data() {
   lo.cache_dir = (fs::path(cfg_.output) / "cache").string();
   rank_by_rank([&] {  // rank 0 writes the annotation cache, the others read it
     if (!cfg_.prepared.empty()) {
-      dataset_ = io::load_prepared_annotations(cfg_.prepared);
+      dataset_ = data::load_prepared_annotations(cfg_.prepared);
       dataset_.image_dir = paths.images;
       if (cfg_.subset > 0) {
         std::vector<data::CocoImage> keep;
@@ -303,8 +256,8 @@ void Trainer::load_validation() {
   val_ann_ = cfg_.val_ann;
   if (!cfg_.val_data.empty()) {
     if (val_ann_.empty())
-      val_ann_ = (fs::path(cfg_.val_data) / "annotations" / ("person_keypoints_" + cfg_.val_split + ".json")).string();
-    if (val_img.empty()) val_img = (fs::path(cfg_.val_data) / cfg_.val_split).string();
+      val_ann_ = data::coco_annotation_path(cfg_.val_data, cfg_.val_split);
+    if (val_img.empty()) val_img = data::coco_image_dir(cfg_.val_data, cfg_.val_split);
   }
   if (val_ann_.empty() || rank_ != 0) return;
   if (!fs::exists(val_ann_)) fail_file(val_ann_, "validation annotation file does not exist");
@@ -323,18 +276,6 @@ void Trainer::build_student() {
   torch::manual_seed(cfg_.seed);  // the student's initial weights are a function of --seed
   student_ = model::make_student(cfg_.arch);
   student_->train();
-  // The same fit check as `posekd summary` / `posekd export`: say now, not after days of training.
-  auto fit = deploy::check_fit(*student_, deploy::device_limits("MAX78000"));
-  if (fit.fits()) {
-    log_->line(fmt::format("Student {} fits MAX78000: {} of {} weight bytes, {} of {} kernel words on processor 0",
-                           cfg_.arch, fit.total_weight_bytes, fit.device.weight_bytes, fit.total_words_proc0,
-                           fit.device.words_proc0));
-  } else {
-    std::string rules;
-    for (const auto& v : fit.violations) rules += "\n  - " + v;
-    log_->line(fmt::format("WARNING: student {} does not fit MAX78000 (posekd export will refuse it); "
-                           "use --arch ai85pose for one that does:{}", cfg_.arch, rules));
-  }
 }
 
 void Trainer::load_teacher() {
@@ -342,25 +283,14 @@ void Trainer::load_teacher() {
     log_->line("No --teacher: training on the ground-truth loss only (student loss, weight 1).");
     return;
   }
-  model::TeacherOptions to;
-  to.input_scale = cfg_.teacher_input_scale;
-  to.precision = precision_;
-  // Read the file once: its metadata (a teacher trained by `posekd train-teacher` says what input it
-  // was trained on) and its weights.
-  const io::Value tv = io::load_torch_file(cfg_.teacher);
-  if (const io::Value* meta = tv.is_dict() ? tv.find("posekd_teacher") : nullptr) {
-    to.input_size = static_cast<int>(meta->at("input_size", cfg_.teacher).as_int(cfg_.teacher + ": input_size"));
-    to.input_scale = meta->at("input_scale", cfg_.teacher).as_double(cfg_.teacher + ": input_scale");
-    to.num_refinement_stages = static_cast<int>(meta->at("num_refinement_stages", cfg_.teacher).as_int(cfg_.teacher));
+  const model::LoadedTeacher t = model::load_teacher(cfg_.teacher, cfg_.teacher_input_scale, true);
+  if (t.info.from_metadata)
     log_->line(fmt::format("Teacher {} was trained by posekd at {}x{}: feeding it that size, input scale {}",
-                           cfg_.teacher, to.input_size, to.input_size, to.input_scale));
-  }
-  model::PoseEstimationWithMobileNet net(to.num_refinement_stages);
-  const model::LoadReport rep =
-      model::load_teacher_state(net, model::teacher_state_dict_of(tv, cfg_.teacher), cfg_.teacher);
-  net->eval();
-  if (to.fuse_bn) net->fuse();
-  teacher_ = model::TeacherWrapper(net, to);  // frozen, eval mode
+                           cfg_.teacher, t.info.input_size, t.info.input_size, t.info.input_scale));
+  model::TeacherOptions to = t.wrapper_options();
+  to.precision = precision_;
+  teacher_ = model::TeacherWrapper(t.net, to);  // frozen, eval mode
+  const model::LoadReport& rep = t.report;
   std::string missing;
   for (size_t i = 0; i < rep.missing_names.size() && i < 10; ++i) missing += " " + rep.missing_names[i];
   log_->line(fmt::format("Teacher {}: {} entries loaded, {} missing, {} ignored{}{}", cfg_.teacher, rep.loaded,
@@ -382,10 +312,31 @@ void Trainer::plan() {
       qat_start_ = static_cast<std::int64_t>(0.6 * static_cast<double>(cfg_.total_batches));
     }
   }
+  // The same fit check as `posekd summary` / `posekd export`: say now, not after days of training.
+  const deploy::WeightBits bits = deploy::weight_bits_of(policy_);  // the bits QAT will give it
+  auto fit = deploy::check_fit(*student_, deploy::device_limits("MAX78000"), cfg_.no_qat ? nullptr : &bits);
+  if (fit.fits()) {
+    log_->line(fmt::format("Student {} fits MAX78000: {} of {} weight bytes, {} of {} kernel words on processor 0",
+                           cfg_.arch, fit.total_weight_bytes, fit.device.weight_bytes, fit.total_words_proc0,
+                           fit.device.words_proc0));
+  } else {
+    std::string rules;
+    for (const auto& v : fit.violations) rules += "\n  - " + v;
+    log_->line(fmt::format("WARNING: student {} does not fit MAX78000 (posekd export will refuse it); "
+                           "use --arch ai85pose for one that does:{}", cfg_.arch, rules));
+  }
   schedule_ = schedule_of(cfg_, qat_start_);
   schedule_.validate("train");
-  if (rank_ == 0)
-    write_args_yaml(cfg_, (fs::path(cfg_.output) / "args.yaml").string(), ann_, images_, qat_start_, dopt_);
+  if (rank_ == 0) {  // every resolved option: `posekd train --config args.yaml` reruns it
+    TrainConfig resolved = cfg_;
+    resolved.ann = ann_;
+    resolved.images = images_;
+    resolved.val_ann = val_ann_;
+    resolved.val_images = val_ ? val_->image_dir : cfg_.val_images;
+    save_yaml_file((fs::path(cfg_.output) / "args.yaml").string(), resolved,
+                   {fmt::format("qat_start_batch: {}", qat_start_), fmt::format("world_size: {}", world_),
+                    fmt::format("batch_per_process: {}", local_batch_), "schedule: " + schedule_.describe()});
+  }
   // Over every parameter, like Python: the ai8x scalars have no grad, hence no state.
   params_ = student_->parameters();
   optimizer_ = std::make_unique<torch::optim::Adam>(

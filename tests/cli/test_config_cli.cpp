@@ -125,3 +125,27 @@ TEST(ConfigCli, BadConfigFilesAreOneLineErrors) {
   EXPECT_EQ(r.err, "posekd: error: " + (dir / "absent.yaml").string() + ": cannot open the configuration file\n");
   fs::remove_all(dir);
 }
+
+// A training run writes args.yaml with every resolved option; `train --config args.yaml` reproduces
+// them exactly.
+TEST(ConfigCli, ArgsYamlOfARunReproducesItsOptions) {
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  auto dir = posekd::testing::temp_dir("cfgcli-run");
+  const auto out = dir / "run";
+  const auto r = run_cfg_cli("train --ann " + (coco / "annotations/person_keypoints_val2017.json").string() + " --images " +
+                             (coco / "val2017").string() + " --arch ai85pose --no-qat --batch-size 2 --total-batches 1 " +
+                             "--threads 1 --workers 1 --lr 0.003 --quiet --no-plot --output " + out.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::string args = posekd::testing::read_text(out / "args.yaml");
+  ASSERT_EQ(args.rfind("# posekd train options", 0), 0u) << args;
+  const auto again = run_cfg_cli("train --config " + (out / "args.yaml").string() + " --print-config");
+  ASSERT_EQ(again.rc, 0) << again.err;
+  auto strip_comments = [](const std::string& s) { return std::regex_replace(s, std::regex("(^|\n)#[^\n]*"), "$1"); };
+  EXPECT_EQ(strip_comments(again.out), strip_comments(args));
+  posekd::train::TrainConfig c;
+  posekd::train::from_yaml(args, "args.yaml", c);
+  EXPECT_DOUBLE_EQ(c.lr, 0.003);
+  EXPECT_EQ(c.batch_size, 2);
+  EXPECT_EQ(c.output, out.string());
+  fs::remove_all(dir);
+}

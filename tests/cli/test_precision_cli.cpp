@@ -46,8 +46,8 @@ TEST(PrecisionCli, UnknownPrecisionIsOneClearLine) {
 
 TEST(PrecisionCli, TeacherEvalPrintsTheChoiceInBothPrecisions) {
   if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   for (const char* p : {"fp32", "bf16"}) {
     auto r = prec_run("eval --data " + coco.string() + " --split val2017 --threads 2 --quiet --teacher " +
                       teacher.string() + " --subset 2 --batch-size 2 --precision " + p);
@@ -59,8 +59,8 @@ TEST(PrecisionCli, TeacherEvalPrintsTheChoiceInBothPrecisions) {
 
 TEST(PrecisionCli, CacheTeacherRebuildsWhenThePrecisionChanges) {
   if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   auto dir = posekd::testing::temp_dir("precision-cache");
   const std::string base = "cache-teacher --threads 2 --teacher " + teacher.string() + " --ann " +
                            (coco / "annotations" / "person_keypoints_val2017.json").string() + " --images " +

@@ -26,10 +26,7 @@ int module_rank(const std::string& m) {
 }
 
 // Files allowed to break the order, each with the reason and when it goes away.
-const std::map<std::string, std::string> kExempt = {
-    {"include/posekd/io/prepared.h",
-     "forwarding header to data/prepared.h, until train/trainer.cpp includes posekd/data/prepared.h"},
-};
+const std::map<std::string, std::string> kExempt = {};
 
 }  // namespace
 

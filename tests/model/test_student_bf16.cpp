@@ -38,7 +38,7 @@ const c10::impl::GenericDict& bf16_fixture(const std::string& name) {
   static std::map<std::string, c10::impl::GenericDict> cache;
   auto it = cache.find(name);
   if (it == cache.end())
-    it = cache.emplace(name, read_tensor_dict(posekd::testing::shared_path("fixtures/ai8x/" + name).string())).first;
+    it = cache.emplace(name, read_tensor_dict(posekd::testing::fixture_path("ai8x/" + name).string())).first;
   return it->second;
 }
 
@@ -80,7 +80,7 @@ torch::Tensor qat_layer_by_hand(Layer& l, torch::Tensor x, bool bf16_destination
 
 TEST(StudentBf16, SeedQatForwardIsBitExactAndGradientsClose) {
   if (!conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_SHARED(qpath, "fixtures/ai8x/student_qat.pt");
+  POSEKD_REQUIRE_FIXTURE(qpath, "ai8x/student_qat.pt");
   const auto& q = bf16_fixture("student_qat.pt");
   auto s = seed_qat_student();
   model::StudentOutput out;
@@ -114,7 +114,7 @@ TEST(StudentBf16, QatLayersWithABf16DestinationFlipOutputs) {
   // Per layer of the seed student in its ai8x QAT state, each fed its fp32 input: the fp32 conv,
   // conv2d_bf16 (fp32 destination) and LibTorch's bf16 conv2d (bf16 destination).
   if (!conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_SHARED(qpath, "fixtures/ai8x/student_qat.pt");
+  POSEKD_REQUIRE_FIXTURE(qpath, "ai8x/student_qat.pt");
   const auto& q = bf16_fixture("student_qat.pt");
   auto s = seed_qat_student();
   s->eval();
@@ -158,7 +158,7 @@ TEST(StudentBf16, QatLayersWithABf16DestinationFlipOutputs) {
 
 TEST(StudentBf16, SeedFloatPhaseCloseToFp32) {
   if (!conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_SHARED(fpath, "fixtures/ai8x/student_float.pt");
+  POSEKD_REQUIRE_FIXTURE(fpath, "ai8x/student_float.pt");
   const auto& f = bf16_fixture("student_float.pt");
   auto run = [&](Precision p) {
     auto s = model::make_student("seed");

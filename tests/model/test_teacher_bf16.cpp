@@ -17,8 +17,8 @@ double teacher_bf16_rel_err(const torch::Tensor& out, const torch::Tensor& ref) 
 
 TEST(TeacherBf16, WrappedOutputsWithinOnePercentOfFp32) {
   if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_SHARED(zip, "fixtures/teacher/teacher_state_zip.pth");
-  POSEKD_REQUIRE_SHARED(refp, "fixtures/teacher/teacher_reference_outputs.pt");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(refp, "teacher/teacher_reference_outputs.pt");
   auto ref = posekd::io::load_torch_file(refp.string());
   posekd::model::TeacherOptions opt;
   opt.input_scale = 1.0;  // the fixture was made with the seed's behaviour
@@ -43,8 +43,8 @@ TEST(TeacherBf16, WrappedOutputsWithinOnePercentOfFp32) {
 
 TEST(TeacherBf16, NetOutputsAt368WithinOnePercent) {
   if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_SHARED(zip, "fixtures/teacher/teacher_state_zip.pth");
-  POSEKD_REQUIRE_SHARED(refp, "fixtures/teacher/teacher_reference_outputs.pt");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(refp, "teacher/teacher_reference_outputs.pt");
   auto ref = posekd::io::load_torch_file(refp.string());
   posekd::model::PoseEstimationWithMobileNet net(1);
   posekd::model::load_teacher(net, zip.string(), /*fuse=*/true);

@@ -218,8 +218,8 @@ TEST(TrainE2E, ValidationApIsLoggedAndPicksBest) {
 }
 
 TEST(TrainE2E, AugmentedViewsAreCachedPerViewAndReused) {
-  POSEKD_REQUIRE_SHARED(coco, "data/coco-sample");
-  POSEKD_REQUIRE_SHARED(teacher, "fixtures/teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   auto out = posekd::testing::temp_dir("views");
   TrainConfig c = sample_config(coco, out);
   c.teacher = teacher.string();
