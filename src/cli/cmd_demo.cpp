@@ -45,6 +45,9 @@ posekd::cli::Registration reg(
       g->add_flag("--hard-data", o->hard_data, "posekd synth's default (hard) people instead of the demo's easier ones");
       g->add_flag("--teacher-only", o->teacher_only, "stop after training and evaluating the teacher");
       posekd::cli::add_augment_options(app, o->no_augment, o->augment);
+      app.add_flag_callback("--augment", [o] { o->no_augment = false; },
+                            "augment teacher and students with train's defaults (the demo's default: none, "
+                            "measured better on its short budget)");
       return [o, print]() {
         if (*print) {
           std::fputs(posekd::train::to_yaml(*o).c_str(), stdout);

@@ -397,6 +397,7 @@ TeacherWrapper load_teacher_wrapper(const std::string& path, const TeacherOption
   if (report) *report = t.report;
   TeacherOptions o = t.wrapper_options(options.output_size);
   if (!t.info.from_metadata) o.input_size = options.input_size;
+  o.precision = options.precision;
   return TeacherWrapper(t.net, o);
 }
 

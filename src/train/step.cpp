@@ -19,6 +19,7 @@ StepOutcome train_step(torch::optim::Adam& optimizer, const std::function<LossPa
   r.loss = lp.total.item<double>();
   r.student = lp.student.item<double>();
   r.distill = lp.distill.item<double>();
+  if (std::isnan(r.loss)) r.loss = std::nan("");  // one spelling in logs ("nan"), whatever the sign bit
   r.finite = std::isfinite(r.loss);
   r.stop = o.stop_requested;
   // Without ranks to keep in step, a non-finite loss skips the backward pass too.

@@ -183,7 +183,7 @@ TEST_F(EvalCli, TeacherFixtureRunsThroughEval) {
   POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   const auto res = dir_ / "teacher_results.json";
-  auto r = run_cli("eval " + data_args(coco) + " --teacher " + teacher.string() + " --batch-size 2 -o " + res.string());
+  auto r = run_cli("eval " + data_args(coco) + " --teacher " + teacher.string() + " --precision fp32 --batch-size 2 -o " + res.string());
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto stats = summary_stats(r.out);
   ASSERT_EQ(stats.size(), 10u) << r.out;
@@ -230,7 +230,7 @@ TEST_F(EvalCli, TeacherWithPosekdMetadataRunsAtItsOwnSize) {
   root.set("posekd_teacher", meta);
   const auto path = dir_ / "posekd_teacher.pth";
   posekd::io::save_torch_file(path.string(), root);
-  auto r = run_cli("eval " + data_args(coco) + " --teacher " + path.string() + " --subset 2");
+  auto r = run_cli("eval " + data_args(coco) + " --teacher " + path.string() + " --subset 2 --precision fp32");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_NE(r.err.find("2 images, input 128"), std::string::npos) << r.err;
   const auto gt = posekd::data::load_coco((coco / "annotations/person_keypoints_val2017.json").string(),
