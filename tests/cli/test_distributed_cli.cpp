@@ -52,9 +52,10 @@ class DistributedTrain : public ::testing::Test {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
   // The train options shared by every run here; `out` is a folder under the test's temp dir.
+  // fp32: these tests compare processes; bf16 picks its fastest backward kernel by timing (core/bf16_conv.h).
   std::string train(const std::string& out, int total, const std::string& extra = "") const {
     return "train --data " + coco_.string() + " --split val2017 --arch ai85pose --batch-size 4 --total-batches " +
-           std::to_string(total) + " --save-every 2 --threads 1 --workers 1 --calib-batches 1 --quiet --qat-policy " +
+           std::to_string(total) + " --save-every 2 --threads 1 --workers 1 --calib-batches 1 --quiet --precision fp32 --qat-policy " +
            (dir_ / "qat0.yaml").string() + " --output " + (dir_ / out).string() + " " + extra;
   }
   std::string posekd() const { return posekd::testing::cli() + " "; }
