@@ -17,6 +17,16 @@
 namespace posekd::train {
 
 // One line per field: YAML key (the long option without "--", '_' for '-') and the field.
+// The augmentation flags (cli/recipe_options.h), shared by train, train-teacher and demo: each table
+// defines FIELD for its own struct, whose members `no_augment` and `augment` these name.
+#define POSEKD_AUGMENT_FIELDS                                                                       \
+  FIELD("no_augment", no_augment), FIELD("scale_min", augment.scale_min),                           \
+      FIELD("scale_max", augment.scale_max), FIELD("rotate", augment.rotate_deg),                   \
+      FIELD("shift", augment.shift), FIELD("flip", augment.flip_prob),                              \
+      FIELD("brightness", augment.brightness), FIELD("contrast", augment.contrast),                 \
+      FIELD("saturation", augment.saturation), FIELD("hue", augment.hue_deg),                       \
+      FIELD("blur", augment.blur_prob), FIELD("augment_views", augment.views),
+
 #define POSEKD_FIELD(Cfg, key, member) \
   ConfigField<Cfg> { key, [](Cfg& c) -> ConfigRef { return &c.member; } }
 
@@ -49,18 +59,7 @@ const std::vector<ConfigField<TrainConfig>>& config_fields(const TrainConfig*) {
       FIELD("weight_decay", weight_decay),
       FIELD("qat_lr", qat_lr),
       FIELD("qat_warmup", qat_warmup),
-      FIELD("no_augment", no_augment),
-      FIELD("scale_min", augment.scale_min),
-      FIELD("scale_max", augment.scale_max),
-      FIELD("rotate", augment.rotate_deg),
-      FIELD("shift", augment.shift),
-      FIELD("flip", augment.flip_prob),
-      FIELD("brightness", augment.brightness),
-      FIELD("contrast", augment.contrast),
-      FIELD("saturation", augment.saturation),
-      FIELD("hue", augment.hue_deg),
-      FIELD("blur", augment.blur_prob),
-      FIELD("augment_views", augment.views),
+      POSEKD_AUGMENT_FIELDS
       FIELD("kd_student_wt", kd_student_wt),
       FIELD("kd_distill_wt", kd_distill_wt),
       FIELD("save_every", save_every),
@@ -109,18 +108,7 @@ const std::vector<ConfigField<TeacherTrainConfig>>& config_fields(const TeacherT
       FIELD("warmup", warmup_batches),
       FIELD("lr_end_factor", lr_end_factor),
       FIELD("weight_decay", weight_decay),
-      FIELD("no_augment", no_augment),
-      FIELD("scale_min", augment.scale_min),
-      FIELD("scale_max", augment.scale_max),
-      FIELD("rotate", augment.rotate_deg),
-      FIELD("shift", augment.shift),
-      FIELD("flip", augment.flip_prob),
-      FIELD("brightness", augment.brightness),
-      FIELD("contrast", augment.contrast),
-      FIELD("saturation", augment.saturation),
-      FIELD("hue", augment.hue_deg),
-      FIELD("blur", augment.blur_prob),
-      FIELD("augment_views", augment.views),
+      POSEKD_AUGMENT_FIELDS
       FIELD("precision", precision),
       FIELD("save_every", save_every),
       FIELD("output", output),
@@ -157,23 +145,13 @@ const std::vector<ConfigField<DemoOptions>>& config_fields(const DemoOptions*) {
       FIELD("hard_data", hard_data),
       FIELD("teacher_only", teacher_only),
       FIELD("precision", precision),
-      FIELD("no_augment", no_augment),
-      FIELD("scale_min", augment.scale_min),
-      FIELD("scale_max", augment.scale_max),
-      FIELD("rotate", augment.rotate_deg),
-      FIELD("shift", augment.shift),
-      FIELD("flip", augment.flip_prob),
-      FIELD("brightness", augment.brightness),
-      FIELD("contrast", augment.contrast),
-      FIELD("saturation", augment.saturation),
-      FIELD("hue", augment.hue_deg),
-      FIELD("blur", augment.blur_prob),
-      FIELD("augment_views", augment.views),
+      POSEKD_AUGMENT_FIELDS
   };
 #undef FIELD
   return fields;
 }
 #undef POSEKD_FIELD
+#undef POSEKD_AUGMENT_FIELDS
 
 std::string config_key(const std::string& long_option) {
   std::string k = long_option.substr(long_option.find_first_not_of('-'));
