@@ -27,7 +27,7 @@ test: build
 firmware-test: configure
 	bash scripts/install-deps.sh --firmware
 	cmake --build $(BUILD) -j $(JOBS) --target test_export
-	POSEKD_FIRMWARE_TEST=1 $(BUILD)/test_export --gtest_filter='Firmware.*'
+	POSEKD_FIRMWARE_TEST=1 $(BUILD)/test_export --gtest_also_run_disabled_tests --gtest_filter='Firmware.*'
 
 demo: build
 	$(BUILD)/posekd demo --out demo-out

@@ -440,7 +440,8 @@ std::array<long, 3> pc_arm_size(const fs::path& elf) {  // text, data, bss
 
 }  // namespace
 
-TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
+// Not part of ctest (DISABLED_): `make firmware-test` runs it with --gtest_also_run_disabled_tests.
+TEST(Firmware, DISABLED_EmulatedCortexM4PrintsTheHostPeople) {
   if (!std::getenv("POSEKD_FIRMWARE_TEST")) GTEST_SKIP() << "set POSEKD_FIRMWARE_TEST=1 (make firmware-test)";
   ASSERT_TRUE(pc_have_cc());
   for (const char* tool : {"arm-none-eabi-gcc --version", "qemu-system-arm --version"})
@@ -555,7 +556,8 @@ TEST(Firmware, EmulatedCortexM4PrintsTheHostPeople) {
 // POSEKD_POSE_C_CHECKPOINT=ckpt POSEKD_POSE_C_IMAGES=folder test_export --gtest_filter=PoseC.Trained*
 // exports the checkpoint once per image (the image as the sample) and compares the C decoder with
 // the C++ decoder on the sample's outputs (docs/deploy.md).
-TEST(PoseC, TrainedStudentOnImages) {
+// Opt-in (DISABLED_, docs/deploy.md): run with --gtest_also_run_disabled_tests and the two variables.
+TEST(PoseC, DISABLED_TrainedStudentOnImages) {
   const char* ckpt = std::getenv("POSEKD_POSE_C_CHECKPOINT");
   const char* images = std::getenv("POSEKD_POSE_C_IMAGES");
   if (!ckpt || !images) GTEST_SKIP() << "set POSEKD_POSE_C_CHECKPOINT and POSEKD_POSE_C_IMAGES";
