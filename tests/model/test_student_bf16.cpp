@@ -1,8 +1,10 @@
 // The students in mixed precision (PrecisionScope bf16: ai8x convolutions with bf16 operands and an
-// fp32 destination) against fp32, on the ai8x fixtures:
-// - QAT forward: bit for bit equal to Python ai8x's (= the fp32 forward), gradients close;
-// - the same QAT layers with LibTorch's bf16 conv2d (bf16 destination): flipped outputs counted;
-// - float phase: outputs and gradients close to fp32;
+// fp32 destination) against fp32:
+// - QAT forward on the Python ai8x fixture: bit for bit equal to ai8x's (= the fp32 forward),
+//   gradients close;
+// - the QAT layers of a seed student calibrated here, with LibTorch's bf16 conv2d (bf16
+//   destination): flipped outputs counted;
+// - float phase (seeded random seed student): outputs and gradients close to fp32;
 // - ai85pose: the bf16 QAT forward still equals the integer (MAX78000) inference exactly.
 #include <gtest/gtest.h>
 
@@ -49,6 +51,29 @@ std::shared_ptr<model::Student> seed_qat_student() {
   load_state_dict(*s, to_state_dict(dict_dict(bf16_fixture("student_qat.pt"), "state_dict")));
   s->train(true);
   return s;
+}
+
+// Values on the 8-bit input grid (what the network's input and QAT activations hold).
+torch::Tensor grid_tensor(std::vector<int64_t> shape) {
+  return torch::randint(-128, 128, shape).to(torch::kFloat) / 128;
+}
+
+// A seed student with seeded random weights, fused and calibrated by posekd (ai8x's defaults) on
+// grid inputs: a QAT state that needs no Python fixture. Returns the student and a fresh input.
+std::pair<std::shared_ptr<model::Student>, torch::Tensor> generated_seed_qat_student() {
+  torch::manual_seed(11);
+  auto s = model::make_student("seed");
+  int n = 0;
+  QatPolicy policy;
+  policy.start_epoch = 1;
+  model::fuse_and_calibrate(
+      *s, [&]() -> std::optional<torch::Tensor> {
+        if (n++ == 2) return std::nullopt;
+        return grid_tensor({2, 3, 128, 128});
+      },
+      policy);
+  s->train(true);
+  return {s, grid_tensor({2, 3, 128, 128})};
 }
 
 // One ai8x QAT layer (training mode, not simulate) written out, with the conv either fp32 or
@@ -114,9 +139,7 @@ TEST(StudentBf16, QatLayersWithABf16DestinationFlipOutputs) {
   // Per layer of the seed student in its ai8x QAT state, each fed its fp32 input: the fp32 conv,
   // conv2d_bf16 (fp32 destination) and LibTorch's bf16 conv2d (bf16 destination).
   if (!conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_FIXTURE(qpath, "ai8x/student_qat.pt");
-  const auto& q = bf16_fixture("student_qat.pt");
-  auto s = seed_qat_student();
+  auto [s, input] = generated_seed_qat_student();
   s->eval();
   torch::NoGradGuard ng;
   auto layers = s->layers();
@@ -125,7 +148,7 @@ TEST(StudentBf16, QatLayersWithABf16DestinationFlipOutputs) {
   int64_t total = 0, flips = 0, flips_fp32dst = 0;
   double max_steps = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    torch::Tensor x = prev[i].empty() ? dict_tensor(q, "input") : outs[prev[i][0]];
+    torch::Tensor x = prev[i].empty() ? input : outs[prev[i][0]];
     outs[i] = layers[i]->forward(x);
     auto by_hand = qat_layer_by_hand(*layers[i], x, false);
     ASSERT_TRUE(by_hand.equal(outs[i])) << s->layer_names()[i] << ": the hand-written QAT layer is not ai8x's";
@@ -158,15 +181,20 @@ TEST(StudentBf16, QatLayersWithABf16DestinationFlipOutputs) {
 
 TEST(StudentBf16, SeedFloatPhaseCloseToFp32) {
   if (!conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_FIXTURE(fpath, "ai8x/student_float.pt");
-  const auto& f = bf16_fixture("student_float.pt");
+  // The seed student with seeded random weights (as ai8x's float fixture has), a grid input and
+  // random output gradients.
+  torch::manual_seed(12);
+  auto proto = model::make_student("seed");
+  const auto weights = state_dict(*proto);
+  const torch::Tensor input = grid_tensor({4, 3, 128, 128});
+  const torch::Tensor grad_heat = torch::randn({4, 19, 16, 16}), grad_paf = torch::randn({4, 38, 16, 16});
   auto run = [&](Precision p) {
     auto s = model::make_student("seed");
-    load_state_dict(*s, to_state_dict(dict_dict(f, "state_dict")));
+    load_state_dict(*s, weights);
     s->train(true);  // BatchNorm trains: NCHW, fp32 statistics
     PrecisionScope scope(p);
-    auto out = s->forward(dict_tensor(f, "input"));
-    ((out.heat * dict_tensor(f, "grad_heat")).sum() + (out.paf * dict_tensor(f, "grad_paf")).sum()).backward();
+    auto out = s->forward(input);
+    ((out.heat * grad_heat).sum() + (out.paf * grad_paf).sum()).backward();
     std::vector<std::pair<std::string, torch::Tensor>> r{{"heat", out.heat.detach()}, {"paf", out.paf.detach()}};
     for (const auto& kv : s->named_parameters()) {
       // the conv bias in front of a training BatchNorm has a zero gradient (fp32 noise): skipped

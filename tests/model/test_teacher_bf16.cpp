@@ -11,28 +11,14 @@
 
 namespace {
 
-// The released teacher's layout with trained-like statistics: the large reference fixture next to
-// the large student fixtures (POSEKD_STUDENT_FIXTURES / ../shared/fixtures/ai8x -> ../teacher). The
-// teacher generated at test time has random weights whose deep activations bf16 rounds by up to 17%,
-// which says nothing about a real teacher; these tests skip, naming the file, when it is absent.
-std::filesystem::path real_teacher_fixture(const std::string& name) {
-  const auto p = posekd::testing::student_fixtures_dir().parent_path() / "teacher" / name;
-  return std::filesystem::exists(p) ? p : std::filesystem::path();
-}
-#define POSEKD_REQUIRE_REAL_TEACHER(var, name) \
-  const std::filesystem::path var = real_teacher_fixture(name); \
-  if (var.empty()) GTEST_SKIP() << "large fixture teacher/" << (name) << " not found next to " \
-                                << posekd::testing::student_fixtures_dir().string() << " (../teacher)"
-
-
 double teacher_bf16_rel_err(const torch::Tensor& out, const torch::Tensor& ref) {
   return ((out - ref).norm() / ref.norm()).item<double>();
 }
 
 TEST(TeacherBf16, WrappedOutputsWithinOnePercentOfFp32) {
   if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_REAL_TEACHER(zip, "teacher_state_zip.pth");
-  POSEKD_REQUIRE_REAL_TEACHER(refp, "teacher_reference_outputs.pt");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(refp, "teacher/teacher_reference_outputs.pt");
   auto ref = posekd::io::load_torch_file(refp.string());
   posekd::model::TeacherOptions opt;
   opt.input_scale = 1.0;  // the fixture was made with the seed's behaviour
@@ -57,8 +43,8 @@ TEST(TeacherBf16, WrappedOutputsWithinOnePercentOfFp32) {
 
 TEST(TeacherBf16, NetOutputsAt368WithinOnePercent) {
   if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
-  POSEKD_REQUIRE_REAL_TEACHER(zip, "teacher_state_zip.pth");
-  POSEKD_REQUIRE_REAL_TEACHER(refp, "teacher_reference_outputs.pt");
+  POSEKD_REQUIRE_FIXTURE(zip, "teacher/teacher_state_zip.pth");
+  POSEKD_REQUIRE_FIXTURE(refp, "teacher/teacher_reference_outputs.pt");
   auto ref = posekd::io::load_torch_file(refp.string());
   posekd::model::PoseEstimationWithMobileNet net(1);
   posekd::model::load_teacher(net, zip.string(), /*fuse=*/true);
