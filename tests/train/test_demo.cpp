@@ -20,7 +20,13 @@ TEST(Demo, PresetsAndTheEasyDataAreValid) {
   EXPECT_LT(q.teacher_batches, f.teacher_batches);
   EXPECT_LT(q.student_batches, f.student_batches);
   EXPECT_LT(q.train_images, f.train_images);
-  for (const auto& b : {q, f}) {
+  // The hard preset: more images and teacher batches than the easy one, the same students.
+  const auto h = posekd::train::demo_budget(false, true), hq = posekd::train::demo_budget(true, true);
+  EXPECT_GT(h.train_images, f.train_images);
+  EXPECT_GT(h.teacher_batches, f.teacher_batches);
+  EXPECT_EQ(h.student_batches, f.student_batches);
+  EXPECT_EQ(hq.teacher_batches, q.teacher_batches);  // --quick stays quick
+  for (const auto& b : {q, f, h}) {
     EXPECT_GT(b.qat_fraction, 0.0);
     EXPECT_LT(b.qat_fraction, 1.0);
     EXPECT_GE(b.teacher_stages, 0);

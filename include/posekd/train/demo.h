@@ -26,8 +26,10 @@ struct DemoBudget {
   double qat_fraction = 0;                   // QAT switches on at this fraction of the student batches
 };
 
-// The preset: full (<= 10 minutes on 2 cores) or quick (<= 2 minutes, used by the tests).
-DemoBudget demo_budget(bool quick);
+// The preset: full (<= 10 minutes on 2 cores) or quick (<= 2 minutes, used by the tests). With
+// `hard` (--hard-data, the accuracy benchmark) the full preset draws 6,000 training images and
+// trains the teacher 2,400 batches: the hard people need more data and steps (docs/accuracy.md).
+DemoBudget demo_budget(bool quick, bool hard = false);
 
 // The demo's synthetic people: easier than `posekd synth`'s defaults (1-2 larger people, little
 // clutter, no crowds), so that minutes of CPU training learn something measurable.
