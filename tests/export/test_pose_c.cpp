@@ -232,6 +232,9 @@ TEST(PoseC, ParamsHeaderComesFromTheDecoderAndTheSkeleton) {
   EXPECT_NE(h.find("#define POSE_PEAK_THRESHOLD 0x1.99999ap-4f"), std::string::npos);
   cfg.decode.upsample = 4;
   EXPECT_THROW(pose_params_header(cfg), posekd::Error);
+  cfg.decode.upsample = 1;
+  cfg.decode.peaks.threshold = 0.f;  // the C peak search relies on a positive threshold
+  EXPECT_THROW(pose_params_header(cfg), posekd::Error);
   // the sources are embedded verbatim
   std::ifstream f(fs::path(POSEKD_SOURCE_DIR) / "src/export/c/pose_decode.c", std::ios::binary);
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

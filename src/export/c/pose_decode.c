@@ -33,8 +33,8 @@ typedef struct {
 static struct {
 #if POSE_F > 1
   const int32_t *paf[2]; /* the PAF pair of the limb being grouped */
-  float at_a[POSE_MAX_PEAKS][2], at_b[POSE_MAX_PEAKS][2]; /* that pair at the limb's peaks (word units) */
-  uint8_t have_b[POSE_MAX_PEAKS];
+  float at[2][POSE_MAX_PEAKS][2]; /* that pair at the pixels of the limb's peaks (a, b), word units */
+  uint8_t have[2][POSE_MAX_PEAKS];  /* at[e][i] computed */
 #else
   float map[(POSE_MAP_H + 2) * (POSE_MAP_W + 2)]; /* one thresholded heatmap with a zero border */
 #endif
@@ -56,6 +56,7 @@ static uint8_t pose_sample_order[POSE_POINTS_PER_LIMB];
  * non-decreasing, so `word >= pose_thr_word` is `pose_heat_value(word) >= POSE_PEAK_THRESHOLD`. */
 static int32_t pose_thr_word;
 static int pose_thr_none; /* no word reaches the threshold */
+static double pose_denom[POSE_POINTS_PER_LIMB + 1]; /* (double)n + 1e-6, the affinity's divisor */
 static int pose_tables_ready;
 
 #if POSE_F > 1
@@ -87,6 +88,7 @@ static void pose_tables(void) {
     pose_sample_order[i++] = (uint8_t)d;
     if (POSE_POINTS_PER_LIMB - 1 - d != d) pose_sample_order[i++] = (uint8_t)(POSE_POINTS_PER_LIMB - 1 - d);
   }
+  for (i = 0; i <= POSE_POINTS_PER_LIMB; ++i) pose_denom[i] = (double)i + 1e-6;
   /* bisection on the words, with the decoder's own conversion */
   pose_thr_none = !(pose_heat_value(INT32_MAX) >= POSE_PEAK_THRESHOLD);
   while (lo < hi) {
@@ -128,28 +130,62 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
     const int32_t *row = h + pose_clampi(u0 + i, POSE_MAP_H - 1) * POSE_MAP_W;
     for (j = 0; j < nv; ++j) src[i][j] = (float)row[pose_clampi(v0 + j, POSE_MAP_W - 1)];
   }
-  for (X = x0; X <= x1; ++X) {
+  /* two columns that read the same source columns together (each row's four values loaded once) */
+  for (X = x0; X <= x1;) {
     const float *a = pose_cubic_coeff[X % POSE_F];
     const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
     const float *s = &src[0][POSE_CUBIC_FIRST(X) - v0];
     float *o = &hc[0][X - x0];
-    for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) *o = s[0] * a0 + s[1] * a1 + s[2] * a2 + s[3] * a3;
+    if (X < x1 && POSE_CUBIC_FIRST(X + 1) == POSE_CUBIC_FIRST(X)) {
+      const float *e = pose_cubic_coeff[(X + 1) % POSE_F];
+      const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
+      for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) {
+        const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+        o[0] = s0 * a0 + s1 * a1 + s2 * a2 + s3 * a3;
+        o[1] = s0 * e0 + s1 * e1 + s2 * e2 + s3 * e3;
+      }
+      X += 2;
+    } else {
+      for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) *o = s[0] * a0 + s[1] * a1 + s[2] * a2 + s[3] * a3;
+      X += 1;
+    }
   }
   /* rows outside, columns inside: the first maximum in posekd's order (x, then y) is the largest
-   * value, on a tie the one with the smaller column, then the earlier row */
-  for (Y = y0; Y <= y1; ++Y) {
+   * value, on a tie the one with the smaller column, then the earlier row. Two rows that read the
+   * same source rows are done together (each column's four values loaded once). */
+  for (Y = y0; Y <= y1;) {
     const float *b = pose_cubic_coeff[Y % POSE_F];
     const float b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
     const float *q = hc[POSE_CUBIC_FIRST(Y) - u0];
-    for (j = 0; j < nx; ++j, ++q) {
-      const float v = q[0] * b0 + q[POSE_WIN] * b1 + q[2 * POSE_WIN] * b2 + q[3 * POSE_WIN] * b3;
-      if (v >= best) {
-        if (v > best || j < bj) {
+    if (Y < y1 && POSE_CUBIC_FIRST(Y + 1) == POSE_CUBIC_FIRST(Y)) {
+      const float *e = pose_cubic_coeff[(Y + 1) % POSE_F];
+      const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
+      for (j = 0; j < nx; ++j, ++q) {
+        const float h0 = q[0], h1 = q[POSE_WIN], h2 = q[2 * POSE_WIN], h3 = q[3 * POSE_WIN];
+        const float v = h0 * b0 + h1 * b1 + h2 * b2 + h3 * b3, w = h0 * e0 + h1 * e1 + h2 * e2 + h3 * e3;
+        /* (j, Y) then (j, Y + 1): a tie at the same column keeps the earlier row */
+        if (v >= best && (v > best || j < bj)) {
+          best = v;
+          bj = j;
+          by = Y;
+        }
+        if (w >= best && (w > best || j < bj)) {
+          best = w;
+          bj = j;
+          by = Y + 1;
+        }
+      }
+      Y += 2;
+    } else {
+      for (j = 0; j < nx; ++j, ++q) {
+        const float v = q[0] * b0 + q[POSE_WIN] * b1 + q[2 * POSE_WIN] * b2 + q[3 * POSE_WIN] * b3;
+        if (v >= best && (v > best || j < bj)) {
           best = v;
           bj = j;
           by = Y;
         }
       }
+      Y += 1;
     }
   }
   p->ux = (uint8_t)(x0 + bj);
@@ -183,9 +219,16 @@ static volatile float pose_round_big = 12582912.f;
 /* The first word at or below pc in its column (pc, pc + W, ... before end) that reaches the
  * threshold, or end: most cells cost one load and one comparison. */
 POSE_NOINLINE static const int32_t *pose_scan(const int32_t *pc, const int32_t *end, int32_t thr) {
-  for (; pc != end; pc += POSE_MAP_W)
-    if (*pc >= thr) break;
-  return pc;
+  int left = (int)(end - pc) / POSE_MAP_W;
+  for (; left >= 4; left -= 4, pc += 4 * POSE_MAP_W) { /* four cells per step */
+    if (pc[0] >= thr) return pc;
+    if (pc[POSE_MAP_W] >= thr) return pc + POSE_MAP_W;
+    if (pc[2 * POSE_MAP_W] >= thr) return pc + 2 * POSE_MAP_W;
+    if (pc[3 * POSE_MAP_W] >= thr) return pc + 3 * POSE_MAP_W;
+  }
+  for (; left > 0; --left, pc += POSE_MAP_W)
+    if (*pc >= thr) return pc;
+  return end;
 }
 
 void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *stats) {
@@ -313,10 +356,21 @@ static void pose_cubic_pair(int X, int Y, float *out) {
 }
 #endif
 
-/* Mean passing PAF projection along a->b (infer::limb_affinity); *valid = passing samples. With
- * local upsampling, the limb's PAF pair is in pose_ws (pose_group) and so is its value at a's pixel
- * (at_a) and, once computed, at b's pixel (at_b[jb]). */
-static double pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t *a, const float *va,
+#if POSE_F > 1
+/* The limb's PAF pair at the pixel of peak i of end e (0 = a, 1 = b), computed once per limb. */
+static const float *pose_paf_at_peak(int e, int i, const pose_peak_t *pk) {
+  if (!pose_ws.have[e][i]) {
+    pose_cubic_pair(pk->ux, pk->uy, pose_ws.at[e][i]);
+    pose_ws.have[e][i] = 1;
+  }
+  return pose_ws.at[e][i];
+}
+#endif
+
+/* Mean passing PAF projection along a->b (infer::limb_affinity), a = peak ia of the limb's first
+ * keypoint type, b = peak jb of the second; *valid = passing samples. With local upsampling, the
+ * limb's PAF pair is in pose_ws (pose_group). */
+static double pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t *a, int ia,
                             const pose_peak_t *b, int jb, int *valid) {
   float terms[POSE_POINTS_PER_LIMB];
   const float ax = (float)a->ux, ay = (float)a->uy, bx = (float)b->ux, by = (float)b->uy;
@@ -328,7 +382,7 @@ static double pose_affinity(const int32_t *px, const int32_t *py, const pose_pea
   const float big = pose_round_big;
   int i, n = 0, fails = 0;
 #if POSE_F == 1
-  (void)va;
+  (void)ia;
   (void)jb;
 #else
   (void)px;
@@ -345,17 +399,12 @@ static double pose_affinity(const int32_t *px, const int32_t *py, const pose_pea
     {
       float tmp[2];
       const float *v = tmp;
-      if (x == a->ux && y == a->uy) {
-        v = va;
-      } else if (x == b->ux && y == b->uy) {
-        if (!pose_ws.have_b[jb]) {
-          pose_cubic_pair(x, y, pose_ws.at_b[jb]);
-          pose_ws.have_b[jb] = 1;
-        }
-        v = pose_ws.at_b[jb];
-      } else {
+      if (x == a->ux && y == a->uy) /* always sample 0 */
+        v = pose_paf_at_peak(0, ia, a);
+      else if (x == b->ux && y == b->uy)
+        v = pose_paf_at_peak(1, jb, b);
+      else
         pose_cubic_pair(x, y, tmp);
-      }
       s = (v[0] * POSE_PAF_UNIT) * ux + (v[1] * POSE_PAF_UNIT) * uy;
     }
 #else
@@ -374,7 +423,7 @@ static double pose_affinity(const int32_t *px, const int32_t *py, const pose_pea
     }
   }
   *valid = n;
-  return (double)pose_numpy_sum(terms, POSE_POINTS_PER_LIMB) / ((double)n + 1e-6);
+  return (double)pose_numpy_sum(terms, POSE_POINTS_PER_LIMB) / pose_denom[n];
 }
 
 static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double s,
@@ -407,20 +456,14 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
 #if POSE_F > 1
     pose_ws.paf[0] = px;
     pose_ws.paf[1] = py;
-    for (i = 0; i < n; ++i) pose_cubic_pair(peaks->peak[ka][i].ux, peaks->peak[ka][i].uy, pose_ws.at_a[i]);
-    memset(pose_ws.have_b, 0, sizeof pose_ws.have_b);
+    memset(pose_ws.have, 0, sizeof pose_ws.have);
 #endif
     /* candidates in Lightweight-OpenPose's flat order (B outer, A inner) */
     for (j = 0; j < m; ++j)
       for (i = 0; i < n; ++i) {
         int valid;
         const pose_peak_t *a = &peaks->peak[ka][i], *b = &peaks->peak[kb][j];
-#if POSE_F > 1
-        const float *va = pose_ws.at_a[i];
-#else
-        const float *va = 0;
-#endif
-        const double s = pose_affinity(px, py, a, va, b, j, &valid);
+        const double s = pose_affinity(px, py, a, i, b, j, &valid);
         if (s > 0 && valid >= POSE_MIN_VALID_SAMPLES) {
           pose_ws.cand_score[nc] = s;
           pose_ws.cand_a[nc] = (uint8_t)i;
