@@ -49,7 +49,8 @@ static struct {
 float pose_heat_value(int32_t v) { return (float)v * POSE_HEAT_UNIT; }
 float pose_paf_value(int32_t v) { return (float)v * POSE_PAF_UNIT; }
 
-/* Sample order of pose_affinity: the middle of the limb first (a wrong candidate fails there soonest;
+/* Sample order of pose_affinity: from the middle of the limb to a, then from the middle to b (a
+ * wrong candidate fails in the middle soonest, and neighbouring samples come one after the other;
  * the result does not depend on the order), built by pose_tables. */
 static uint8_t pose_sample_order[POSE_POINTS_PER_LIMB];
 /* The smallest output word whose heatmap value reaches the peak threshold: pose_heat_value is
@@ -84,10 +85,8 @@ static void pose_tables(void) {
     for (k = 0; k < 4; ++k)
       pose_rows[X][k] = (uint8_t)pose_clampi(X / POSE_F + pose_cubic_offset[X % POSE_F] - 1 + k, POSE_MAP_H - 1);
 #endif
-  for (i = 0, d = (POSE_POINTS_PER_LIMB - 1) / 2; d >= 0; --d) {
-    pose_sample_order[i++] = (uint8_t)d;
-    if (POSE_POINTS_PER_LIMB - 1 - d != d) pose_sample_order[i++] = (uint8_t)(POSE_POINTS_PER_LIMB - 1 - d);
-  }
+  for (i = 0, d = (POSE_POINTS_PER_LIMB - 1) / 2; d >= 0; --d) pose_sample_order[i++] = (uint8_t)d;
+  for (d = (POSE_POINTS_PER_LIMB - 1) / 2 + 1; d < POSE_POINTS_PER_LIMB; ++d) pose_sample_order[i++] = (uint8_t)d;
   for (i = 0; i <= POSE_POINTS_PER_LIMB; ++i) pose_denom[i] = (double)i + 1e-6;
   /* bisection on the words, with the decoder's own conversion */
   pose_thr_none = !(pose_heat_value(INT32_MAX) >= POSE_PEAK_THRESHOLD);
@@ -104,7 +103,7 @@ static void pose_tables(void) {
 
 #if POSE_F > 1
 #define POSE_WIN (POSE_F + 2 * (POSE_F / 2)) /* refinement window, upsampled pixels per side */
-#define POSE_WIN_SRC (POSE_WIN / POSE_F + 6) /* source rows / columns a window reads, at most */
+#define POSE_WIN_SRC ((POSE_WIN - 1) / POSE_F + 5) /* source rows / columns a window reads, at most */
 
 /* First source row / column (before clamping) that upsampled row / column X reads; non-decreasing. */
 #define POSE_CUBIC_FIRST(X) ((int)((unsigned)(X) / POSE_F) + pose_cubic_offset[(unsigned)(X) % POSE_F] - 1)
@@ -126,23 +125,44 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
   const int v0 = POSE_CUBIC_FIRST(x0), nv = POSE_CUBIC_FIRST(x1) + 4 - v0, nx = x1 - x0 + 1;
   int X, Y, i, j, bj = 0, by = y0;
   float best = -INFINITY; /* the values are finite: the first pixel replaces it */
-  for (i = 0; i < nu; ++i) {
-    const int32_t *row = h + pose_clampi(u0 + i, POSE_MAP_H - 1) * POSE_MAP_W;
-    for (j = 0; j < nv; ++j) src[i][j] = (float)row[pose_clampi(v0 + j, POSE_MAP_W - 1)];
+  if (u0 >= 0 && u0 + nu <= POSE_MAP_H && v0 >= 0 && v0 + nv <= POSE_MAP_W) { /* inside the map */
+    const int32_t *row = h + u0 * POSE_MAP_W + v0;
+    for (i = 0; i < nu; ++i, row += POSE_MAP_W)
+      for (j = 0; j < nv; ++j) src[i][j] = (float)row[j];
+  } else {
+    for (i = 0; i < nu; ++i) {
+      const int32_t *row = h + pose_clampi(u0 + i, POSE_MAP_H - 1) * POSE_MAP_W;
+      for (j = 0; j < nv; ++j) src[i][j] = (float)row[pose_clampi(v0 + j, POSE_MAP_W - 1)];
+    }
   }
-  /* two columns that read the same source columns together (each row's four values loaded once) */
+  /* up to four columns that read the same source columns together (each row's four values loaded
+   * once) */
   for (X = x0; X <= x1;) {
+    const int f = POSE_CUBIC_FIRST(X);
     const float *a = pose_cubic_coeff[X % POSE_F];
     const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-    const float *s = &src[0][POSE_CUBIC_FIRST(X) - v0];
+    const float *s = &src[0][f - v0];
     float *o = &hc[0][X - x0];
-    if (X < x1 && POSE_CUBIC_FIRST(X + 1) == POSE_CUBIC_FIRST(X)) {
-      const float *e = pose_cubic_coeff[(X + 1) % POSE_F];
+    if (X + 3 <= x1 && POSE_CUBIC_FIRST(X + 3) == f) {
+      const float *c = pose_cubic_coeff[(X + 1) % POSE_F], *d = pose_cubic_coeff[(X + 2) % POSE_F],
+                  *e = pose_cubic_coeff[(X + 3) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3];
       const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
       for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) {
         const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
         o[0] = s0 * a0 + s1 * a1 + s2 * a2 + s3 * a3;
-        o[1] = s0 * e0 + s1 * e1 + s2 * e2 + s3 * e3;
+        o[1] = s0 * c0 + s1 * c1 + s2 * c2 + s3 * c3;
+        o[2] = s0 * d0 + s1 * d1 + s2 * d2 + s3 * d3;
+        o[3] = s0 * e0 + s1 * e1 + s2 * e2 + s3 * e3;
+      }
+      X += 4;
+    } else if (X < x1 && POSE_CUBIC_FIRST(X + 1) == f) {
+      const float *c = pose_cubic_coeff[(X + 1) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+      for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) {
+        const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+        o[0] = s0 * a0 + s1 * a1 + s2 * a2 + s3 * a3;
+        o[1] = s0 * c0 + s1 * c1 + s2 * c2 + s3 * c3;
       }
       X += 2;
     } else {
@@ -151,43 +171,54 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
     }
   }
   /* rows outside, columns inside: the first maximum in posekd's order (x, then y) is the largest
-   * value, on a tie the one with the smaller column, then the earlier row. Two rows that read the
-   * same source rows are done together (each column's four values loaded once). */
+   * value, on a tie the one with the smaller column, then the earlier row. Up to four rows that
+   * read the same source rows are done together (each column's four values loaded once); within a
+   * column the rows come in order, so a tie at the same column keeps the earlier row. */
+#define POSE_PICK(v, row)                             \
+  if ((v) >= best && ((v) > best || j < bj)) {        \
+    best = (v);                                       \
+    bj = j;                                           \
+    by = (row);                                       \
+  }
   for (Y = y0; Y <= y1;) {
+    const int f = POSE_CUBIC_FIRST(Y);
+    const float *q = hc[f - u0];
     const float *b = pose_cubic_coeff[Y % POSE_F];
     const float b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
-    const float *q = hc[POSE_CUBIC_FIRST(Y) - u0];
-    if (Y < y1 && POSE_CUBIC_FIRST(Y + 1) == POSE_CUBIC_FIRST(Y)) {
-      const float *e = pose_cubic_coeff[(Y + 1) % POSE_F];
+    if (Y + 3 <= y1 && POSE_CUBIC_FIRST(Y + 3) == f) {
+      const float *c = pose_cubic_coeff[(Y + 1) % POSE_F], *d = pose_cubic_coeff[(Y + 2) % POSE_F],
+                  *e = pose_cubic_coeff[(Y + 3) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3];
       const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
       for (j = 0; j < nx; ++j, ++q) {
         const float h0 = q[0], h1 = q[POSE_WIN], h2 = q[2 * POSE_WIN], h3 = q[3 * POSE_WIN];
-        const float v = h0 * b0 + h1 * b1 + h2 * b2 + h3 * b3, w = h0 * e0 + h1 * e1 + h2 * e2 + h3 * e3;
-        /* (j, Y) then (j, Y + 1): a tie at the same column keeps the earlier row */
-        if (v >= best && (v > best || j < bj)) {
-          best = v;
-          bj = j;
-          by = Y;
-        }
-        if (w >= best && (w > best || j < bj)) {
-          best = w;
-          bj = j;
-          by = Y + 1;
-        }
+        const float v = h0 * b0 + h1 * b1 + h2 * b2 + h3 * b3, w = h0 * c0 + h1 * c1 + h2 * c2 + h3 * c3;
+        const float t = h0 * d0 + h1 * d1 + h2 * d2 + h3 * d3, z = h0 * e0 + h1 * e1 + h2 * e2 + h3 * e3;
+        POSE_PICK(v, Y)
+        POSE_PICK(w, Y + 1)
+        POSE_PICK(t, Y + 2)
+        POSE_PICK(z, Y + 3)
+      }
+      Y += 4;
+    } else if (Y < y1 && POSE_CUBIC_FIRST(Y + 1) == f) {
+      const float *c = pose_cubic_coeff[(Y + 1) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+      for (j = 0; j < nx; ++j, ++q) {
+        const float h0 = q[0], h1 = q[POSE_WIN], h2 = q[2 * POSE_WIN], h3 = q[3 * POSE_WIN];
+        const float v = h0 * b0 + h1 * b1 + h2 * b2 + h3 * b3, w = h0 * c0 + h1 * c1 + h2 * c2 + h3 * c3;
+        POSE_PICK(v, Y)
+        POSE_PICK(w, Y + 1)
       }
       Y += 2;
     } else {
       for (j = 0; j < nx; ++j, ++q) {
         const float v = q[0] * b0 + q[POSE_WIN] * b1 + q[2 * POSE_WIN] * b2 + q[3 * POSE_WIN] * b3;
-        if (v >= best && (v > best || j < bj)) {
-          best = v;
-          bj = j;
-          by = Y;
-        }
+        POSE_PICK(v, Y)
       }
       Y += 1;
     }
   }
+#undef POSE_PICK
   p->ux = (uint8_t)(x0 + bj);
   p->uy = (uint8_t)by;
   p->score = best * POSE_HEAT_UNIT;
@@ -381,6 +412,12 @@ static double pose_affinity(const int32_t *px, const int32_t *py, const pose_pea
   const float ux = vx / (norm + 1e-6f), uy = vy / (norm + 1e-6f);
   const float big = pose_round_big;
   int i, n = 0, fails = 0;
+#if POSE_F > 1
+  const float uxs = ux * POSE_PAF_UNIT, uys = uy * POSE_PAF_UNIT;
+  float tmp[2];
+  const float *last = tmp; /* the PAF pair at the previous sample's pixel */
+  int last_key = -1;
+#endif
 #if POSE_F == 1
   (void)ia;
   (void)jb;
@@ -397,15 +434,20 @@ static double pose_affinity(const int32_t *px, const int32_t *py, const pose_pea
     y = y < 0 ? 0 : (y > POSE_GRID_H - 1 ? POSE_GRID_H - 1 : y);
 #if POSE_F > 1
     {
-      float tmp[2];
-      const float *v = tmp;
-      if (x == a->ux && y == a->uy) /* always sample 0 */
-        v = pose_paf_at_peak(0, ia, a);
-      else if (x == b->ux && y == b->uy)
-        v = pose_paf_at_peak(1, jb, b);
-      else
-        pose_cubic_pair(x, y, tmp);
-      s = (v[0] * POSE_PAF_UNIT) * ux + (v[1] * POSE_PAF_UNIT) * uy;
+      const int key = x | y << 8;
+      if (key != last_key) { /* on a short limb, neighbouring samples can share a pixel */
+        if (x == a->ux && y == a->uy) /* always sample 0 */
+          last = pose_paf_at_peak(0, ia, a);
+        else if (x == b->ux && y == b->uy)
+          last = pose_paf_at_peak(1, jb, b);
+        else {
+          pose_cubic_pair(x, y, tmp);
+          last = tmp;
+        }
+        last_key = key;
+      }
+      /* (v * unit) * u == v * (u * unit): the unit is a power of two */
+      s = last[0] * uxs + last[1] * uys;
     }
 #else
     s = pose_paf_value(px[y * POSE_MAP_W + x]) * ux + pose_paf_value(py[y * POSE_MAP_W + x]) * uy;
