@@ -398,11 +398,12 @@ static const float *pose_paf_at_peak(int e, int i, const pose_peak_t *pk) {
 }
 #endif
 
-/* Mean passing PAF projection along a->b (infer::limb_affinity), a = peak ia of the limb's first
- * keypoint type, b = peak jb of the second; *valid = passing samples. With local upsampling, the
- * limb's PAF pair is in pose_ws (pose_group). */
-static double pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t *a, int ia,
-                            const pose_peak_t *b, int jb, int *valid) {
+/* Whether the limb a->b is a candidate connection (infer::limb_affinity: enough passing samples and
+ * a positive mean passing PAF projection, the mean in *score), a = peak ia of the limb's first
+ * keypoint type, b = peak jb of the second. With local upsampling, the limb's PAF pair is in
+ * pose_ws (pose_group). */
+static int pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t *a, int ia, const pose_peak_t *b,
+                         int jb, double *score) {
   float terms[POSE_POINTS_PER_LIMB];
   const float ax = (float)a->ux, ay = (float)a->uy, bx = (float)b->ux, by = (float)b->uy;
   const float vx = bx - ax, vy = by - ay;
@@ -458,14 +459,17 @@ static double pose_affinity(const int32_t *px, const int32_t *py, const pose_pea
     } else {
       terms[t] = 0.f;
       /* too many failed samples already: the limb cannot pass (the result is not used) */
-      if (++fails > POSE_POINTS_PER_LIMB - POSE_MIN_VALID_SAMPLES) {
-        *valid = n;
-        return 0.0;
-      }
+      if (++fails > POSE_POINTS_PER_LIMB - POSE_MIN_VALID_SAMPLES) return 0;
     }
   }
-  *valid = n;
-  return (double)pose_numpy_sum(terms, POSE_POINTS_PER_LIMB) / pose_denom[n];
+  {
+    /* the mean is positive exactly when the float sum is (the divisor is >= 1e-6, the quotient of
+     * a positive float by it a normal double): no double comparison needed */
+    const float sum = pose_numpy_sum(terms, POSE_POINTS_PER_LIMB);
+    if (!(sum > 0.f) || n < POSE_MIN_VALID_SAMPLES) return 0;
+    *score = (double)sum / pose_denom[n];
+    return 1;
+  }
 }
 
 static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double s,
@@ -503,10 +507,8 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
     /* candidates in Lightweight-OpenPose's flat order (B outer, A inner) */
     for (j = 0; j < m; ++j)
       for (i = 0; i < n; ++i) {
-        int valid;
-        const pose_peak_t *a = &peaks->peak[ka][i], *b = &peaks->peak[kb][j];
-        const double s = pose_affinity(px, py, a, i, b, j, &valid);
-        if (s > 0 && valid >= POSE_MIN_VALID_SAMPLES) {
+        double s;
+        if (pose_affinity(px, py, &peaks->peak[ka][i], i, &peaks->peak[kb][j], j, &s)) {
           pose_ws.cand_score[nc] = s;
           pose_ws.cand_a[nc] = (uint8_t)i;
           pose_ws.cand_b[nc] = (uint8_t)j;
