@@ -295,6 +295,26 @@ TEST(PoseC, DecoderMatchesOnNoiseAndEmptyMaps) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
+// The limb scores are divided in integer arithmetic (pose_div in pose_decode.c): bit for bit the
+// double division it replaces, on tens of millions of quotients (tests/export/c/pose_div_check.c).
+TEST(PoseC, LimbScoreDivisionIsTheCorrectlyRoundedQuotient) {
+  if (!pc_have_cc()) GTEST_SKIP() << "no system C compiler (cc)";
+  const auto dir = posekd::testing::temp_dir("posec_div");
+  write_pose_c(dir.string(), PoseCConfig{}, synthetic_image_int(), {});
+  const fs::path exe = dir / "pose_div_check";
+  std::string out;
+  const std::string cmd = "cc -std=c99 -pedantic -Wall -Wextra -Werror -O2 -ffp-contract=off -I" + dir.string() + " " +
+                          (fs::path(POSEKD_SOURCE_DIR) / "tests/export/c/pose_div_check.c").string() + " -lm -o " +
+                          exe.string();
+  ASSERT_EQ(pc_run(cmd, &out), 0) << cmd << "\n" << out;
+  EXPECT_EQ(pc_run(exe.string(), &out), 0) << out;
+  long checked = 0, differ = -1;
+  EXPECT_EQ(std::sscanf(out.c_str(), "checked %ld, differ %ld", &checked, &differ), 2) << out;
+  EXPECT_GT(checked, 40000000);
+  EXPECT_EQ(differ, 0) << out;
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 TEST(PoseC, ExportWritesTheFirmwareAndItDecodesTheSample) {
   if (!pc_have_cc()) GTEST_SKIP() << "no system C compiler (cc)";
   torch::manual_seed(5);

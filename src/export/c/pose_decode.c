@@ -58,6 +58,10 @@ static uint8_t pose_sample_order[POSE_POINTS_PER_LIMB];
 static int32_t pose_thr_word;
 static int pose_thr_none; /* no word reaches the threshold */
 static double pose_denom[POSE_POINTS_PER_LIMB + 1]; /* (double)n + 1e-6, the affinity's divisor */
+/* The divisors as integers for pose_div: denom = mant * 2^exp (mant in [2^52, 2^53)), and
+ * recip = floor(2^116 / mant) (0: use the plain division). */
+static uint64_t pose_denom_mant[POSE_POINTS_PER_LIMB + 1], pose_denom_recip[POSE_POINTS_PER_LIMB + 1];
+static int pose_denom_exp[POSE_POINTS_PER_LIMB + 1];
 static int pose_tables_ready;
 
 #if POSE_F > 1
@@ -87,7 +91,26 @@ static void pose_tables(void) {
 #endif
   for (i = 0, d = (POSE_POINTS_PER_LIMB - 1) / 2; d >= 0; --d) pose_sample_order[i++] = (uint8_t)d;
   for (d = (POSE_POINTS_PER_LIMB - 1) / 2 + 1; d < POSE_POINTS_PER_LIMB; ++d) pose_sample_order[i++] = (uint8_t)d;
-  for (i = 0; i <= POSE_POINTS_PER_LIMB; ++i) pose_denom[i] = (double)i + 1e-6;
+  for (i = 0; i <= POSE_POINTS_PER_LIMB; ++i) {
+    uint64_t bits, m, r = 0, rem = 1;
+    int b;
+    pose_denom[i] = (double)i + 1e-6;
+    memcpy(&bits, &pose_denom[i], sizeof bits);
+    m = (bits & 0xFFFFFFFFFFFFFull) | 0x10000000000000ull;
+    pose_denom_mant[i] = m;
+    pose_denom_exp[i] = (int)((bits >> 52) & 0x7FF) - 1075;
+    pose_denom_recip[i] = 0;
+    if (((bits >> 52) & 0x7FF) == 0 || ((bits >> 52) & 0x7FF) == 0x7FF || m == 0x10000000000000ull) continue;
+    for (b = 0; b < 116; ++b) { /* long division: floor(2^116 / m), below 2^64 as m > 2^52 */
+      rem <<= 1;
+      r <<= 1;
+      if (rem >= m) {
+        rem -= m;
+        r |= 1;
+      }
+    }
+    pose_denom_recip[i] = r;
+  }
   /* bisection on the words, with the decoder's own conversion */
   pose_thr_none = !(pose_heat_value(INT32_MAX) >= POSE_PEAK_THRESHOLD);
   while (lo < hi) {
@@ -398,6 +421,43 @@ static const float *pose_paf_at_peak(int e, int i, const pose_peak_t *pk) {
 }
 #endif
 
+/* (double)f / pose_denom[n], correctly rounded as the division is, for f > 0, without the
+ * soft-float division routine (~550 instructions on the Cortex-M4): f = F * 2^a (F 24 bits), the
+ * divisor M * 2^b (M 53 bits); N = floor(F * 2^85 / M) has 56 or 57 bits, from the reciprocal
+ * (at most one short) corrected with the exact remainder F * 2^85 - N * M (below 2^64, so it can
+ * be computed modulo 2^64, where F * 2^85 vanishes); then round to nearest even on 53 bits with the
+ * remainder as sticky bit. Anything unusual (zero, subnormal, infinite, out of range) divides. */
+static double pose_div(float f, int n) {
+  uint32_t fb;
+  uint64_t F, N, m, rem, Q, low, half, bits;
+  int shift, e;
+  double q;
+  memcpy(&fb, &f, sizeof fb);
+  m = pose_denom_mant[n];
+  if ((fb >> 23) == 0 || (fb >> 23) >= 0xFF || pose_denom_recip[n] == 0) return (double)f / pose_denom[n];
+  F = (fb & 0x7FFFFFu) | 0x800000u;
+  N = ((F * (pose_denom_recip[n] >> 32)) << 1) + ((F * (pose_denom_recip[n] & 0xFFFFFFFFu)) >> 31);
+  rem = (uint64_t)0 - N * m;
+  while (rem >= m) {
+    rem -= m;
+    ++N;
+  }
+  shift = (N >> 56) ? 4 : 3;
+  Q = N >> shift;
+  low = N & (((uint64_t)1 << shift) - 1);
+  half = (uint64_t)1 << (shift - 1);
+  if (low > half || (low == half && (rem != 0 || (Q & 1)))) ++Q;
+  e = ((int)(fb >> 23) - 150) - pose_denom_exp[n] - 85 + shift; /* value = Q * 2^e */
+  if (Q >> 53) {
+    Q >>= 1;
+    ++e;
+  }
+  if (e + 1075 < 1 || e + 1075 > 2046) return (double)f / pose_denom[n];
+  bits = ((uint64_t)(e + 1075) << 52) | (Q & 0xFFFFFFFFFFFFFull);
+  memcpy(&q, &bits, sizeof q);
+  return q;
+}
+
 /* Whether the limb a->b is a candidate connection (infer::limb_affinity: enough passing samples and
  * a positive mean passing PAF projection, the mean in *score), a = peak ia of the limb's first
  * keypoint type, b = peak jb of the second. With local upsampling, the limb's PAF pair is in
@@ -467,7 +527,7 @@ static int pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t
      * a positive float by it a normal double): no double comparison needed */
     const float sum = pose_numpy_sum(terms, POSE_POINTS_PER_LIMB);
     if (!(sum > 0.f) || n < POSE_MIN_VALID_SAMPLES) return 0;
-    *score = (double)sum / pose_denom[n];
+    *score = pose_div(sum, n);
     return 1;
   }
 }
