@@ -35,8 +35,6 @@ static struct {
   const int32_t *paf[2]; /* the PAF pair of the limb being grouped */
   float at[2][POSE_MAX_PEAKS][2]; /* that pair at the pixels of the limb's peaks (a, b), word units */
   uint8_t have[2][POSE_MAX_PEAKS];  /* at[e][i] computed */
-#else
-  float map[(POSE_MAP_H + 2) * (POSE_MAP_W + 2)]; /* one thresholded heatmap with a zero border */
 #endif
   double cand_score[POSE_MAX_CANDIDATES];   /* candidate connections of one limb */
   uint8_t cand_a[POSE_MAX_CANDIDATES], cand_b[POSE_MAX_CANDIDATES];
@@ -265,11 +263,6 @@ static float pose_subcell(float l, float c, float r) {
  * even, default rounding mode), without a library call. Volatile: the compiler may not fold it. */
 static volatile float pose_round_big = 12582912.f;
 
-/* Peaks of posekd's peak search (peaks.cpp): cells whose thresholded value is larger than their
- * four thresholded neighbours (zero outside the map). The threshold is positive (pose_params.h is
- * only written so), so a peak's own value reaches it, and then it is larger than a thresholded
- * neighbour exactly when it is larger than the neighbour's raw value: the test runs on the words,
- * the threshold as an integer, the neighbours as floats (as exact as the float values). */
 /* The first word at or below pc in its column (pc, pc + W, ... before end) that reaches the
  * threshold, or end: most cells cost one load and one comparison. */
 POSE_NOINLINE static const int32_t *pose_scan(const int32_t *pc, const int32_t *end, int32_t thr) {
@@ -285,6 +278,11 @@ POSE_NOINLINE static const int32_t *pose_scan(const int32_t *pc, const int32_t *
   return end;
 }
 
+/* Peaks of posekd's peak search (peaks.cpp): cells whose thresholded value is larger than their
+ * four thresholded neighbours (zero outside the map). The threshold is positive (pose_params.h is
+ * only written so), so a peak's own value reaches it, and then it is larger than a thresholded
+ * neighbour exactly when it is larger than the neighbour's raw value: the test runs on the words,
+ * the threshold as an integer, the neighbours as floats (as exact as the float values). */
 void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *stats) {
   int k, x, y, i;
   if (!pose_tables_ready) pose_tables();
@@ -363,8 +361,8 @@ static float pose_numpy_sum(const float *a, int n) {
 }
 
 #if POSE_F > 1
-/* Horizontal pass of one source row (taps at columns i0..i3 of row r) and the vertical step that
- * adds it, as cv::resize: ((t0 + t1) + t2) + t3, then ((h0 * b0 + h1 * b1) + h2 * b2) + h3 * b3. */
+/* Horizontal pass of source row r (taps at its columns i0..i3), as cv::resize: ((t0 + t1) + t2) + t3;
+ * the vertical pass then adds the four rows as ((h0 * b0 + h1 * b1) + h2 * b2) + h3 * b3. */
 #define POSE_HTAPS(r, i0, i1, i2, i3) \
   ((float)(r)[i0] * a0 + (float)(r)[i1] * a1 + (float)(r)[i2] * a2 + (float)(r)[i3] * a3)
 
