@@ -68,7 +68,7 @@ std::string format_latency(const NetworkLatency& lat) {
 std::string format_decode_estimate() {
   const double cycles = static_cast<double>(kDecodeInstructions4People) * kDecodeCyclesPerInstruction;
   return fmt::format("Pose decoding on the Arm core (firmware/pose_decode.c, docs/deploy.md): about {:.2f}M "
-                     "instructions for 4 people, ~{:.1f}M cycles = ~{:.0f} ms at 100 MHz (estimate)\n",
+                     "instructions for 4 people, ~{:.2f}M cycles = ~{:.1f} ms at 100 MHz (estimate)\n",
                      kDecodeInstructions4People / 1e6, cycles / 1e6, cycles / 100e3);
 }
 

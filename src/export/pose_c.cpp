@@ -85,6 +85,8 @@ std::string pose_params_header(const PoseCConfig& c) {
     throw Error(fmt::format("pose_params_header: the C decoder runs on the maps themselves (upsample 1), not {}", d.upsample));
   if (d.scale != 1.f || d.pad_left != 0.f || d.pad_top != 0.f)
     throw Error("pose_params_header: the C decoder works in input pixels (scale 1, no padding)");
+  if (!(d.peaks.threshold > 0.f))
+    throw Error(fmt::format("pose_params_header: the C decoder needs a positive peak threshold, not {}", d.peaks.threshold));
   if (c.max_peaks < 1 || c.max_peaks > 127 || c.max_entries < 1 || c.max_entries > 32767 || c.max_people < 1)
     throw Error("pose_params_header: buffer sizes out of range (peaks 1..127, entries 1..32767, people >= 1)");
   if (c.map_h <= 0 || c.map_w <= 0 || c.map_h * std::max(d.local_upsample, 1) > 255 ||

@@ -232,6 +232,9 @@ TEST(PoseC, ParamsHeaderComesFromTheDecoderAndTheSkeleton) {
   EXPECT_NE(h.find("#define POSE_PEAK_THRESHOLD 0x1.99999ap-4f"), std::string::npos);
   cfg.decode.upsample = 4;
   EXPECT_THROW(pose_params_header(cfg), posekd::Error);
+  cfg.decode.upsample = 1;
+  cfg.decode.peaks.threshold = 0.f;  // the C peak search relies on a positive threshold
+  EXPECT_THROW(pose_params_header(cfg), posekd::Error);
   // the sources are embedded verbatim
   std::ifstream f(fs::path(POSEKD_SOURCE_DIR) / "src/export/c/pose_decode.c", std::ios::binary);
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -289,6 +292,26 @@ TEST(PoseC, DecoderMatchesOnNoiseAndEmptyMaps) {
              torch::randint(-16384, 16384, {38, 16, 16}, torch::kLong), cfg, "noise", &peaks);
   EXPECT_GT(peaks, 40);
   pc_compare(exe, dir, torch::zeros({19, 16, 16}, torch::kLong), torch::zeros({38, 16, 16}, torch::kLong), cfg, "zeros");
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+// The limb scores are divided in integer arithmetic (pose_div in pose_decode.c): bit for bit the
+// double division it replaces, on tens of millions of quotients (tests/export/c/pose_div_check.c).
+TEST(PoseC, LimbScoreDivisionIsTheCorrectlyRoundedQuotient) {
+  if (!pc_have_cc()) GTEST_SKIP() << "no system C compiler (cc)";
+  const auto dir = posekd::testing::temp_dir("posec_div");
+  write_pose_c(dir.string(), PoseCConfig{}, synthetic_image_int(), {});
+  const fs::path exe = dir / "pose_div_check";
+  std::string out;
+  const std::string cmd = "cc -std=c99 -pedantic -Wall -Wextra -Werror -O2 -ffp-contract=off -I" + dir.string() + " " +
+                          (fs::path(POSEKD_SOURCE_DIR) / "tests/export/c/pose_div_check.c").string() + " -lm -o " +
+                          exe.string();
+  ASSERT_EQ(pc_run(cmd, &out), 0) << cmd << "\n" << out;
+  EXPECT_EQ(pc_run(exe.string(), &out), 0) << out;
+  long checked = 0, differ = -1;
+  EXPECT_EQ(std::sscanf(out.c_str(), "checked %ld, differ %ld", &checked, &differ), 2) << out;
+  EXPECT_GT(checked, 40000000);
+  EXPECT_EQ(differ, 0) << out;
   if (!HasFailure()) fs::remove_all(dir);
 }
 
@@ -540,16 +563,25 @@ TEST(Firmware, DISABLED_EmulatedCortexM4PrintsTheHostPeople) {
     frame[fn] = std::max(frame[fn], std::atol(line.c_str() + t + 1));
   }
   ASSERT_TRUE(frame.count("pose_decode") && frame.count("pose_group") && frame.count("pose_find_peaks"));
-  const long own_stack = frame["pose_decode"] + std::max(frame["pose_find_peaks"], frame["pose_group"] + frame["pose_new_entry"]);
-  std::printf("decoder frames: pose_decode %ld, pose_find_peaks %ld, pose_group %ld, pose_new_entry %ld: deepest own chain %ld bytes\n",
-              frame["pose_decode"], frame["pose_find_peaks"], frame["pose_group"], frame["pose_new_entry"], own_stack);
+  // pose_decode -> pose_find_peaks -> pose_refine_local, or -> pose_group -> pose_new_entry / pose_cubic_pair
+  // (frames of functions the compiler inlined are absent, i.e. 0)
+  const long own_stack =
+      frame["pose_decode"] + std::max(frame["pose_find_peaks"] + frame["pose_refine_local"],
+                                      frame["pose_group"] + std::max(frame["pose_new_entry"], frame["pose_cubic_pair"]));
+  std::printf("decoder frames: pose_decode %ld, pose_find_peaks %ld, pose_refine_local %ld, pose_group %ld, "
+              "pose_new_entry %ld, pose_cubic_pair %ld: deepest own chain %ld bytes\n",
+              frame["pose_decode"], frame["pose_find_peaks"], frame["pose_refine_local"], frame["pose_group"],
+              frame["pose_new_entry"], frame["pose_cubic_pair"], own_stack);
   EXPECT_LE(own_stack, max_stack);
   std::printf("decoder on Cortex-M4F (-Os): flash %ld bytes, static RAM %ld bytes\n", flash, ram);
   EXPECT_GT(flash, 1000);
   EXPECT_LE(flash, 16 * 1024);
   std::printf("decoder RAM: static %ld + stack %ld = %ld bytes\n", ram, max_stack, ram + max_stack);
   EXPECT_LE(ram + max_stack, 24 * 1024);  // the goal: at most 24 KB of RAM, buffers and stack
-  if (!HasFailure()) fs::remove_all(dir);
+  if (std::getenv("POSEKD_FIRMWARE_KEEP"))  // harness.elf (the 4-person frame) for scripts/m4_cycle_estimate.py
+    std::printf("kept %s\n", dir.string().c_str());
+  else if (!HasFailure())
+    fs::remove_all(dir);
 }
 
 // A trained student's real outputs (not part of the default suite: it needs a QAT checkpoint):

@@ -37,7 +37,7 @@ struct CSource {
 const std::vector<CSource>& pose_c_sources();
 
 // pose_params.h for `cfg`. Throws posekd::Error when the decoding cannot run on the chip
-// (upsampling, more than 127 peaks per type, ...).
+// (upsampling, a peak threshold that is not positive, more than 127 peaks per type, ...).
 std::string pose_params_header(const PoseCConfig& cfg);
 
 // The smallest number of passing samples that the C++ grouping accepts (ratio > min_success_ratio),

@@ -11,9 +11,13 @@
 #else
 #define POSE_F 1
 #endif
-#define POSE_MW (POSE_MAP_W + 2) /* row pitch of the bordered heatmap */
 #define POSE_GRID_H (POSE_MAP_H * POSE_F) /* grouping / coordinate resolution */
 #define POSE_GRID_W (POSE_MAP_W * POSE_F)
+#ifdef __GNUC__
+#define POSE_NOINLINE __attribute__((noinline)) /* keeps a hot loop a leaf with its own registers */
+#else
+#define POSE_NOINLINE
+#endif
 
 static const uint8_t pose_group_limbs[POSE_NUM_LIMBS][2] = POSE_GROUP_LIMBS_INIT;
 static const uint8_t pose_group_pafs[POSE_NUM_LIMBS][2] = POSE_GROUP_PAFS_INIT;
@@ -27,7 +31,11 @@ typedef struct {
 
 /* All working memory (fixed, static). */
 static struct {
-  float map[(POSE_MAP_H + 2) * (POSE_MAP_W + 2)]; /* one thresholded heatmap with a zero border */
+#if POSE_F > 1
+  const int32_t *paf[2]; /* the PAF pair of the limb being grouped */
+  float at[2][POSE_MAX_PEAKS][2]; /* that pair at the pixels of the limb's peaks (a, b), word units */
+  uint8_t have[2][POSE_MAX_PEAKS];  /* at[e][i] computed */
+#endif
   double cand_score[POSE_MAX_CANDIDATES];   /* candidate connections of one limb */
   uint8_t cand_a[POSE_MAX_CANDIDATES], cand_b[POSE_MAX_CANDIDATES];
   uint16_t order[POSE_MAX_CANDIDATES];
@@ -38,6 +46,21 @@ static struct {
 
 float pose_heat_value(int32_t v) { return (float)v * POSE_HEAT_UNIT; }
 float pose_paf_value(int32_t v) { return (float)v * POSE_PAF_UNIT; }
+
+/* Sample order of pose_affinity: from the middle of the limb to a, then from the middle to b (a
+ * wrong candidate fails in the middle soonest, and neighbouring samples come one after the other;
+ * the result does not depend on the order), built by pose_tables. */
+static uint8_t pose_sample_order[POSE_POINTS_PER_LIMB];
+/* The smallest output word whose heatmap value reaches the peak threshold: pose_heat_value is
+ * non-decreasing, so `word >= pose_thr_word` is `pose_heat_value(word) >= POSE_PEAK_THRESHOLD`. */
+static int32_t pose_thr_word;
+static int pose_thr_none; /* no word reaches the threshold */
+static double pose_denom[POSE_POINTS_PER_LIMB + 1]; /* (double)n + 1e-6, the affinity's divisor */
+/* The divisors as integers for pose_div: denom = mant * 2^exp (mant in [2^52, 2^53)), and
+ * recip = floor(2^116 / mant) (0: use the plain division). */
+static uint64_t pose_denom_mant[POSE_POINTS_PER_LIMB + 1], pose_denom_recip[POSE_POINTS_PER_LIMB + 1];
+static int pose_denom_exp[POSE_POINTS_PER_LIMB + 1];
+static int pose_tables_ready;
 
 #if POSE_F > 1
 /* OpenCV's INTER_CUBIC upsampling by F (pixel centres aligned, edges replicated), one value at a
@@ -50,9 +73,12 @@ static int pose_clampi(int v, int hi) { return v < 0 ? 0 : (v > hi ? hi : v); }
 
 /* source columns / rows (clamped) of every upsampled column / row, filled on first use */
 static uint8_t pose_cols[POSE_GRID_W][4], pose_rows[POSE_GRID_H][4];
-static int pose_tables_ready;
+#endif
 
-static void pose_cubic_tables(void) {
+static void pose_tables(void) {
+  int i, d;
+  int64_t lo = INT32_MIN, hi = INT32_MAX;
+#if POSE_F > 1
   int X, k;
   for (X = 0; X < POSE_GRID_W; ++X)
     for (k = 0; k < 4; ++k)
@@ -60,77 +86,164 @@ static void pose_cubic_tables(void) {
   for (X = 0; X < POSE_GRID_H; ++X)
     for (k = 0; k < 4; ++k)
       pose_rows[X][k] = (uint8_t)pose_clampi(X / POSE_F + pose_cubic_offset[X % POSE_F] - 1 + k, POSE_MAP_H - 1);
+#endif
+  for (i = 0, d = (POSE_POINTS_PER_LIMB - 1) / 2; d >= 0; --d) pose_sample_order[i++] = (uint8_t)d;
+  for (d = (POSE_POINTS_PER_LIMB - 1) / 2 + 1; d < POSE_POINTS_PER_LIMB; ++d) pose_sample_order[i++] = (uint8_t)d;
+  for (i = 0; i <= POSE_POINTS_PER_LIMB; ++i) {
+    uint64_t bits, m, r = 0, rem = 1;
+    int b;
+    pose_denom[i] = (double)i + 1e-6;
+    memcpy(&bits, &pose_denom[i], sizeof bits);
+    m = (bits & 0xFFFFFFFFFFFFFull) | 0x10000000000000ull;
+    pose_denom_mant[i] = m;
+    pose_denom_exp[i] = (int)((bits >> 52) & 0x7FF) - 1075;
+    pose_denom_recip[i] = 0;
+    if (((bits >> 52) & 0x7FF) == 0 || ((bits >> 52) & 0x7FF) == 0x7FF || m == 0x10000000000000ull) continue;
+    for (b = 0; b < 116; ++b) { /* long division: floor(2^116 / m), below 2^64 as m > 2^52 */
+      rem <<= 1;
+      r <<= 1;
+      if (rem >= m) {
+        rem -= m;
+        r |= 1;
+      }
+    }
+    pose_denom_recip[i] = r;
+  }
+  /* bisection on the words, with the decoder's own conversion */
+  pose_thr_none = !(pose_heat_value(INT32_MAX) >= POSE_PEAK_THRESHOLD);
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (pose_heat_value((int32_t)mid) >= POSE_PEAK_THRESHOLD)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  pose_thr_word = (int32_t)lo;
   pose_tables_ready = 1;
 }
 
-/* Horizontal pass (source row, output column X), in word units: (float)row[cols[X][k]] times
- * coeff[X % F][k], summed left to right; the vertical pass combines four of them with the row
- * coefficients. The unit (a power of two) multiplies the result instead of every source value,
- * which gives the same floats (scaling by a power of two commutes with rounding). */
-
-/* The upsampled values of two planes (a PAF pair) at (X, Y): the same arithmetic as the horizontal
- * then vertical pass above, sharing the indices and coefficients. */
-static void pose_cubic_pair(const int32_t *p, const int32_t *q, float unit, int X, int Y, float *vp, float *vq) {
-  const float *a = pose_cubic_coeff[X % POSE_F], *b = pose_cubic_coeff[Y % POSE_F];
-  const uint8_t *c = pose_cols[X], *r = pose_rows[Y];
-  float sp = 0.f, sq = 0.f;
-  int k;
-  for (k = 0; k < 4; ++k) {
-    const int32_t *rp = p + r[k] * POSE_MAP_W, *rq = q + r[k] * POSE_MAP_W;
-    const float hp = (float)rp[c[0]] * a[0] + (float)rp[c[1]] * a[1] + (float)rp[c[2]] * a[2] + (float)rp[c[3]] * a[3];
-    const float hq = (float)rq[c[0]] * a[0] + (float)rq[c[1]] * a[1] + (float)rq[c[2]] * a[2] + (float)rq[c[3]] * a[3];
-    if (k == 0) {
-      sp = hp * b[0];
-      sq = hq * b[0];
-    } else {
-      sp = sp + hp * b[k];
-      sq = sq + hq * b[k];
-    }
-  }
-  *vp = sp * unit;
-  *vq = sq * unit;
-}
-
+#if POSE_F > 1
 #define POSE_WIN (POSE_F + 2 * (POSE_F / 2)) /* refinement window, upsampled pixels per side */
-#define POSE_WIN_ROWS (POSE_WIN / POSE_F + 6) /* source rows a window reads */
+#define POSE_WIN_SRC ((POSE_WIN - 1) / POSE_F + 5) /* source rows / columns a window reads, at most */
+
+/* First source row / column (before clamping) that upsampled row / column X reads; non-decreasing. */
+#define POSE_CUBIC_FIRST(X) ((int)((unsigned)(X) / POSE_F) + pose_cubic_offset[(unsigned)(X) % POSE_F] - 1)
 
 /* Moves a peak to the first maximum (x, then y) of the upsampled heatmap over its cell widened by
- * F / 2 pixels on each side. The horizontal passes of the window's source rows are computed once. */
+ * F / 2 pixels on each side. The source values the window reads are converted to floats once, into
+ * a block with the map's edges replicated (so that the four taps of every pass are adjacent), the
+ * horizontal pass is computed once per source row and window column, the vertical pass once per
+ * pixel. In word units: the unit (a power of two) multiplies the best value only, which gives the
+ * same floats and the same comparisons (scaling by a power of two commutes with rounding). */
 static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
-  float hc[POSE_WIN_ROWS][POSE_WIN];
+  float src[POSE_WIN_SRC][POSE_WIN_SRC]; /* source rows u0 + i, columns v0 + j (clamped to the map) */
+  float hc[POSE_WIN_SRC][POSE_WIN];      /* horizontal pass: source row u0 + i, window column j */
   const int x0 = p->x * POSE_F - POSE_F / 2 < 0 ? 0 : p->x * POSE_F - POSE_F / 2;
   const int y0 = p->y * POSE_F - POSE_F / 2 < 0 ? 0 : p->y * POSE_F - POSE_F / 2;
   const int x1 = pose_clampi(p->x * POSE_F + POSE_F - 1 + POSE_F / 2, POSE_GRID_W - 1);
   const int y1 = pose_clampi(p->y * POSE_F + POSE_F - 1 + POSE_F / 2, POSE_GRID_H - 1);
-  const int r0 = pose_rows[y0][0], r1 = pose_rows[y1][3]; /* rows are non-decreasing in Y */
-  int X, Y, r, bx = x0, by = y0;
-  float best = 0.f;
-  for (r = r0; r <= r1; ++r) {
-    const int32_t *row = h + r * POSE_MAP_W;
-    for (X = x0; X <= x1; ++X) { /* pose_hcubic, inline */
-      const float *a = pose_cubic_coeff[X % POSE_F];
-      const uint8_t *c = pose_cols[X];
-      hc[r - r0][X - x0] =
-          (float)row[c[0]] * a[0] + (float)row[c[1]] * a[1] + (float)row[c[2]] * a[2] + (float)row[c[3]] * a[3];
+  const int u0 = POSE_CUBIC_FIRST(y0), nu = POSE_CUBIC_FIRST(y1) + 4 - u0;
+  const int v0 = POSE_CUBIC_FIRST(x0), nv = POSE_CUBIC_FIRST(x1) + 4 - v0, nx = x1 - x0 + 1;
+  int X, Y, i, j, bj = 0, by = y0;
+  float best = -INFINITY; /* the values are finite: the first pixel replaces it */
+  if (u0 >= 0 && u0 + nu <= POSE_MAP_H && v0 >= 0 && v0 + nv <= POSE_MAP_W) { /* inside the map */
+    const int32_t *row = h + u0 * POSE_MAP_W + v0;
+    for (i = 0; i < nu; ++i, row += POSE_MAP_W)
+      for (j = 0; j < nv; ++j) src[i][j] = (float)row[j];
+  } else {
+    for (i = 0; i < nu; ++i) {
+      const int32_t *row = h + pose_clampi(u0 + i, POSE_MAP_H - 1) * POSE_MAP_W;
+      for (j = 0; j < nv; ++j) src[i][j] = (float)row[pose_clampi(v0 + j, POSE_MAP_W - 1)];
     }
   }
-  for (X = x0; X <= x1; ++X)
-    for (Y = y0; Y <= y1; ++Y) {
-      const float *b = pose_cubic_coeff[Y % POSE_F];
-      const uint8_t *rr = pose_rows[Y];
-      const float v = (hc[rr[0] - r0][X - x0] * b[0] + hc[rr[1] - r0][X - x0] * b[1] +
-                       hc[rr[2] - r0][X - x0] * b[2] + hc[rr[3] - r0][X - x0] * b[3]) *
-                      POSE_HEAT_UNIT;
-      if ((X == x0 && Y == y0) || v > best) {
-        best = v;
-        bx = X;
-        by = Y;
+  /* up to four columns that read the same source columns together (each row's four values loaded
+   * once) */
+  for (X = x0; X <= x1;) {
+    const int f = POSE_CUBIC_FIRST(X);
+    const float *a = pose_cubic_coeff[X % POSE_F];
+    const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    const float *s = &src[0][f - v0];
+    float *o = &hc[0][X - x0];
+    if (X + 3 <= x1 && POSE_CUBIC_FIRST(X + 3) == f) {
+      const float *c = pose_cubic_coeff[(X + 1) % POSE_F], *d = pose_cubic_coeff[(X + 2) % POSE_F],
+                  *e = pose_cubic_coeff[(X + 3) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3];
+      const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
+      for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) {
+        const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+        o[0] = s0 * a0 + s1 * a1 + s2 * a2 + s3 * a3;
+        o[1] = s0 * c0 + s1 * c1 + s2 * c2 + s3 * c3;
+        o[2] = s0 * d0 + s1 * d1 + s2 * d2 + s3 * d3;
+        o[3] = s0 * e0 + s1 * e1 + s2 * e2 + s3 * e3;
       }
+      X += 4;
+    } else if (X < x1 && POSE_CUBIC_FIRST(X + 1) == f) {
+      const float *c = pose_cubic_coeff[(X + 1) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+      for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) {
+        const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
+        o[0] = s0 * a0 + s1 * a1 + s2 * a2 + s3 * a3;
+        o[1] = s0 * c0 + s1 * c1 + s2 * c2 + s3 * c3;
+      }
+      X += 2;
+    } else {
+      for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) *o = s[0] * a0 + s[1] * a1 + s[2] * a2 + s[3] * a3;
+      X += 1;
     }
-  p->ux = (uint8_t)bx;
+  }
+  /* rows outside, columns inside: the first maximum in posekd's order (x, then y) is the largest
+   * value, on a tie the one with the smaller column, then the earlier row. Up to four rows that
+   * read the same source rows are done together (each column's four values loaded once); within a
+   * column the rows come in order, so a tie at the same column keeps the earlier row. */
+#define POSE_PICK(v, row)                             \
+  if ((v) >= best && ((v) > best || j < bj)) {        \
+    best = (v);                                       \
+    bj = j;                                           \
+    by = (row);                                       \
+  }
+  for (Y = y0; Y <= y1;) {
+    const int f = POSE_CUBIC_FIRST(Y);
+    const float *q = hc[f - u0];
+    const float *b = pose_cubic_coeff[Y % POSE_F];
+    const float b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
+    if (Y + 3 <= y1 && POSE_CUBIC_FIRST(Y + 3) == f) {
+      const float *c = pose_cubic_coeff[(Y + 1) % POSE_F], *d = pose_cubic_coeff[(Y + 2) % POSE_F],
+                  *e = pose_cubic_coeff[(Y + 3) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], d0 = d[0], d1 = d[1], d2 = d[2], d3 = d[3];
+      const float e0 = e[0], e1 = e[1], e2 = e[2], e3 = e[3];
+      for (j = 0; j < nx; ++j, ++q) {
+        const float h0 = q[0], h1 = q[POSE_WIN], h2 = q[2 * POSE_WIN], h3 = q[3 * POSE_WIN];
+        const float v = h0 * b0 + h1 * b1 + h2 * b2 + h3 * b3, w = h0 * c0 + h1 * c1 + h2 * c2 + h3 * c3;
+        const float t = h0 * d0 + h1 * d1 + h2 * d2 + h3 * d3, z = h0 * e0 + h1 * e1 + h2 * e2 + h3 * e3;
+        POSE_PICK(v, Y)
+        POSE_PICK(w, Y + 1)
+        POSE_PICK(t, Y + 2)
+        POSE_PICK(z, Y + 3)
+      }
+      Y += 4;
+    } else if (Y < y1 && POSE_CUBIC_FIRST(Y + 1) == f) {
+      const float *c = pose_cubic_coeff[(Y + 1) % POSE_F];
+      const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+      for (j = 0; j < nx; ++j, ++q) {
+        const float h0 = q[0], h1 = q[POSE_WIN], h2 = q[2 * POSE_WIN], h3 = q[3 * POSE_WIN];
+        const float v = h0 * b0 + h1 * b1 + h2 * b2 + h3 * b3, w = h0 * c0 + h1 * c1 + h2 * c2 + h3 * c3;
+        POSE_PICK(v, Y)
+        POSE_PICK(w, Y + 1)
+      }
+      Y += 2;
+    } else {
+      for (j = 0; j < nx; ++j, ++q) {
+        const float v = q[0] * b0 + q[POSE_WIN] * b1 + q[2 * POSE_WIN] * b2 + q[3 * POSE_WIN] * b3;
+        POSE_PICK(v, Y)
+      }
+      Y += 1;
+    }
+  }
+#undef POSE_PICK
+  p->ux = (uint8_t)(x0 + bj);
   p->uy = (uint8_t)by;
-  p->score = best;
-  p->fx = (float)bx;
+  p->score = best * POSE_HEAT_UNIT;
+  p->fx = (float)(x0 + bj);
   p->fy = (float)by;
 }
 #endif
@@ -146,37 +259,51 @@ static float pose_subcell(float l, float c, float r) {
 }
 #endif
 
-/* nearbyintf (round half to even) for |v| < 2^22 in the default rounding mode: adding and
- * subtracting 1.5 * 2^23 rounds to an integer exactly as the FPU rounds (no library call) */
-static float pose_round(float v) {
-  volatile float big = 12582912.f; /* volatile: the compiler may not fold the two operations */
-  return (v + big) - big;
+/* 1.5 * 2^23: (v + it) - it rounds |v| < 2^22 to an integer exactly as nearbyintf (round half to
+ * even, default rounding mode), without a library call. Volatile: the compiler may not fold it. */
+static volatile float pose_round_big = 12582912.f;
+
+/* The first word at or below pc in its column (pc, pc + W, ... before end) that reaches the
+ * threshold, or end: most cells cost one load and one comparison. */
+POSE_NOINLINE static const int32_t *pose_scan(const int32_t *pc, const int32_t *end, int32_t thr) {
+  int left = (int)(end - pc) / POSE_MAP_W;
+  for (; left >= 4; left -= 4, pc += 4 * POSE_MAP_W) { /* four cells per step */
+    if (pc[0] >= thr) return pc;
+    if (pc[POSE_MAP_W] >= thr) return pc + POSE_MAP_W;
+    if (pc[2 * POSE_MAP_W] >= thr) return pc + 2 * POSE_MAP_W;
+    if (pc[3 * POSE_MAP_W] >= thr) return pc + 3 * POSE_MAP_W;
+  }
+  for (; left > 0; --left, pc += POSE_MAP_W)
+    if (*pc >= thr) return pc;
+  return end;
 }
 
+/* Peaks of posekd's peak search (peaks.cpp): cells whose thresholded value is larger than their
+ * four thresholded neighbours (zero outside the map). The threshold is positive (pose_params.h is
+ * only written so), so a peak's own value reaches it, and then it is larger than a thresholded
+ * neighbour exactly when it is larger than the neighbour's raw value: the test runs on the words,
+ * the threshold as an integer, the neighbours as floats (as exact as the float values). */
 void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *stats) {
   int k, x, y, i;
-  float *m = pose_ws.map;
-#if POSE_F > 1
-  if (!pose_tables_ready) pose_cubic_tables();
-#endif
-  memset(pose_ws.map, 0, sizeof pose_ws.map);
+  if (!pose_tables_ready) pose_tables();
   for (k = 0; k < POSE_NUM_KPTS; ++k) {
     const int32_t *h = heat + k * POSE_PLANE;
+    const int32_t thr = pose_thr_word;
     int n = 0;
-    for (y = 0; y < POSE_MAP_H; ++y)
-      for (x = 0; x < POSE_MAP_W; ++x) {
-        const float v = pose_heat_value(h[y * POSE_MAP_W + x]);
-        m[(y + 1) * POSE_MW + x + 1] = v < POSE_PEAK_THRESHOLD ? 0.f : v;
-      }
+    peaks->count[k] = 0;
+    if (pose_thr_none) continue;
     /* Column-major scan: x ascending, then y (posekd's order); a candidate is kept unless an
      * earlier kept peak lies within the suppression radius. */
-    for (x = 0; x < POSE_MAP_W; ++x)
-      for (y = 0; y < POSE_MAP_H; ++y) {
-        const float *pc = m + (y + 1) * POSE_MW + x + 1;
-        const float c = *pc;
+    for (x = 0; x < POSE_MAP_W; ++x) {
+      const int32_t *pc = h + x, *const end = h + x + POSE_PLANE;
+      for (; (pc = pose_scan(pc, end, thr)) != end; pc += POSE_MAP_W) {
+        float c;
         int keep = 1;
-        if (!(c > 0.f)) continue; /* below the threshold (values are 0 or >= it): no peak */
-        if (!(c > pc[-1] && c > pc[1] && c > pc[-POSE_MW] && c > pc[POSE_MW])) continue;
+        y = (int)(pc - h) / POSE_MAP_W;
+        c = (float)*pc;
+        if (!((x == 0 || c > (float)pc[-1]) && (x == POSE_MAP_W - 1 || c > (float)pc[1]) &&
+              (y == 0 || c > (float)pc[-POSE_MAP_W]) && (y == POSE_MAP_H - 1 || c > (float)pc[POSE_MAP_W])))
+          continue;
         for (i = 0; i < n; ++i) {
           const int dx = (int)peaks->peak[k][i].x - x, dy = (int)peaks->peak[k][i].y - y;
           if (dx * dx + dy * dy <= POSE_SUPPRESS_MAX_D2) {
@@ -193,7 +320,7 @@ void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *sta
           pose_peak_t *p = &peaks->peak[k][n++];
           p->x = p->ux = (uint8_t)x;
           p->y = p->uy = (uint8_t)y;
-          p->score = c;
+          p->score = c * POSE_HEAT_UNIT;
           p->fx = (float)x;
           p->fy = (float)y;
 #if POSE_F > 1
@@ -211,6 +338,7 @@ void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *sta
 #endif
         }
       }
+    }
     peaks->count[k] = (uint8_t)n;
   }
 }
@@ -232,27 +360,153 @@ static float pose_numpy_sum(const float *a, int n) {
   return res;
 }
 
-/* Mean passing PAF projection along a->b (infer::limb_affinity); *valid = passing samples. */
-static double pose_affinity(const int32_t *px, const int32_t *py, float ax, float ay, float bx, float by,
-                            int *valid) {
+#if POSE_F > 1
+/* Horizontal pass of source row r (taps at its columns i0..i3), as cv::resize: ((t0 + t1) + t2) + t3;
+ * the vertical pass then adds the four rows as ((h0 * b0 + h1 * b1) + h2 * b2) + h3 * b3. */
+#define POSE_HTAPS(r, i0, i1, i2, i3) \
+  ((float)(r)[i0] * a0 + (float)(r)[i1] * a1 + (float)(r)[i2] * a2 + (float)(r)[i3] * a3)
+
+/* The limb's PAF pair (pose_ws.paf) upsampled at grouping pixel (X, Y), in word units. */
+static void pose_cubic_pair(int X, int Y, float *out) {
+  const float *a = pose_cubic_coeff[X % POSE_F], *b = pose_cubic_coeff[Y % POSE_F];
+  const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+  const int u = POSE_CUBIC_FIRST(Y), v = POSE_CUBIC_FIRST(X);
+  const int32_t *p = pose_ws.paf[0], *q = pose_ws.paf[1];
+  float sp, sq;
+  if (u >= 0 && u + 3 < POSE_MAP_H && v >= 0 && v + 3 < POSE_MAP_W) {
+    /* inside the map: the 4x4 source block at (u, v), no clamping */
+    p += u * POSE_MAP_W + v;
+    q += u * POSE_MAP_W + v;
+    sp = POSE_HTAPS(p, 0, 1, 2, 3) * b[0];
+    sq = POSE_HTAPS(q, 0, 1, 2, 3) * b[0];
+    sp = sp + POSE_HTAPS(p + POSE_MAP_W, 0, 1, 2, 3) * b[1];
+    sq = sq + POSE_HTAPS(q + POSE_MAP_W, 0, 1, 2, 3) * b[1];
+    sp = sp + POSE_HTAPS(p + 2 * POSE_MAP_W, 0, 1, 2, 3) * b[2];
+    sq = sq + POSE_HTAPS(q + 2 * POSE_MAP_W, 0, 1, 2, 3) * b[2];
+    sp = sp + POSE_HTAPS(p + 3 * POSE_MAP_W, 0, 1, 2, 3) * b[3];
+    sq = sq + POSE_HTAPS(q + 3 * POSE_MAP_W, 0, 1, 2, 3) * b[3];
+  } else {
+    /* at the edges: clamped rows and columns (replicated edges) */
+    const uint8_t *c = pose_cols[X], *r = pose_rows[Y];
+    const int c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+    int k;
+    sp = sq = 0.f;
+    for (k = 0; k < 4; ++k) {
+      const int32_t *rp = p + r[k] * POSE_MAP_W, *rq = q + r[k] * POSE_MAP_W;
+      const float hp = POSE_HTAPS(rp, c0, c1, c2, c3), hq = POSE_HTAPS(rq, c0, c1, c2, c3);
+      if (k == 0) {
+        sp = hp * b[0];
+        sq = hq * b[0];
+      } else {
+        sp = sp + hp * b[k];
+        sq = sq + hq * b[k];
+      }
+    }
+  }
+  out[0] = sp;
+  out[1] = sq;
+}
+#endif
+
+#if POSE_F > 1
+/* The limb's PAF pair at the pixel of peak i of end e (0 = a, 1 = b), computed once per limb. */
+static const float *pose_paf_at_peak(int e, int i, const pose_peak_t *pk) {
+  if (!pose_ws.have[e][i]) {
+    pose_cubic_pair(pk->ux, pk->uy, pose_ws.at[e][i]);
+    pose_ws.have[e][i] = 1;
+  }
+  return pose_ws.at[e][i];
+}
+#endif
+
+/* (double)f / pose_denom[n], correctly rounded as the division is, for f > 0, without the
+ * soft-float division routine (~550 instructions on the Cortex-M4): f = F * 2^a (F 24 bits), the
+ * divisor M * 2^b (M 53 bits); N = floor(F * 2^85 / M) has 56 or 57 bits, from the reciprocal
+ * (at most one short) corrected with the exact remainder F * 2^85 - N * M (below 2^64, so it can
+ * be computed modulo 2^64, where F * 2^85 vanishes); then round to nearest even on 53 bits with the
+ * remainder as sticky bit. Anything unusual (zero, subnormal, infinite, out of range) divides. */
+static double pose_div(float f, int n) {
+  uint32_t fb;
+  uint64_t F, N, m, rem, Q, low, half, bits;
+  int shift, e;
+  double q;
+  memcpy(&fb, &f, sizeof fb);
+  m = pose_denom_mant[n];
+  if ((fb >> 23) == 0 || (fb >> 23) >= 0xFF || pose_denom_recip[n] == 0) return (double)f / pose_denom[n];
+  F = (fb & 0x7FFFFFu) | 0x800000u;
+  N = ((F * (pose_denom_recip[n] >> 32)) << 1) + ((F * (pose_denom_recip[n] & 0xFFFFFFFFu)) >> 31);
+  rem = (uint64_t)0 - N * m;
+  while (rem >= m) {
+    rem -= m;
+    ++N;
+  }
+  shift = (N >> 56) ? 4 : 3;
+  Q = N >> shift;
+  low = N & (((uint64_t)1 << shift) - 1);
+  half = (uint64_t)1 << (shift - 1);
+  if (low > half || (low == half && (rem != 0 || (Q & 1)))) ++Q;
+  e = ((int)(fb >> 23) - 150) - pose_denom_exp[n] - 85 + shift; /* value = Q * 2^e */
+  if (Q >> 53) {
+    Q >>= 1;
+    ++e;
+  }
+  if (e + 1075 < 1 || e + 1075 > 2046) return (double)f / pose_denom[n];
+  bits = ((uint64_t)(e + 1075) << 52) | (Q & 0xFFFFFFFFFFFFFull);
+  memcpy(&q, &bits, sizeof q);
+  return q;
+}
+
+/* Whether the limb a->b is a candidate connection (infer::limb_affinity: enough passing samples and
+ * a positive mean passing PAF projection, the mean in *score), a = peak ia of the limb's first
+ * keypoint type, b = peak jb of the second. With local upsampling, the limb's PAF pair is in
+ * pose_ws (pose_group). */
+static int pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t *a, int ia, const pose_peak_t *b,
+                         int jb, double *score) {
   float terms[POSE_POINTS_PER_LIMB];
+  const float ax = (float)a->ux, ay = (float)a->uy, bx = (float)b->ux, by = (float)b->uy;
   const float vx = bx - ax, vy = by - ay;
   const float step = POSE_POINTS_PER_LIMB > 1 ? 1.f / (float)(POSE_POINTS_PER_LIMB - 1) : 0.f;
   const float sx = step * vx, sy = step * vy;
   const float norm = sqrtf(vx * vx + vy * vy);
   const float ux = vx / (norm + 1e-6f), uy = vy / (norm + 1e-6f);
-  int t, n = 0;
-  for (t = 0; t < POSE_POINTS_PER_LIMB; ++t) {
-    int x = (int)pose_round(sx * (float)t + ax);
-    int y = (int)pose_round(sy * (float)t + ay);
+  const float big = pose_round_big;
+  int i, n = 0, fails = 0;
+#if POSE_F > 1
+  const float uxs = ux * POSE_PAF_UNIT, uys = uy * POSE_PAF_UNIT;
+  float tmp[2];
+  const float *last = tmp; /* the PAF pair at the previous sample's pixel */
+  int last_key = -1;
+#endif
+#if POSE_F == 1
+  (void)ia;
+  (void)jb;
+#else
+  (void)px;
+  (void)py;
+#endif
+  for (i = 0; i < POSE_POINTS_PER_LIMB; ++i) {
+    const int t = pose_sample_order[i];
+    const float fx = sx * (float)t + ax, fy = sy * (float)t + ay;
+    int x = (int)((fx + big) - big), y = (int)((fy + big) - big);
     float s;
     x = x < 0 ? 0 : (x > POSE_GRID_W - 1 ? POSE_GRID_W - 1 : x);
     y = y < 0 ? 0 : (y > POSE_GRID_H - 1 ? POSE_GRID_H - 1 : y);
 #if POSE_F > 1
     {
-      float vx, vy;
-      pose_cubic_pair(px, py, POSE_PAF_UNIT, x, y, &vx, &vy);
-      s = vx * ux + vy * uy;
+      const int key = x | y << 8;
+      if (key != last_key) { /* on a short limb, neighbouring samples can share a pixel */
+        if (x == a->ux && y == a->uy) /* always sample 0 */
+          last = pose_paf_at_peak(0, ia, a);
+        else if (x == b->ux && y == b->uy)
+          last = pose_paf_at_peak(1, jb, b);
+        else {
+          pose_cubic_pair(x, y, tmp);
+          last = tmp;
+        }
+        last_key = key;
+      }
+      /* (v * unit) * u == v * (u * unit): the unit is a power of two */
+      s = last[0] * uxs + last[1] * uys;
     }
 #else
     s = pose_paf_value(px[y * POSE_MAP_W + x]) * ux + pose_paf_value(py[y * POSE_MAP_W + x]) * uy;
@@ -263,14 +517,17 @@ static double pose_affinity(const int32_t *px, const int32_t *py, float ax, floa
     } else {
       terms[t] = 0.f;
       /* too many failed samples already: the limb cannot pass (the result is not used) */
-      if (t + 1 - n > POSE_POINTS_PER_LIMB - POSE_MIN_VALID_SAMPLES) {
-        *valid = n;
-        return 0.0;
-      }
+      if (++fails > POSE_POINTS_PER_LIMB - POSE_MIN_VALID_SAMPLES) return 0;
     }
   }
-  *valid = n;
-  return (double)pose_numpy_sum(terms, POSE_POINTS_PER_LIMB) / ((double)n + 1e-6);
+  {
+    /* the mean is positive exactly when the float sum is (the divisor is >= 1e-6, the quotient of
+     * a positive float by it a normal double): no double comparison needed */
+    const float sum = pose_numpy_sum(terms, POSE_POINTS_PER_LIMB);
+    if (!(sum > 0.f) || n < POSE_MIN_VALID_SAMPLES) return 0;
+    *score = pose_div(sum, n);
+    return 1;
+  }
 }
 
 static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double s,
@@ -292,9 +549,7 @@ static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double
 int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *people, int max_people,
                pose_stats_t *stats) {
   int part, n_entries = 0, n_people = 0, i, j, c;
-#if POSE_F > 1
-  if (!pose_tables_ready) pose_cubic_tables();
-#endif
+  if (!pose_tables_ready) pose_tables();
   for (part = 0; part < POSE_NUM_LIMBS; ++part) {
     const int ka = pose_group_limbs[part][0], kb = pose_group_limbs[part][1];
     const int n = peaks->count[ka], m = peaks->count[kb];
@@ -302,13 +557,16 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
     const int32_t *py = paf + pose_group_pafs[part][1] * POSE_PLANE;
     int nc = 0, o;
     if (n == 0 || m == 0) continue;
+#if POSE_F > 1
+    pose_ws.paf[0] = px;
+    pose_ws.paf[1] = py;
+    memset(pose_ws.have, 0, sizeof pose_ws.have);
+#endif
     /* candidates in Lightweight-OpenPose's flat order (B outer, A inner) */
     for (j = 0; j < m; ++j)
       for (i = 0; i < n; ++i) {
-        int valid;
-        const pose_peak_t *a = &peaks->peak[ka][i], *b = &peaks->peak[kb][j];
-        const double s = pose_affinity(px, py, (float)a->ux, (float)a->uy, (float)b->ux, (float)b->uy, &valid);
-        if (s > 0 && valid >= POSE_MIN_VALID_SAMPLES) {
+        double s;
+        if (pose_affinity(px, py, &peaks->peak[ka][i], i, &peaks->peak[kb][j], j, &s)) {
           pose_ws.cand_score[nc] = s;
           pose_ws.cand_a[nc] = (uint8_t)i;
           pose_ws.cand_b[nc] = (uint8_t)j;
