@@ -34,7 +34,9 @@ void generate_json() {
   std::mt19937_64 rng(1);
   auto u = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
   const int n_images = 118287, n_anns = 262465;
-  std::fputs("{\"info\":{\"description\":\"synthetic\"},\"licenses\":[{\"url\":\"x\",\"id\":1,\"name\":\"n\"}],\"images\":[", f);
+  std::fputs(
+      "{\"info\":{\"description\":\"synthetic\"},\"licenses\":[{\"url\":\"x\",\"id\":1,\"name\":\"n\"}],\"images\":[",
+      f);
   for (int i = 0; i < n_images; ++i)
     std::fprintf(f,
                  "%s{\"license\":%d,\"file_name\":\"%012d.jpg\",\"coco_url\":\"http://images.cocodataset.org/"
@@ -57,14 +59,15 @@ void generate_json() {
       std::fputs("]]", f);
     }
     const int nk = crowd ? 0 : static_cast<int>(rng() % 18);
-    std::fprintf(f, ",\"num_keypoints\":%d,\"area\":%.5f,\"iscrowd\":%d,\"keypoints\":[", nk, u(100, 90000), crowd ? 1 : 0);
+    std::fprintf(f, ",\"num_keypoints\":%d,\"area\":%.5f,\"iscrowd\":%d,\"keypoints\":[", nk, u(100, 90000),
+                 crowd ? 1 : 0);
     for (int k = 0; k < 17; ++k) {
       bool lab = k < nk;
       std::fprintf(f, "%s%d,%d,%d", k ? "," : "", lab ? static_cast<int>(rng() % 640) : 0,
                    lab ? static_cast<int>(rng() % 360) : 0, lab ? 1 + static_cast<int>(rng() % 2) : 0);
     }
-    std::fprintf(f, "],\"image_id\":%d,\"bbox\":[%.2f,%.2f,%.2f,%.2f],\"category_id\":1,\"id\":%d}", image_id, u(0, 300),
-                 u(0, 200), u(10, 300), u(10, 200), 900000 + a);
+    std::fprintf(f, "],\"image_id\":%d,\"bbox\":[%.2f,%.2f,%.2f,%.2f],\"category_id\":1,\"id\":%d}", image_id,
+                 u(0, 300), u(0, 200), u(10, 300), u(10, 200), 900000 + a);
   }
   std::fputs("]}", f);
   std::fclose(f);

@@ -44,7 +44,8 @@ struct StudentRig {
       int left = 2;
       auto xin = input();
       model::fuse_and_calibrate(
-          *s, [&]() -> std::optional<torch::Tensor> {
+          *s,
+          [&]() -> std::optional<torch::Tensor> {
             if (left-- <= 0) return std::nullopt;
             return xin;
           },

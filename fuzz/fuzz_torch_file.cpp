@@ -37,9 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     src.data = data;
     src.size = size;
     src.path = "<fuzz>";
-    (void)posekd::io::unpickle(src, [](const posekd::io::Value&, size_t) {
-      return posekd::io::Value::tensor(torch::zeros({4}));
-    });
+    (void)posekd::io::unpickle(
+        src, [](const posekd::io::Value&, size_t) { return posekd::io::Value::tensor(torch::zeros({4})); });
   } catch (const posekd::Error&) {
   }
   return 0;

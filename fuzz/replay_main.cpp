@@ -23,9 +23,12 @@ int main(int argc, char** argv) {
   unsigned long seed = 1;
   std::vector<std::string> inputs;
   for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "-runs=", 6) == 0) runs = std::atol(argv[i] + 6);
-    else if (std::strncmp(argv[i], "-seed=", 6) == 0) seed = std::strtoul(argv[i] + 6, nullptr, 10);
-    else inputs.push_back(argv[i]);
+    if (std::strncmp(argv[i], "-runs=", 6) == 0)
+      runs = std::atol(argv[i] + 6);
+    else if (std::strncmp(argv[i], "-seed=", 6) == 0)
+      seed = std::strtoul(argv[i] + 6, nullptr, 10);
+    else
+      inputs.push_back(argv[i]);
   }
   std::vector<std::vector<uint8_t>> corpus;
   for (const auto& in : inputs) {
@@ -61,12 +64,14 @@ int main(int argc, char** argv) {
                    static_cast<uint8_t>(rng()));
           break;
         case 3:  // set a byte to an interesting value
-          if (!d.empty()) d[rng() % d.size()] = static_cast<uint8_t>(std::vector<int>{0, 0xff, 0x7f, 0x80, 0x2e}[rng() % 5]);
+          if (!d.empty())
+            d[rng() % d.size()] = static_cast<uint8_t>(std::vector<int>{0, 0xff, 0x7f, 0x80, 0x2e}[rng() % 5]);
           break;
         default: {  // splice with another input
           const auto& o = corpus[rng() % corpus.size()];
           if (!o.empty() && !d.empty()) {
-            size_t at = rng() % d.size(), from = rng() % o.size(), n = 1 + rng() % std::min<size_t>(64, o.size() - from);
+            size_t at = rng() % d.size(), from = rng() % o.size(),
+                   n = 1 + rng() % std::min<size_t>(64, o.size() - from);
             d.resize(at);
             d.insert(d.end(), o.begin() + static_cast<long>(from), o.begin() + static_cast<long>(from + n));
           }

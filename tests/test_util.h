@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <random>
+#include <sstream>
 #include <string>
 
 namespace posekd::testing {
@@ -89,8 +89,8 @@ inline std::string read_text(const std::filesystem::path& p) {
 
 // Skips the test with a message naming the file when a generated or large fixture is absent; fails when a
 // fixture of the repository itself (tests/fixtures) is missing.
-#define POSEKD_REQUIRE_FIXTURE(var, rel)                                                                  \
-  const std::filesystem::path var = ::posekd::testing::fixture_path(rel);                              \
-  if (var.empty() && !::posekd::testing::is_optional_fixture(rel))                                     \
-    GTEST_FAIL() << ::posekd::testing::fixture_missing(rel);                                            \
+#define POSEKD_REQUIRE_FIXTURE(var, rel)                                  \
+  const std::filesystem::path var = ::posekd::testing::fixture_path(rel); \
+  if (var.empty() && !::posekd::testing::is_optional_fixture(rel))        \
+    GTEST_FAIL() << ::posekd::testing::fixture_missing(rel);              \
   if (var.empty()) GTEST_SKIP() << ::posekd::testing::fixture_missing(rel)

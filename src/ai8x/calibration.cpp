@@ -40,8 +40,7 @@ void interp(const double* x, int64_t nx, const double* xp, const double* fp, int
 
 }  // namespace
 
-void merge_histograms(const std::vector<HistogramBatch>& batches, torch::Tensor& counts,
-                      torch::Tensor& edges) {
+void merge_histograms(const std::vector<HistogramBatch>& batches, torch::Tensor& counts, torch::Tensor& edges) {
   if (batches.empty()) throw Error("calibration: no histogram batches were recorded");
   float lo = std::numeric_limits<float>::infinity(), hi = -lo;
   for (const auto& b : batches) lo = std::min(lo, b.lo), hi = std::max(hi, b.hi);
@@ -54,8 +53,8 @@ void merge_histograms(const std::vector<HistogramBatch>& batches, torch::Tensor&
     auto cum = torch::cat({torch::zeros({1}, torch::kFloat), b.counts.to(torch::kFloat).cumsum(0)})
                    .to(torch::kDouble)
                    .contiguous();
-    interp(e64.data_ptr<double>(), kHistBins + 1, eb.data_ptr<double>(), cum.data_ptr<double>(),
-           kHistBins + 1, interp_out.data());
+    interp(e64.data_ptr<double>(), kHistBins + 1, eb.data_ptr<double>(), cum.data_ptr<double>(), kHistBins + 1,
+           interp_out.data());
     auto* c = counts.data_ptr<double>();
     double prev = 0;
     for (int64_t i = 0; i <= kHistBins; ++i) {
@@ -65,8 +64,8 @@ void merge_histograms(const std::vector<HistogramBatch>& batches, torch::Tensor&
   }
 }
 
-void remove_outliers(const torch::Tensor& counts, const torch::Tensor& edges, double z,
-                     torch::Tensor& kept_counts, torch::Tensor& kept_edges) {
+void remove_outliers(const torch::Tensor& counts, const torch::Tensor& edges, double z, torch::Tensor& kept_counts,
+                     torch::Tensor& kept_edges) {
   const int64_t n = counts.numel();
   auto c = counts.to(torch::kDouble).contiguous();
   auto e = edges.to(torch::kFloat).contiguous();
@@ -143,11 +142,10 @@ void init_thresholds(const std::vector<Layer*>& layers, double z) {
   }
 }
 
-void apply_scales(const std::vector<Layer*>& layers,
-                  const std::vector<std::vector<std::size_t>>& producers) {
+void apply_scales(const std::vector<Layer*>& layers, const std::vector<std::vector<std::size_t>>& producers) {
   if (producers.size() != layers.size())
-    throw Error("apply_scales: the producer graph has " + std::to_string(producers.size()) +
-                " entries for " + std::to_string(layers.size()) + " layers");
+    throw Error("apply_scales: the producer graph has " + std::to_string(producers.size()) + " entries for " +
+                std::to_string(layers.size()) + " layers");
   torch::NoGradGuard ng;
   // 1. Layers sharing a consumer take the max threshold among them.
   for (const auto& prev : producers) {
@@ -173,12 +171,10 @@ void apply_scales(const std::vector<Layer*>& layers,
   }
 }
 
-void initiate_qat(const std::vector<Layer*>& layers, const std::vector<std::string>& names,
-                  const QatPolicy& policy) {
+void initiate_qat(const std::vector<Layer*>& layers, const std::vector<std::string>& names, const QatPolicy& policy) {
   if (names.size() != layers.size()) throw Error("initiate_qat: one name per layer is required");
   for (std::size_t i = 0; i < layers.size(); ++i) {
-    layers[i]->init_module(policy.weight_bits_for(names[i]), true,
-                           policy.shift_quantile_for(names[i]));
+    layers[i]->init_module(policy.weight_bits_for(names[i]), true, policy.shift_quantile_for(names[i]));
   }
 }
 

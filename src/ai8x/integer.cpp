@@ -45,12 +45,11 @@ IntegerLayer integer_layer(const StateDict& q, const std::string& name, const La
 torch::Tensor integer_layer_forward(const IntegerLayer& l, const torch::Tensor& input) {
   torch::NoGradGuard ng;
   auto x = input.to(torch::kDouble);
-  if (l.spec.has_pool())
-    x = F::max_pool2d(x, F::MaxPool2dFuncOptions(l.spec.pool_size).stride(l.spec.pool_stride));
+  if (l.spec.has_pool()) x = F::max_pool2d(x, F::MaxPool2dFuncOptions(l.spec.pool_size).stride(l.spec.pool_stride));
   if (!l.spec.has_op()) return x.to(torch::kLong);
-  auto acc = F::conv2d(x, l.weight.to(torch::kDouble),
-                       F::Conv2dFuncOptions().stride(l.spec.stride).padding(l.spec.padding))
-                 .to(torch::kLong);
+  auto acc =
+      F::conv2d(x, l.weight.to(torch::kDouble), F::Conv2dFuncOptions().stride(l.spec.stride).padding(l.spec.padding))
+          .to(torch::kLong);
   if (l.bias8.defined()) acc = acc + (l.bias8 * 128).view({1, -1, 1, 1});
   if (l.spec.wide) return acc;
   // v = floor(0.5 + acc * 2^s / 128) = (acc*2^max(s,0) + 64*2^k) >> (7 + k), k = max(-s, 0)
@@ -61,16 +60,13 @@ torch::Tensor integer_layer_forward(const IntegerLayer& l, const torch::Tensor& 
   return v;
 }
 
-IntegerOutputs integer_forward(const std::vector<IntegerLayer>& trunk,
-                               const std::vector<IntegerLayer>& head_a,
-                               const std::vector<IntegerLayer>& head_b, const torch::Tensor& x,
-                               bool keep) {
+IntegerOutputs integer_forward(const std::vector<IntegerLayer>& trunk, const std::vector<IntegerLayer>& head_a,
+                               const std::vector<IntegerLayer>& head_b, const torch::Tensor& x, bool keep) {
   IntegerOutputs out;
   auto t = x.to(torch::kLong);
   auto note = [&](const IntegerLayer& l, const torch::Tensor& v) {
     if (!keep) return;
-    out.activations[l.name] = l.spec.wide ? (v * (int64_t{1} << std::max(l.final_scale, 0)))
-                                          : v.to(torch::kChar);
+    out.activations[l.name] = l.spec.wide ? (v * (int64_t{1} << std::max(l.final_scale, 0))) : v.to(torch::kChar);
   };
   for (const auto& l : trunk) {
     t = integer_layer_forward(l, t);

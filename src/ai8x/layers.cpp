@@ -13,16 +13,15 @@ namespace posekd::ai8x {
 
 namespace F = torch::nn::functional;
 
-LayerSpec fused_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
-                               int64_t stride) {
+LayerSpec fused_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t stride) {
   LayerSpec s;
   s.in_channels = cin, s.out_channels = cout, s.kernel_size = k, s.padding = padding;
   s.stride = stride, s.batchnorm = true, s.relu = true;
   return s;
 }
 
-LayerSpec fused_maxpool_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
-                                       int64_t pool_size, int64_t pool_stride) {
+LayerSpec fused_maxpool_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t pool_size,
+                                       int64_t pool_stride) {
   auto s = fused_conv2d_bn_relu(cin, cout, k, padding);
   s.pool_size = pool_size, s.pool_stride = pool_stride;
   return s;
@@ -34,8 +33,8 @@ LayerSpec fused_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t paddin
   return s;
 }
 
-LayerSpec fused_maxpool_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
-                                    int64_t pool_size, int64_t pool_stride) {
+LayerSpec fused_maxpool_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t pool_size,
+                                    int64_t pool_stride) {
   auto s = fused_maxpool_conv2d_bn_relu(cin, cout, k, padding, pool_size, pool_stride);
   s.batchnorm = false;
   return s;
@@ -79,23 +78,19 @@ Layer::Layer(const LayerSpec& spec, const Device& device) : spec_(spec), device_
   final_scale = register_parameter("final_scale", torch::zeros({}, f32), false);
   weight_bits = register_parameter("weight_bits", torch::zeros({1}, torch::kLong), false);
   bias_bits = register_parameter("bias_bits", torch::zeros({1}, torch::kLong), false);
-  quantize_activation =
-      register_parameter("quantize_activation", torch::zeros({1}, torch::kBool), false);
+  quantize_activation = register_parameter("quantize_activation", torch::zeros({1}, torch::kBool), false);
   clamp_activation = register_parameter("clamp_activation", torch::zeros({1}, torch::kBool), false);
-  adjust_output_shift =
-      register_parameter("adjust_output_shift", torch::zeros({1}, torch::kBool), false);
+  adjust_output_shift = register_parameter("adjust_output_shift", torch::zeros({1}, torch::kBool), false);
   shift_quantile = register_parameter("shift_quantile", torch::ones({1}, f32), false);
   if (spec.has_op()) {
     op_ = register_module(
-        "op", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_channels, spec.out_channels,
-                                                         spec.kernel_size)
+        "op", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_channels, spec.out_channels, spec.kernel_size)
                                     .stride(spec.stride)
                                     .padding(spec.padding)
                                     .bias(spec.bias)));
     if (spec.batchnorm) {
       bn_ = register_module(
-          "bn", torch::nn::BatchNorm2d(
-                    torch::nn::BatchNorm2dOptions(spec.out_channels).eps(1e-5).momentum(0.05)));
+          "bn", torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(spec.out_channels).eps(1e-5).momentum(0.05)));
     }
   }
 }
@@ -107,8 +102,7 @@ void Layer::init_module(int wb, bool qa, double q) {
   const bool quant_mode = (wb == 1 || wb == 2 || wb == 4 || wb == 8) && qa;
   if (!float_mode && !quant_mode) {
     throw Error("ai8x layer: illegal init_module(weight_bits=" + std::to_string(wb) +
-                ", quantize_activation=" + (qa ? "true" : "false") +
-                "); use (0, false) or (1|2|4|8, true)");
+                ", quantize_activation=" + (qa ? "true" : "false") + "); use (0, false) or (1|2|4|8, true)");
   }
   torch::NoGradGuard ng;
   weight_bits.fill_(wb);
@@ -122,8 +116,8 @@ void Layer::init_module(int wb, bool qa, double q) {
 void Layer::fuse_bn() {
   if (!bn_) return;
   torch::NoGradGuard ng;
-  auto folded = fold_bn(op_->weight, op_->bias, bn_->weight, bn_->bias, bn_->running_mean,
-                        bn_->running_var, bn_->options.eps());
+  auto folded =
+      fold_bn(op_->weight, op_->bias, bn_->weight, bn_->bias, bn_->running_mean, bn_->running_var, bn_->options.eps());
   op_->weight.copy_(folded.weight);
   op_->bias.copy_(folded.bias);
   unregister_module("bn");
@@ -191,19 +185,16 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   const torch::Tensor& b = op_->bias;
   torch::Tensor wq, bq;
   if (sim) {
-    wq = wb ? quantize_simulate_ste(ws == 1.0 ? w : w * ws, static_cast<int>(wb) - 7)
-            : (ws == 1.0 ? w : w * ws);
+    wq = wb ? quantize_simulate_ste(ws == 1.0 ? w : w * ws, static_cast<int>(wb) - 7) : (ws == 1.0 ? w : w * ws);
     if (b.defined()) {
       bq = bb ? quantize_simulate_ste(ws == 1.0 ? b : b * ws, 2 * (static_cast<int>(wb) - 8) + 1)
               : (ws == 1.0 ? b : b * ws);
     }
   } else {
-    wq = wb ? quantize_clamp_ste(w, ws, static_cast<int>(wb), -1.0,
-                                 param_clamp_hi(static_cast<int>(wb)), false, 1.0)
+    wq = wb ? quantize_clamp_ste(w, ws, static_cast<int>(wb), -1.0, param_clamp_hi(static_cast<int>(wb)), false, 1.0)
             : (ws == 1.0 ? w : w * ws);
     if (b.defined()) {
-      bq = bb ? quantize_clamp_ste(b, ws, static_cast<int>(bb), -1.0,
-                                   param_clamp_hi(static_cast<int>(bb)), false, 1.0)
+      bq = bb ? quantize_clamp_ste(b, ws, static_cast<int>(bb), -1.0, param_clamp_hi(static_cast<int>(bb)), false, 1.0)
               : (ws == 1.0 ? b : b * ws);
     }
   }
@@ -211,10 +202,9 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   // Mixed precision (PrecisionScope bf16): bf16 operands, fp32 accumulator and result. In the QAT
   // phase weights and activations sit on 8-bit grids, exact in bf16, so the result is the fp32 one
   // bit for bit. The simulate (integer) mode always stays fp32.
-  torch::Tensor y =
-      !sim && compute_precision() == Precision::bf16
-          ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding})
-          : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
+  torch::Tensor y = !sim && compute_precision() == Precision::bf16
+                        ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding})
+                        : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
   if (bn_) {
     const bool sync = sync_bn_ != nullptr && bn_->is_training() && sync_bn_->world_size() > 1;
     y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);
@@ -235,8 +225,8 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   } else if (qa) {
     const double lo = ca ? (spec_.wide ? -kWideClamp : kActLo) : -std::numeric_limits<double>::infinity();
     const double hi = ca ? (spec_.wide ? kWideClamp : kActHi) : std::numeric_limits<double>::infinity();
-    y = quantize_clamp_ste(y, spec_.wide ? 1.0 : std::ldexp(1.0, static_cast<int>(eff)),
-                           spec_.wide ? kWideBits : 8, lo, hi, spec_.relu, out_scale);
+    y = quantize_clamp_ste(y, spec_.wide ? 1.0 : std::ldexp(1.0, static_cast<int>(eff)), spec_.wide ? kWideBits : 8, lo,
+                           hi, spec_.relu, out_scale);
   } else {
     if (!spec_.wide && eff != 0) y = y * std::ldexp(1.0, static_cast<int>(eff));
     if (spec_.relu) y = torch::relu(y);

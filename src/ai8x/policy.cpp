@@ -18,8 +18,7 @@ int QatPolicy::weight_bits_for(const std::string& layer) const {
 
 double QatPolicy::shift_quantile_for(const std::string& layer) const {
   auto it = overrides.find(layer);
-  return it != overrides.end() && it->second.shift_quantile ? *it->second.shift_quantile
-                                                             : shift_quantile;
+  return it != overrides.end() && it->second.shift_quantile ? *it->second.shift_quantile : shift_quantile;
 }
 
 namespace {
@@ -29,8 +28,7 @@ void check_bits(const std::string& path, const std::string& where, int bits) {
     fail_file(path, where + ": weight_bits must be 1, 2, 4 or 8 (got " + std::to_string(bits) + ")");
 }
 void check_q(const std::string& path, const std::string& where, double q) {
-  if (!(q > 0.0 && q <= 1.0))
-    fail_file(path, where + ": shift_quantile must be in (0, 1]");
+  if (!(q > 0.0 && q <= 1.0)) fail_file(path, where + ": shift_quantile must be in (0, 1]");
 }
 
 template <typename T>
@@ -54,9 +52,8 @@ QatPolicy load_qat_policy(const std::string& path) {
     fail_file(path, "not valid YAML (line " + std::to_string(e.mark.line + 1) + ")");
   }
   if (!root.IsMap()) fail_file(path, "the QAT policy must be a YAML mapping");
-  static const std::set<std::string> known = {"start_epoch", "start_batch", "weight_bits",
-                                              "shift_quantile", "outlier_removal_z_score",
-                                              "overrides"};
+  static const std::set<std::string> known = {
+      "start_epoch", "start_batch", "weight_bits", "shift_quantile", "outlier_removal_z_score", "overrides"};
   for (const auto& kv : root) {
     auto k = kv.first.as<std::string>();
     if (!known.count(k)) fail_file(path, "unknown key '" + k + "'");
@@ -72,8 +69,7 @@ QatPolicy load_qat_policy(const std::string& path) {
   if (root["shift_quantile"]) p.shift_quantile = get<double>(root["shift_quantile"], path, "shift_quantile");
   check_q(path, "shift_quantile", p.shift_quantile);
   if (root["outlier_removal_z_score"]) {
-    p.outlier_removal_z_score =
-        get<double>(root["outlier_removal_z_score"], path, "outlier_removal_z_score");
+    p.outlier_removal_z_score = get<double>(root["outlier_removal_z_score"], path, "outlier_removal_z_score");
     if (!(p.outlier_removal_z_score > 0)) fail_file(path, "outlier_removal_z_score must be > 0");
   }
   if (auto ov = root["overrides"]) {
@@ -107,8 +103,7 @@ void save_qat_policy(const QatPolicy& p, const std::string& path) {
   if (p.start_batch >= 0) out << YAML::Key << "start_batch" << YAML::Value << p.start_batch;
   out << YAML::Key << "weight_bits" << YAML::Value << p.weight_bits;
   out << YAML::Key << "shift_quantile" << YAML::Value << YAML::Precision(17) << p.shift_quantile;
-  out << YAML::Key << "outlier_removal_z_score" << YAML::Value << YAML::Precision(17)
-      << p.outlier_removal_z_score;
+  out << YAML::Key << "outlier_removal_z_score" << YAML::Value << YAML::Precision(17) << p.outlier_removal_z_score;
   if (!p.overrides.empty()) {
     out << YAML::Key << "overrides" << YAML::Value << YAML::BeginMap;
     for (const auto& [name, o] : p.overrides) {

@@ -187,9 +187,8 @@ at::MemoryFormat dense_format(const torch::Tensor& t) {
 }
 
 struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               double in_scale, int64_t bits, double lo, double hi, bool relu,
-                               double out_scale) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, double in_scale,
+                               int64_t bits, double lo, double hi, bool relu, double out_scale) {
     // Custom autograd forwards are not recorded by the profiler on their own: name this one.
     RECORD_FUNCTION("posekd::quantize_clamp", std::vector<c10::IValue>({x}));
     const double mul = std::ldexp(1.0, static_cast<int>(bits) - 1);
@@ -201,10 +200,9 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
       y = torch::empty_like(xc);
       mask = torch::empty_like(xc, xc.options().dtype(torch::kBool));
       kernels::quant_clamp_kernel(xc.data_ptr<float>(), y.data_ptr<float>(),
-                         reinterpret_cast<std::uint8_t*>(mask.data_ptr<bool>()),
-                         xc.numel(), static_cast<float>(in_scale), static_cast<float>(mul),
-                         static_cast<float>(lo), static_cast<float>(hi), relu,
-                         static_cast<float>(out_scale), true);
+                                  reinterpret_cast<std::uint8_t*>(mask.data_ptr<bool>()), xc.numel(),
+                                  static_cast<float>(in_scale), static_cast<float>(mul), static_cast<float>(lo),
+                                  static_cast<float>(hi), relu, static_cast<float>(out_scale), true);
     } else {
       auto v = x * in_scale;
       torch::Tensor pass;
@@ -241,15 +239,14 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
       auto zero = torch::zeros({}, g.options());
       gx = s == 1.0 ? torch::where(mask, g, zero) : torch::where(mask, g * s, zero);
     }
-    return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor()};
+    return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo,
-                                 double hi, bool relu, double out_scale) {
+torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo, double hi, bool relu,
+                                 double out_scale) {
   return QuantClampFn::apply(x, in_scale, static_cast<int64_t>(bits), lo, hi, relu, out_scale);
 }
 
@@ -269,9 +266,7 @@ torch::Tensor ersatz_quantile(const torch::Tensor& x, double q) {
   return fp[i] + g * (fp[i + 1] - fp[i]);
 }
 
-torch::Tensor torch_quantile(const torch::Tensor& x, double q) {
-  return torch::quantile(x.detach().flatten(), q);
-}
+torch::Tensor torch_quantile(const torch::Tensor& x, double q) { return torch::quantile(x.detach().flatten(), q); }
 
 torch::Tensor flat_params(const torch::Tensor& w, const torch::Tensor& b) {
   if (b.defined()) return torch::cat({w.detach().flatten(), b.detach().flatten()});
@@ -301,8 +296,8 @@ int output_shift_from_params(const torch::Tensor& w, const torch::Tensor& b, dou
 }
 
 FoldedConv fold_bn(const torch::Tensor& w, const torch::Tensor& b, const torch::Tensor& gamma,
-                   const torch::Tensor& beta, const torch::Tensor& running_mean,
-                   const torch::Tensor& running_var, double eps) {
+                   const torch::Tensor& beta, const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                   double eps) {
   torch::NoGradGuard ng;
   auto inv_std = torch::rsqrt(running_var + eps);
   auto g = gamma.defined() ? gamma.detach() : torch::ones_like(running_mean);
@@ -322,9 +317,7 @@ torch::Tensor fold(const torch::Tensor& x, int64_t f) {
   auto xb = batched ? x : x.unsqueeze(0);
   const int64_t n = xb.size(0), c = xb.size(1), h = xb.size(2), w = xb.size(3);
   TORCH_CHECK(h % f == 0 && w % f == 0, "fold: H and W must be multiples of the factor");
-  auto y = xb.reshape({n, c, h / f, f, w / f, f})
-               .permute({0, 3, 5, 1, 2, 4})
-               .reshape({n, f * f * c, h / f, w / f});
+  auto y = xb.reshape({n, c, h / f, f, w / f, f}).permute({0, 3, 5, 1, 2, 4}).reshape({n, f * f * c, h / f, w / f});
   return batched ? y : y.squeeze(0);
 }
 

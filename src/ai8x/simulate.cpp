@@ -88,8 +88,6 @@ StateDict quantize_state_dict(const StateDict& qat, const std::string& what) {
   return out;
 }
 
-torch::Tensor simulate_input(const torch::Tensor& x) {
-  return torch::round(x * 128.0).clamp(-128.0, 127.0);
-}
+torch::Tensor simulate_input(const torch::Tensor& x) { return torch::round(x * 128.0).clamp(-128.0, 127.0); }
 
 }  // namespace posekd::ai8x

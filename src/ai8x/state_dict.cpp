@@ -34,8 +34,7 @@ const torch::Tensor& find(const StateDict& sd, const std::string& key, const std
   return *t;
 }
 
-void load_state_dict(torch::nn::Module& module, const StateDict& sd, bool strict,
-                     const std::string& what) {
+void load_state_dict(torch::nn::Module& module, const StateDict& sd, bool strict, const std::string& what) {
   auto own = state_dict(module);
   std::map<std::string, const torch::Tensor*> given;
   for (const auto& kv : sd) given[kv.first] = &kv.second;
@@ -48,8 +47,8 @@ void load_state_dict(torch::nn::Module& module, const StateDict& sd, bool strict
     }
     const auto& src = *it->second;
     if (src.sizes() != kv.second.sizes()) {
-      throw Error(what + ": key '" + kv.first + "' has shape " + c10::str(src.sizes()) +
-                  ", the model expects " + c10::str(kv.second.sizes()));
+      throw Error(what + ": key '" + kv.first + "' has shape " + c10::str(src.sizes()) + ", the model expects " +
+                  c10::str(kv.second.sizes()));
     }
     kv.second.copy_(src);
     given.erase(it);
@@ -65,8 +64,7 @@ c10::impl::GenericDict read_tensor_dict(const std::string& path) {
   try {
     v = torch::pickle_load(bytes);
   } catch (const std::exception& e) {
-    fail_file(path, std::string("not a readable torch.save file (") +
-                        std::string(e.what()).substr(0, 200) + ")");
+    fail_file(path, std::string("not a readable torch.save file (") + std::string(e.what()).substr(0, 200) + ")");
   }
   if (!v.isGenericDict()) fail_file(path, "top level is not a dict");
   return v.toGenericDict();

@@ -89,8 +89,7 @@ GlobalBatchStats global_batch_stats(const torch::Tensor& x, Collective& group) {
   // loops, double accumulation; much faster than var_mean over dims 0, 2, 3 of NCHW; its normalised
   // output is not used): var = 1 / invstd^2 - eps.
   constexpr double kStatsEps = 1e-5;
-  auto [unused, mean, invstd] =
-      torch::native_batch_norm(x.detach(), {}, {}, {}, {}, /*training=*/true, 0.0, kStatsEps);
+  auto [unused, mean, invstd] = torch::native_batch_norm(x.detach(), {}, {}, {}, {}, /*training=*/true, 0.0, kStatsEps);
   (void)unused;
   const torch::Tensor var = (invstd.to(torch::kDouble).pow(-2) - kStatsEps).clamp_min(0);
   // Every rank's (count, mean, biased variance): an all-gather as one all-reduce of a zero table.

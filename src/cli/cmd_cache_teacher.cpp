@@ -1,13 +1,13 @@
 // `posekd cache-teacher`: runs the frozen teacher once over every training image and stores its
 // 16x16 outputs in the teacher cache (train/teacher_cache.h) ahead of training. Resumable: entries
 // already valid are skipped.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <memory>
 #include <optional>
 
@@ -43,7 +43,8 @@ void progress(int64_t done, int64_t total, int64_t computed, double secs, bool f
   const double eta = rate > 0 ? (total - done) / rate : 0;
   std::fprintf(stderr, "\r[%s%s] %lld/%lld images  %.1f img/s  ETA %s   ", std::string(fill, '#').c_str(),
                std::string(width - fill, '.').c_str(), static_cast<long long>(done), static_cast<long long>(total),
-               rate, eta >= 3600 ? fmt::format("{:.1f}h", eta / 3600).c_str() : fmt::format("{:.1f}m", eta / 60).c_str());
+               rate,
+               eta >= 3600 ? fmt::format("{:.1f}h", eta / 3600).c_str() : fmt::format("{:.1f}m", eta / 60).c_str());
   if (final) std::fputc('\n', stderr);
   std::fflush(stderr);
 }
@@ -143,24 +144,26 @@ int run(const Opts& o) {
   return bad > 0 ? 2 : 0;
 }
 
-posekd::cli::Registration reg("cache-teacher", "Run the teacher once per training image and store its outputs",
-                              [](CLI::App& app) -> posekd::cli::Runner {
-  auto o = std::make_shared<Opts>();
-  app.add_option("--teacher", o->teacher, "teacher checkpoint (.pth)")->required();
-  app.add_option("--ann", o->ann, "COCO person_keypoints JSON")->required();
-  app.add_option("--images", o->images, "image folder")->required();
-  app.add_option("--out", o->out, "teacher cache file to create or complete")->required();
-  app.add_option("--subset", o->subset, "first N images with keypoints (0 = all)")->capture_default_str();
-  app.add_option("--teacher-input-scale", o->input_scale, "teacher input scale (0.5 fixed, 1.0 = seed)")
-      ->capture_default_str();
-  app.add_option("--batch", o->batch, "images per teacher forward")->capture_default_str();
-  app.add_option("--precision", o->precision,
-                 "teacher arithmetic: auto (bf16 where the CPU has bf16 units), fp32 or bf16; part of the cache key")
-      ->capture_default_str();
-  app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
-  app.add_flag("--quiet", o->quiet, "no progress output");
-  return [o]() { return run(*o); };
-});
+posekd::cli::Registration reg(
+    "cache-teacher", "Run the teacher once per training image and store its outputs",
+    [](CLI::App& app) -> posekd::cli::Runner {
+      auto o = std::make_shared<Opts>();
+      app.add_option("--teacher", o->teacher, "teacher checkpoint (.pth)")->required();
+      app.add_option("--ann", o->ann, "COCO person_keypoints JSON")->required();
+      app.add_option("--images", o->images, "image folder")->required();
+      app.add_option("--out", o->out, "teacher cache file to create or complete")->required();
+      app.add_option("--subset", o->subset, "first N images with keypoints (0 = all)")->capture_default_str();
+      app.add_option("--teacher-input-scale", o->input_scale, "teacher input scale (0.5 fixed, 1.0 = seed)")
+          ->capture_default_str();
+      app.add_option("--batch", o->batch, "images per teacher forward")->capture_default_str();
+      app.add_option(
+             "--precision", o->precision,
+             "teacher arithmetic: auto (bf16 where the CPU has bf16 units), fp32 or bf16; part of the cache key")
+          ->capture_default_str();
+      app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
+      app.add_flag("--quiet", o->quiet, "no progress output");
+      return [o]() { return run(*o); };
+    });
 
 }  // namespace
 }  // namespace posekd::cli::cmd_cache_teacher

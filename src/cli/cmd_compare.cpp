@@ -129,31 +129,32 @@ const Value& subtree(const Value& root, const std::string& key, const std::strin
   return *v;
 }
 
-posekd::cli::Registration reg(
-    "compare", "Compare two PyTorch files bit for bit; print differing entries, exit 1 if any",
-    [](CLI::App& app) -> posekd::cli::Runner {
-      auto a = std::make_shared<std::string>();
-      auto b = std::make_shared<std::string>();
-      auto key = std::make_shared<std::string>();
-      auto tensors_only = std::make_shared<bool>(false);
-      app.add_option("a", *a, "first file")->required();
-      app.add_option("b", *b, "second file")->required();
-      app.add_option("--key", *key, "compare only this (dotted) subtree, e.g. 'model'");
-      app.add_flag("--tensors-only", *tensors_only, "ignore non-tensor leaves");
-      return [a, b, key, tensors_only]() {
-        Value va = posekd::io::load_any_file(*a);
-        Value vb = posekd::io::load_any_file(*b);
-        Comparer c;
-        c.tensors_only = *tensors_only;
-        c.compare(*key, subtree(va, *key, *a), subtree(vb, *key, *b));
-        if (c.differences) {
-          std::printf("%d difference(s) (%d tensors compared)\n", c.differences, c.tensors_compared);
-          return 1;
-        }
-        std::printf("identical (%d tensors compared)\n", c.tensors_compared);
-        return 0;
-      };
-    });
+posekd::cli::Registration reg("compare",
+                              "Compare two PyTorch files bit for bit; print differing entries, exit 1 if any",
+                              [](CLI::App& app) -> posekd::cli::Runner {
+                                auto a = std::make_shared<std::string>();
+                                auto b = std::make_shared<std::string>();
+                                auto key = std::make_shared<std::string>();
+                                auto tensors_only = std::make_shared<bool>(false);
+                                app.add_option("a", *a, "first file")->required();
+                                app.add_option("b", *b, "second file")->required();
+                                app.add_option("--key", *key, "compare only this (dotted) subtree, e.g. 'model'");
+                                app.add_flag("--tensors-only", *tensors_only, "ignore non-tensor leaves");
+                                return [a, b, key, tensors_only]() {
+                                  Value va = posekd::io::load_any_file(*a);
+                                  Value vb = posekd::io::load_any_file(*b);
+                                  Comparer c;
+                                  c.tensors_only = *tensors_only;
+                                  c.compare(*key, subtree(va, *key, *a), subtree(vb, *key, *b));
+                                  if (c.differences) {
+                                    std::printf("%d difference(s) (%d tensors compared)\n", c.differences,
+                                                c.tensors_compared);
+                                    return 1;
+                                  }
+                                  std::printf("identical (%d tensors compared)\n", c.tensors_compared);
+                                  return 0;
+                                };
+                              });
 
 }  // namespace
 }  // namespace posekd::cli::cmd_compare

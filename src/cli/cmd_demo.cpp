@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <memory>
 
-#include "posekd/cli/recipe_options.h"
 #include "posekd/cli/config_option.h"
+#include "posekd/cli/recipe_options.h"
 #include "posekd/cli/registry.h"
 #include "posekd/train/demo.h"
 
@@ -19,7 +19,8 @@ posekd::cli::Registration reg(
       auto& v = o->overrides;
       auto print = std::make_shared<bool>(false);
       posekd::cli::add_config_options(app, o, print);
-      app.add_option("--out", o->out, "output directory (its data/ teacher/ student_*/ export/ predictions/ are replaced)")
+      app.add_option("--out", o->out,
+                     "output directory (its data/ teacher/ student_*/ export/ predictions/ are replaced)")
           ->capture_default_str();
       app.add_flag("--quick", o->quick, "a ~2 minute version (small data, few batches)");
       app.add_option("--precision", o->precision,
@@ -42,12 +43,14 @@ posekd::cli::Registration reg(
       g->add_option("--student-lr", v.student_lr, "student Adam learning rate");
       g->add_option("--student-qat-lr", v.student_qat_lr, "student Adam learning rate after the QAT switch");
       g->add_option("--qat-fraction", v.qat_fraction, "QAT switches on at this fraction of the student batches");
-      g->add_flag("--hard-data", o->hard_data, "posekd synth's default (hard) people instead of the demo's easier ones");
+      g->add_flag("--hard-data", o->hard_data,
+                  "posekd synth's default (hard) people instead of the demo's easier ones");
       g->add_flag("--teacher-only", o->teacher_only, "stop after training and evaluating the teacher");
       posekd::cli::add_augment_options(app, o->no_augment, o->augment);
-      app.add_flag_callback("--augment", [o] { o->no_augment = false; },
-                            "augment teacher and students with train's defaults (the demo's default: none, "
-                            "measured better on its short budget)");
+      app.add_flag_callback(
+          "--augment", [o] { o->no_augment = false; },
+          "augment teacher and students with train's defaults (the demo's default: none, "
+          "measured better on its short budget)");
       return [o, print]() {
         if (*print) {
           std::fputs(posekd::train::to_yaml(*o).c_str(), stdout);

@@ -77,8 +77,10 @@ int run(const Opts& o) {
       for (const auto& im : gt.images) ids.insert(im.id);
       std::vector<inf::Detection> kept;
       for (auto& d : dts)
-        if (ids.count(d.image_id)) kept.push_back(d);
-        else ++outside;
+        if (ids.count(d.image_id))
+          kept.push_back(d);
+        else
+          ++outside;
       dts.swap(kept);
     }
     const auto r = inf::evaluate_keypoints(gt, dts, o.results);

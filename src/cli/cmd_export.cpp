@@ -17,8 +17,7 @@ namespace posekd::cli::cmd_export {  // named: the commands share unity-build tr
 namespace {
 
 struct Opts {
-  std::string checkpoint, out, device = "MAX78000", arch = "ai85pose", name, dataset = "coco_pose",
-                                   sample_image;
+  std::string checkpoint, out, device = "MAX78000", arch = "ai85pose", name, dataset = "coco_pose", sample_image;
   long long epoch = -1;
   bool force = false;
   int threads = 2;
@@ -46,8 +45,10 @@ posekd::cli::Registration reg(
         if (epoch < 0) {
           epoch = 0;
           auto v = posekd::io::load_torch_file(o->checkpoint);
-          if (const auto* b = v.find("batch"); b && b->is_int()) epoch = b->as_int();
-          else if (const auto* e = v.find("epoch"); e && e->is_int()) epoch = e->as_int();
+          if (const auto* b = v.find("batch"); b && b->is_int())
+            epoch = b->as_int();
+          else if (const auto* e = v.find("epoch"); e && e->is_int())
+            epoch = e->as_int();
         }
         posekd::deploy::ExportOptions opts;
         opts.name = o->name;
@@ -62,8 +63,8 @@ posekd::cli::Registration reg(
                        student->arch().c_str(), r.fit.device.name.c_str(), r.fit.violations.size());
         std::printf("exported %s (%zu layers) for %s:\n", student->arch().c_str(), r.layers.size(),
                     r.fit.device.name.c_str());
-        for (const auto* p : {&r.qat_path, &r.q8_path, &r.yaml_path, &r.sample_path, &r.heat_path, &r.paf_path,
-                              &r.readme_path})
+        for (const auto* p :
+             {&r.qat_path, &r.q8_path, &r.yaml_path, &r.sample_path, &r.heat_path, &r.paf_path, &r.readme_path})
           std::printf("  %s\n", p->c_str());
         if (!r.firmware_dir.empty())
           std::printf("  %s/ (C pose decoder, input preparation and firmware example: FIRMWARE.md)\n",

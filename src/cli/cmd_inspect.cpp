@@ -37,11 +37,13 @@ struct Printer {
     }
     if (v.is_dict()) {
       for (const auto& kv : v.dict_data().items) print(join(key, key_text(kv.first)), kv.second, depth + 1);
-      if (v.attr("_metadata")) line(join(key, "_metadata"), "(OrderedDict attribute, " +
-                                                             std::to_string(v.attr("_metadata")->size()) + " items)");
+      if (v.attr("_metadata"))
+        line(join(key, "_metadata"),
+             "(OrderedDict attribute, " + std::to_string(v.attr("_metadata")->size()) + " items)");
     } else if (v.is_sequence()) {
       const auto& items = v.items();
-      for (size_t i = 0; i < items.size() && i < max_items; ++i) print(join(key, std::to_string(i)), items[i], depth + 1);
+      for (size_t i = 0; i < items.size() && i < max_items; ++i)
+        print(join(key, std::to_string(i)), items[i], depth + 1);
       if (items.size() > max_items)
         line(join(key, "..."), "(" + std::to_string(items.size() - max_items) + " more items not shown)");
     } else if (v.is_object()) {
@@ -66,9 +68,14 @@ posekd::cli::Registration reg(
         posekd::io::Value v = posekd::io::load_any_file(*file);
         const char* fmt = "pickle";
         switch (posekd::io::detect_format(*file)) {
-          case posekd::io::FileFormat::Zip: fmt = "torch.save zip format"; break;
-          case posekd::io::FileFormat::Legacy: fmt = "torch.save legacy format"; break;
-          default: break;
+          case posekd::io::FileFormat::Zip:
+            fmt = "torch.save zip format";
+            break;
+          case posekd::io::FileFormat::Legacy:
+            fmt = "torch.save legacy format";
+            break;
+          default:
+            break;
         }
         std::printf("# %s (%s)\n", file->c_str(), fmt);
         Printer p;

@@ -6,8 +6,8 @@
 //    "videos": [{"file", "output", "fps", "width", "height", "frames": [{"frame", "persons"}...]}, ...],
 //    "unreadable": [{"file", "error"}]}
 //   PERSON = {"keypoints": [51, COCO x,y,v], "keypoint_scores": [17], "score"}
-#include <CLI/CLI.hpp>
 #include <glob.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -186,7 +186,10 @@ struct Run {
       const std::string dst = output_name(o.output, fs::path(path).stem().string(), "_pose.jpg", used);
       if (!cv::imwrite(dst, inf::draw_poses(img, poses))) posekd::fail_file(dst, "cannot write the image");
       ++written;
-      images.push_back({{"file", path}, {"output", dst}, {"width", img.cols}, {"height", img.rows},
+      images.push_back({{"file", path},
+                        {"output", dst},
+                        {"width", img.cols},
+                        {"height", img.rows},
                         {"persons", persons_json(poses)}});
       std::fprintf(stderr, "predict: %s: %zu people -> %s\n", path.c_str(), poses.size(), dst.c_str());
     }
@@ -252,8 +255,8 @@ struct Run {
     }
     writer.release();
     ++written;
-    videos.push_back({{"file", src.path}, {"output", dst}, {"fps", fps}, {"width", width}, {"height", height},
-                      {"frames", frames}});
+    videos.push_back(
+        {{"file", src.path}, {"output", dst}, {"fps", fps}, {"width", width}, {"height", height}, {"frames", frames}});
     std::fprintf(stderr, "predict: %s: %lld frames -> %s\n", src.path.c_str(), static_cast<long long>(n), dst.c_str());
   }
 };
@@ -322,7 +325,8 @@ posekd::cli::Registration reg(
                      "drop people whose score (the COCO person score in poses.json) is below this")
           ->capture_default_str();
       app.add_option("--batch-size", o->batch_size, "images or frames per network call")->capture_default_str();
-      app.add_option("--max-frames", o->max_frames, "stop each video or camera after N frames (0 = all; Ctrl-C stops a camera)")
+      app.add_option("--max-frames", o->max_frames,
+                     "stop each video or camera after N frames (0 = all; Ctrl-C stops a camera)")
           ->capture_default_str();
       app.add_option("--threads", o->threads, "compute threads (0 = all cores)")->capture_default_str();
       app.add_option("--precision", o->precision,

@@ -27,8 +27,10 @@ posekd::cli::Registration reg(
     [](CLI::App& app) -> posekd::cli::Runner {
       auto o = std::make_shared<Opts>();
       app.add_option("--arch", o->arch, "student architecture: seed | ai85pose")->capture_default_str();
-      app.add_option("--checkpoint", o->checkpoint, "a student checkpoint: its architecture and, after QAT, its weight bits");
-      app.add_option("--qat-policy", o->qat_policy, "count weights at this ai8x QAT policy's weight_bits (and overrides)");
+      app.add_option("--checkpoint", o->checkpoint,
+                     "a student checkpoint: its architecture and, after QAT, its weight bits");
+      app.add_option("--qat-policy", o->qat_policy,
+                     "count weights at this ai8x QAT policy's weight_bits (and overrides)");
       app.add_option("--device", o->device, "MAX78000 | MAX78002")->capture_default_str();
       app.add_flag("--strict", o->strict, "exit with status 2 when the model does not fit");
       return [o]() {

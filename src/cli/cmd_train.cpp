@@ -32,19 +32,23 @@ posekd::cli::Registration reg(
       app.add_option("--val-images", c->val_images, "validation image folder");
       app.add_option("--val-subset", c->val_subset, "validate on the first N validation images (0 = all)")
           ->capture_default_str();
-      app.add_option("--val-every", c->val_every, "validate every N batches (0 = only at the end); best.pth = best validation AP")->capture_default_str();
+      app.add_option("--val-every", c->val_every,
+                     "validate every N batches (0 = only at the end); best.pth = best validation AP")
+          ->capture_default_str();
       app.add_option("--arch", c->arch, "student architecture: seed | ai85pose")->capture_default_str();
       app.add_option("--teacher", c->teacher, "teacher checkpoint (omit: ground-truth loss only)");
       app.add_option("--teacher-input-scale", c->teacher_input_scale,
                      "multiply the teacher's input by this (0.5: the teacher's own (x-128)/256; 1.0: seed)")
           ->capture_default_str();
-      app.add_option("--teacher-cache", c->teacher_cache, "teacher-output cache file (default <output>/teacher_cache.bin)");
+      app.add_option("--teacher-cache", c->teacher_cache,
+                     "teacher-output cache file (default <output>/teacher_cache.bin)");
       app.add_flag("--no-teacher-cache", c->no_teacher_cache, "run the teacher on every batch instead of caching");
       app.add_option("--batch-size", c->batch_size, "images per batch")->capture_default_str();
       app.add_option("--total-batches", c->total_batches, "train until this many batches")->capture_default_str();
       app.add_option("--lr", c->lr, "Adam learning rate (the float phase's peak)")->capture_default_str();
       posekd::cli::add_schedule_options(app, c->lr_schedule, c->warmup, c->lr_end_factor, c->weight_decay);
-      app.add_option("--qat-lr", c->qat_lr, "learning rate after the QAT switch (-1 = --lr / 10)")->capture_default_str();
+      app.add_option("--qat-lr", c->qat_lr, "learning rate after the QAT switch (-1 = --lr / 10)")
+          ->capture_default_str();
       app.add_option("--qat-warmup", c->qat_warmup,
                      "warm-up batches after the QAT switch (-1 = 5% of the QAT phase, at most 200)")
           ->capture_default_str();
@@ -56,7 +60,8 @@ posekd::cli::Registration reg(
       app.add_option("--resume", c->resume, "resume from this checkpoint");
       app.add_option("--output", c->output, "output directory")->capture_default_str();
       app.add_option("--keep", c->keep, "keep only the newest N batch_*.pth (0 = all)")->capture_default_str();
-      app.add_option("--qat-policy", c->qat_policy, "ai8x QAT policy YAML (start_epoch or start_batch, weight_bits, ...)");
+      app.add_option("--qat-policy", c->qat_policy,
+                     "ai8x QAT policy YAML (start_epoch or start_batch, weight_bits, ...)");
       app.add_flag("--no-qat", c->no_qat, "float training only (the seed's behaviour)");
       app.add_option("--calib-batches", c->calib_batches, "training batches for the QAT activation calibration")
           ->capture_default_str();
@@ -66,16 +71,20 @@ posekd::cli::Registration reg(
       app.add_option("--threads", c->threads, "compute threads (0 = all cores)")->capture_default_str();
       app.add_option("--workers", c->workers, "data loader threads")->capture_default_str();
       app.add_option("--seed", c->seed, "random seed (data order)")->capture_default_str();
-      app.add_flag("--deterministic", c->deterministic, "deterministic algorithms (with fixed --threads: bit-exact resume)");
+      app.add_flag("--deterministic", c->deterministic,
+                   "deterministic algorithms (with fixed --threads: bit-exact resume)");
       app.add_flag("--seed-compat-targets", c->seed_compat_targets,
                    "reproduce the seed's COCO-order target bug (for comparison only)");
-      app.add_option("--max-bad-fraction", c->max_bad_fraction, "stop when more samples than this fraction are unreadable")
+      app.add_option("--max-bad-fraction", c->max_bad_fraction,
+                     "stop when more samples than this fraction are unreadable")
           ->capture_default_str();
       app.add_flag("--quiet", c->quiet, "log to log.txt only");
       app.add_option("--stop-after", c->stop_after,
-                     "stop after N batches of this run, checkpoint written (resume later)")->capture_default_str();
+                     "stop after N batches of this run, checkpoint written (resume later)")
+          ->capture_default_str();
       app.add_flag("--no-plot", c->no_plot, "do not write results.png at the end");
-      auto* d = app.add_option_group("distributed", "data-parallel training (torchrun's RANK, WORLD_SIZE, "
+      auto* d = app.add_option_group("distributed",
+                                     "data-parallel training (torchrun's RANK, WORLD_SIZE, "
                                      "LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT are read when these are "
                                      "not given; `posekd launch` sets them)");
       d->add_option("--rank", c->dist_rank, "this process's rank");

@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <memory>
 
-#include "posekd/cli/recipe_options.h"
 #include "posekd/cli/config_option.h"
+#include "posekd/cli/recipe_options.h"
 #include "posekd/cli/registry.h"
 #include "posekd/core/error.h"
 #include "posekd/data/coco.h"

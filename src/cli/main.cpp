@@ -1,18 +1,18 @@
 // posekd: one program, many subcommands (see src/cli/cmd_*.cpp).
-#include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
+#include <CLI/CLI.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <unistd.h>
 #include <map>
 #include <string>
 
 #include "posekd/cli/registry.h"
 #include "posekd/core/alloc.h"
-#include "posekd/core/omp_wait.h"
 #include "posekd/core/error.h"
+#include "posekd/core/omp_wait.h"
 
 namespace posekd::cli {
 

@@ -5,7 +5,8 @@
 namespace posekd::cli {
 
 void add_augment_options(CLI::App& app, bool& no_augment, data::AugmentConfig& a) {
-  auto* g = app.add_option_group("augmentation", "random geometric and photometric changes of every training sample, "
+  auto* g = app.add_option_group("augmentation",
+                                 "random geometric and photometric changes of every training sample, "
                                  "drawn from (seed, view, image); the targets move with the picture");
   g->add_flag("--no-augment", no_augment, "train on the letterboxed images as they are (the seed's behaviour)");
   g->add_option("--scale-min", a.scale_min, "smallest zoom of the picture (1 = fits the input)")->capture_default_str();

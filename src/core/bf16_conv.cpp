@@ -49,8 +49,8 @@ struct ConvPrim {
   std::atomic<int> wgrad_mode{-1};
 };
 
-using ConvKey = std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
-                           std::vector<int64_t>, std::vector<int64_t>, int64_t, bool>;
+using ConvKey = std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
+                           std::vector<int64_t>, int64_t, bool>;
 
 std::vector<int64_t> conv_out_sizes(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
                                     const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
@@ -103,7 +103,8 @@ std::shared_ptr<ConvPrim> conv_prim(const std::vector<int64_t>& xs, const std::v
 // oneDNN picks the first implementation that accepts a descriptor, not the fastest: 2.6.3's AMX
 // weight-gradient kernel takes ~60 ms for a 64->64 3x3 conv at 16x16, batch 8, where it needs 4 ms
 // at 32x32. So each backward descriptor times its first few implementations once (a warm-up and
-// the better of 2 runs each, on zeroed buffers) and keeps the fastest. `args_of` allocates the arguments for a candidate.
+// the better of 2 runs each, on zeroed buffers) and keeps the fastest. `args_of` allocates the arguments for a
+// candidate.
 template <class PD>
 PD fastest_impl(PD pd, const std::function<std::unordered_map<int, dnnl::memory>(const PD&)>& args_of) {
   std::vector<PD> cands;
@@ -120,8 +121,9 @@ PD fastest_impl(PD pd, const std::function<std::unordered_map<int, dnnl::memory>
   for (size_t i = 0; i < cands.size(); ++i) {
     auto args = args_of(cands[i]);
     for (auto& kv : args) std::memset(kv.second.get_data_handle(), 0, kv.second.get_desc().get_size());
-    using typename_prim = typename std::conditional<std::is_same<PD, dnnl::convolution_backward_data::primitive_desc>::value,
-                                                    dnnl::convolution_backward_data, dnnl::convolution_backward_weights>::type;
+    using typename_prim =
+        typename std::conditional<std::is_same<PD, dnnl::convolution_backward_data::primitive_desc>::value,
+                                  dnnl::convolution_backward_data, dnnl::convolution_backward_weights>::type;
     typename_prim prim(cands[i]);
     prim.execute(s, args);
     s.wait();
@@ -142,10 +144,9 @@ void make_backward(ConvPrim& p) {
   std::call_once(p.bwd_once, [&p] {
     auto& eng = dnnl_cpu_engine();
     dnnl::memory::desc w_any(p.ws, dt::bf16, tag::any);
-    dnnl::convolution_backward_data::desc dd(dnnl::algorithm::convolution_direct,
-                                             dnnl::memory::desc(p.xs, dt::f32, tag::nhwc), w_any,
-                                             dnnl::memory::desc(p.ys, dt::bf16, tag::nhwc), p.stride, p.dil, p.pad_l,
-                                             p.pad_r);
+    dnnl::convolution_backward_data::desc dd(
+        dnnl::algorithm::convolution_direct, dnnl::memory::desc(p.xs, dt::f32, tag::nhwc), w_any,
+        dnnl::memory::desc(p.ys, dt::bf16, tag::nhwc), p.stride, p.dil, p.pad_l, p.pad_r);
     using BwdD = dnnl::convolution_backward_data::primitive_desc;
     using BwdW = dnnl::convolution_backward_weights::primitive_desc;
     p.bwd_d_pd = fastest_impl<BwdD>(BwdD(dd, eng, p.fwd_pd), [&eng](const BwdD& c) {
@@ -156,10 +157,9 @@ void make_backward(ConvPrim& p) {
     p.bwd_d = dnnl::convolution_backward_data(p.bwd_d_pd);
     dnnl::memory::desc dw_any(p.ws, dt::f32, tag::any);
     dnnl::memory::desc db = p.bias ? dnnl::memory::desc({p.ys[1]}, dt::f32, tag::a) : dnnl::memory::desc();
-    dnnl::convolution_backward_weights::desc wd(dnnl::algorithm::convolution_direct,
-                                                dnnl::memory::desc(p.xs, dt::bf16, tag::nhwc), dw_any, db,
-                                                dnnl::memory::desc(p.ys, dt::bf16, tag::nhwc), p.stride, p.dil,
-                                                p.pad_l, p.pad_r);
+    dnnl::convolution_backward_weights::desc wd(
+        dnnl::algorithm::convolution_direct, dnnl::memory::desc(p.xs, dt::bf16, tag::nhwc), dw_any, db,
+        dnnl::memory::desc(p.ys, dt::bf16, tag::nhwc), p.stride, p.dil, p.pad_l, p.pad_r);
     const bool bias = p.bias;
     p.bwd_w_pd = fastest_impl<BwdW>(BwdW(wd, eng, p.fwd_pd), [&eng, bias](const BwdW& c) {
       std::unordered_map<int, dnnl::memory> a{{DNNL_ARG_SRC, dnnl::memory(c.src_desc(), eng)},
@@ -173,8 +173,7 @@ void make_backward(ConvPrim& p) {
 }
 
 // `user` (LibTorch layout) as the primitive wants it: the same memory, or a reordered copy.
-dnnl::memory as_wanted(const dnnl::memory::desc& want, const dnnl::memory::desc& user_md, void* data,
-                       dnnl::stream& s) {
+dnnl::memory as_wanted(const dnnl::memory::desc& want, const dnnl::memory::desc& user_md, void* data, dnnl::stream& s) {
   auto& eng = dnnl_cpu_engine();
   dnnl::memory user(user_md, eng, data);
   if (want == user_md) return user;
@@ -189,8 +188,7 @@ dnnl::memory as_wanted(const dnnl::memory::desc& want, const dnnl::memory::desc&
 torch::Tensor wgrad_matmul(const torch::Tensor& x_bf, const torch::Tensor& g_bf, const ConvPrim& p) {
   const int64_t kh = p.ws[2], kw = p.ws[3], oh = p.ys[2], ow = p.ys[3], sh = p.stride[0], sw = p.stride[1];
   auto xn = x_bf.permute({0, 2, 3, 1});  // NHWC view (contiguous: x_bf is channels-last)
-  if (p.pad_l[0] || p.pad_l[1])
-    xn = torch::constant_pad_nd(xn, {0, 0, p.pad_l[1], p.pad_l[1], p.pad_l[0], p.pad_l[0]});
+  if (p.pad_l[0] || p.pad_l[1]) xn = torch::constant_pad_nd(xn, {0, 0, p.pad_l[1], p.pad_l[1], p.pad_l[0], p.pad_l[0]});
   const int64_t m = p.xs[0] * oh * ow, c = p.xs[1], o = p.ys[1];
   torch::Tensor cols;
   if (kh == 1 && kw == 1 && sh == 1 && sw == 1) {
@@ -213,8 +211,8 @@ struct ConvArgs {
 
 class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
  public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& w, const torch::Tensor& b, const ConvArgs& a) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
+                               const torch::Tensor& b, const ConvArgs& a) {
     RECORD_FUNCTION("posekd::conv2d_bf16", std::vector<c10::IValue>({x}));
     const bool cl = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
     const bool has_b = b.numel() > 0;  // no bias: an empty tensor (apply() cannot take undefined ones)
@@ -263,10 +261,12 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
     dnnl::stream s(eng);
     torch::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(0)) {
-      gx = torch::empty(x_bf.sizes(), x_bf.options().dtype(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
-      p->bwd_d.execute(s, {{DNNL_ARG_DIFF_DST, dnnl::memory(p->bwd_d_pd.diff_dst_desc(), eng, g_bf.data_ptr())},
-                           {DNNL_ARG_WEIGHTS, as_wanted(p->bwd_d_pd.weights_desc(), p->user_w_bf16, w_bf.data_ptr(), s)},
-                           {DNNL_ARG_DIFF_SRC, dnnl::memory(p->bwd_d_pd.diff_src_desc(), eng, gx.data_ptr())}});
+      gx =
+          torch::empty(x_bf.sizes(), x_bf.options().dtype(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+      p->bwd_d.execute(s,
+                       {{DNNL_ARG_DIFF_DST, dnnl::memory(p->bwd_d_pd.diff_dst_desc(), eng, g_bf.data_ptr())},
+                        {DNNL_ARG_WEIGHTS, as_wanted(p->bwd_d_pd.weights_desc(), p->user_w_bf16, w_bf.data_ptr(), s)},
+                        {DNNL_ARG_DIFF_SRC, dnnl::memory(p->bwd_d_pd.diff_src_desc(), eng, gx.data_ptr())}});
     }
     const bool want_w = ctx->needs_input_grad(1), want_b = has_b && ctx->needs_input_grad(2);
     const bool mm_ok = p->ws.size() == 4 && p->dil[0] == 0 && p->dil[1] == 0;  // groups 1, no dilation
@@ -274,8 +274,8 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
       gw = torch::empty(w_bf.sizes(), w_bf.options().dtype(torch::kFloat));
       if (has_b) gb = torch::empty({w_bf.size(0)}, w_bf.options().dtype(torch::kFloat));
       const bool direct = p->bwd_w_pd.diff_weights_desc() == p->user_w_f32;
-      dnnl::memory dw = direct ? dnnl::memory(p->user_w_f32, eng, gw.data_ptr())
-                               : dnnl::memory(p->bwd_w_pd.diff_weights_desc(), eng);
+      dnnl::memory dw =
+          direct ? dnnl::memory(p->user_w_f32, eng, gw.data_ptr()) : dnnl::memory(p->bwd_w_pd.diff_weights_desc(), eng);
       std::unordered_map<int, dnnl::memory> args{
           {DNNL_ARG_SRC, dnnl::memory(p->bwd_w_pd.src_desc(), eng, x_bf.data_ptr())},
           {DNNL_ARG_DIFF_DST, dnnl::memory(p->bwd_w_pd.diff_dst_desc(), eng, g_bf.data_ptr())},
@@ -306,8 +306,8 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
       const double t_dnnl = timed(onednn_wgrad), t_mm = timed(matmul_wgrad);
       p->wgrad_mode.store(t_mm < t_dnnl ? 1 : 0);
     }
-    const int mode = force && std::string(force) == "matmul"   ? 1
-                     : force && std::string(force) == "onednn" ? 0
+    const int mode = force && std::string(force) == "matmul"         ? 1
+                     : force && std::string(force) == "onednn"       ? 0
                      : at::globalContext().deterministicAlgorithms() ? 0  // the same choice in every run
                                                                      : p->wgrad_mode.load();
     if ((want_w || want_b) && mm_ok && mode == 1) {
@@ -320,8 +320,10 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
       if (!cl) gx = gx.contiguous();
       if (ctx->saved_data["x_bf16"].toBool()) gx = gx.to(torch::kBFloat16);
     }
-    if (!want_w) gw = torch::Tensor();
-    else if (ctx->saved_data["w_bf16"].toBool()) gw = gw.to(torch::kBFloat16);
+    if (!want_w)
+      gw = torch::Tensor();
+    else if (ctx->saved_data["w_bf16"].toBool())
+      gw = gw.to(torch::kBFloat16);
     if (!want_b) gb = torch::Tensor();
     return {gx, gw, gb, torch::Tensor()};
   }
@@ -373,9 +375,10 @@ std::shared_ptr<InferPrim> infer_prim(const std::vector<int64_t>& xs, const std:
 
 }  // namespace
 
-torch::Tensor conv2d_bf16_inference(const torch::Tensor& x_bf16, const torch::Tensor& w_bf16, const torch::Tensor& b_f32,
-                                    std::vector<int64_t> stride, std::vector<int64_t> padding,
-                                    std::vector<int64_t> dilation, int64_t groups, FusedAct act) {
+torch::Tensor conv2d_bf16_inference(const torch::Tensor& x_bf16, const torch::Tensor& w_bf16,
+                                    const torch::Tensor& b_f32, std::vector<int64_t> stride,
+                                    std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
+                                    FusedAct act) {
   RECORD_FUNCTION("posekd::conv2d_bf16_inference", std::vector<c10::IValue>({x_bf16}));
   if (x_bf16.dim() != 4 || w_bf16.dim() != 4 || x_bf16.scalar_type() != torch::kBFloat16 ||
       w_bf16.scalar_type() != torch::kBFloat16)
@@ -389,9 +392,10 @@ torch::Tensor conv2d_bf16_inference(const torch::Tensor& x_bf16, const torch::Te
   auto y = torch::empty(p->ys, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   auto& eng = dnnl_cpu_engine();
   dnnl::stream s(eng);
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(p->pd.src_desc(), eng, x.data_ptr())},
-                                             {DNNL_ARG_WEIGHTS, as_wanted(p->pd.weights_desc(), p->user_w, w.data_ptr(), s)},
-                                             {DNNL_ARG_DST, dnnl::memory(p->pd.dst_desc(), eng, y.data_ptr())}};
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, dnnl::memory(p->pd.src_desc(), eng, x.data_ptr())},
+      {DNNL_ARG_WEIGHTS, as_wanted(p->pd.weights_desc(), p->user_w, w.data_ptr(), s)},
+      {DNNL_ARG_DST, dnnl::memory(p->pd.dst_desc(), eng, y.data_ptr())}};
   if (b.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->pd.bias_desc(), eng, b.data_ptr()));
   p->prim.execute(s, args);
   s.wait();
@@ -411,7 +415,8 @@ torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const 
   if (x.size(1) != w.size(1) * groups || w.size(0) % groups != 0)
     throw Error("conv2d_bf16: input channels do not match the weight and groups");
   if (!conv2d_bf16_supported()) throw Error("conv2d_bf16: this CPU cannot run bf16 convolutions (no AVX-512)");
-  return Bf16Conv2dFn::apply(x, w, b.defined() ? b : torch::empty({0}, x.options().dtype(torch::kFloat)), ConvArgs{std::move(stride), std::move(padding), std::move(dilation), groups});
+  return Bf16Conv2dFn::apply(x, w, b.defined() ? b : torch::empty({0}, x.options().dtype(torch::kFloat)),
+                             ConvArgs{std::move(stride), std::move(padding), std::move(dilation), groups});
 }
 
 }  // namespace posekd

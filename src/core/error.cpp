@@ -2,8 +2,6 @@
 
 namespace posekd {
 
-void fail_file(const std::string& path, const std::string& message) {
-  throw Error(path + ": " + message);
-}
+void fail_file(const std::string& path, const std::string& message) { throw Error(path + ": " + message); }
 
 }  // namespace posekd

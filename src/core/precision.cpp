@@ -34,8 +34,8 @@ CpuFeatures features_from_cpuid() {
   if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27))) {  // OSXSAVE
     unsigned lo = 0, hi = 0;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    const bool avx512_os = (lo & 0xe6) == 0xe6;                 // opmask, ZMM hi/lo, YMM, XMM
-    const bool amx_os = (lo & (3u << 17)) == (3u << 17);        // XTILECFG, XTILEDATA
+    const bool avx512_os = (lo & 0xe6) == 0xe6;           // opmask, ZMM hi/lo, YMM, XMM
+    const bool amx_os = (lo & (3u << 17)) == (3u << 17);  // XTILECFG, XTILEDATA
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
       if (avx512_os) {
         if (b & (1u << 16)) fl.insert("avx512f");
@@ -106,7 +106,8 @@ Precision resolve_precision(const std::string& choice, const CpuFeatures& f, con
   if (choice == "auto") return f.bf16_units() ? Precision::bf16 : Precision::fp32;
   if (choice == "bf16") {
     if (!f.bf16_units() && !f.avx512_core)
-      throw Error(what + " bf16: this CPU has neither bf16 units (amx_bf16, avx512_bf16) nor AVX-512 "
+      throw Error(what +
+                  " bf16: this CPU has neither bf16 units (amx_bf16, avx512_bf16) nor AVX-512 "
                   "BW/VL/DQ to emulate them; use fp32");
     return Precision::bf16;
   }

@@ -92,7 +92,8 @@ Keypoints18 transform_keypoints(const Keypoints18& kp, const cv::Mat& m, bool fl
     out[k][1] = m.at<double>(1, 0) * x + m.at<double>(1, 1) * y + m.at<double>(1, 2);
   }
   if (flip)
-    for (const auto& pr : skeleton::kFlipPairs) std::swap(out[static_cast<size_t>(pr[0])], out[static_cast<size_t>(pr[1])]);
+    for (const auto& pr : skeleton::kFlipPairs)
+      std::swap(out[static_cast<size_t>(pr[0])], out[static_cast<size_t>(pr[1])]);
   return out;
 }
 

@@ -2,13 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
-#include <unistd.h>
 
 #include "posekd/core/error.h"
 
@@ -235,8 +235,8 @@ struct AnnotationBuilder {
     }
     anns.clear();
     if (keypoints_outside > 0)
-      ds.warnings.push_back(fmt::format("{} labeled keypoints lie outside their image (treated as not labeled)",
-                                        keypoints_outside));
+      ds.warnings.push_back(
+          fmt::format("{} labeled keypoints lie outside their image (treated as not labeled)", keypoints_outside));
   }
 };
 

@@ -42,8 +42,7 @@ Loader::Loader(const CocoDataset& dataset, const SampleConfig& config, int batch
       images_.push_back(im);
       for (auto& p : images_.back().persons) p.segmentation = Segmentation();  // only crowds' are used
     }
-  if (images_.empty())
-    fail_file(dataset.annotation_path, "no image with a person with keypoints: nothing to train on");
+  if (images_.empty()) fail_file(dataset.annotation_path, "no image with a person with keypoints: nothing to train on");
   if (start.epoch < 0 || start.position < 0 || start.position >= num_samples())
     throw Error(fmt::format("loader: cannot start from state (epoch {}, position {}) with {} samples", start.epoch,
                             start.position, num_samples()));
@@ -75,8 +74,7 @@ int64_t Loader::sample_index(int64_t seq) {
   if (it == perms_.end()) {
     // Drop permutations of epochs the consumer has left behind.
     const int64_t cur_epoch = global_seq(cursor_) / n;
-    for (auto e = perms_.begin(); e != perms_.end();)
-      e = e->first < cur_epoch ? perms_.erase(e) : std::next(e);
+    for (auto e = perms_.begin(); e != perms_.end();) e = e->first < cur_epoch ? perms_.erase(e) : std::next(e);
     it = perms_.emplace(epoch, std::make_shared<const std::vector<int64_t>>(epoch_permutation(seed_, epoch, n))).first;
   }
   return (*it->second)[static_cast<size_t>(seq % n)];
@@ -195,8 +193,8 @@ Batch Loader::next() {
 LoaderState Loader::state() const {
   std::lock_guard<std::mutex> lock(mu_);
   LoaderState st;
-  const int64_t g = shard_.count == 1 ? cursor_
-                                      : (cursor_ + batch_size_ - 1) / batch_size_ * batch_size_ * shard_.count;
+  const int64_t g =
+      shard_.count == 1 ? cursor_ : (cursor_ + batch_size_ - 1) / batch_size_ * batch_size_ * shard_.count;
   st.epoch = g / num_samples();
   st.position = g % num_samples();
   st.bad_count = bad_count_;

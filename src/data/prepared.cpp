@@ -20,7 +20,8 @@ data::CocoPerson person_from(const io::Value& d, const std::string& what) {
   if (b.size() != 4) throw Error(what + ".bbox: expected 4 numbers, got " + std::to_string(b.size()));
   for (int i = 0; i < 4; ++i) p.bbox[i] = num(b[i], what + ".bbox");
   if (const io::Value* a = d.find("segment_area")) p.area = num(*a, what + ".segment_area");
-  if (const io::Value* n = d.find("num_keypoints")) p.num_keypoints = static_cast<int>(n->as_int(what + ".num_keypoints"));
+  if (const io::Value* n = d.find("num_keypoints"))
+    p.num_keypoints = static_cast<int>(n->as_int(what + ".num_keypoints"));
   const auto& kps = d.at("keypoints", what).items(what + ".keypoints");
   if (kps.size() != 17) throw Error(what + ".keypoints: expected 17 keypoints, got " + std::to_string(kps.size()));
   for (int k = 0; k < 17; ++k) {
@@ -56,8 +57,8 @@ data::Segmentation segmentation_from(const io::Value& s, const std::string& what
     uint64_t total = 0;
     for (auto c : seg.rle_counts) total += c;
     if (seg.rle_h < 0 || seg.rle_w < 0 || total != static_cast<uint64_t>(seg.rle_h) * seg.rle_w)
-      throw Error(what + ": RLE run lengths sum to " + std::to_string(total) + ", expected h*w = " +
-                  std::to_string(static_cast<int64_t>(seg.rle_h) * seg.rle_w));
+      throw Error(what + ": RLE run lengths sum to " + std::to_string(total) +
+                  ", expected h*w = " + std::to_string(static_cast<int64_t>(seg.rle_h) * seg.rle_w));
   } else {
     for (const auto& poly : s.items(what)) {
       std::vector<float> xy;

@@ -235,7 +235,6 @@ Sample prepare_sample(const CocoImage& image, const std::string& image_dir, cons
       s.mask = crowd_mask(image.crowds, h, w, nh, nw, g);
     }
 
-
     std::vector<Keypoints18> persons;
     persons.reserve(image.persons.size());
     for (const auto& p : image.persons) {

@@ -17,7 +17,8 @@ int SynthRng::uniform_int(int lo, int hi) {
   const uint64_t n = uint64_t(int64_t(hi) - int64_t(lo) + 1);
   const uint64_t limit = UINT64_MAX - UINT64_MAX % n;  // rejection: no modulo bias
   uint64_t x;
-  do x = gen_(); while (x >= limit);
+  do x = gen_();
+  while (x >= limit);
   return int(int64_t(lo) + int64_t(x % n));
 }
 
@@ -61,12 +62,12 @@ constexpr double kSpine = 0.30, kHipHalf = 0.075, kShoulderHalf = 0.115, kNeckLe
 constexpr double kHeadR = 0.068, kUpperArm = 0.17, kForearm = 0.15, kThigh = 0.245, kShin = 0.235;
 constexpr double kTorsoDepth = 0.06;  // half front-back thickness of the chest
 // Part radii.
-constexpr double kRUpperArm = 0.032, kRForearm = 0.027, kRHand = 0.025, kRThigh = 0.05,
-                 kRShin = 0.037, kRFoot = 0.022, kRNeck = 0.032;
+constexpr double kRUpperArm = 0.032, kRForearm = 0.027, kRHand = 0.025, kRThigh = 0.05, kRShin = 0.037, kRFoot = 0.022,
+                 kRNeck = 0.032;
 
 // Face points in the head frame (left, down, forward), COCO order 0..4.
-const std::array<V3, 5> kFace = {V3(0, 0.18, 1.0), V3(0.36, -0.12, 0.87), V3(-0.36, -0.12, 0.87),
-                                 V3(0.97, 0.05, -0.1), V3(-0.97, 0.05, -0.1)};
+const std::array<V3, 5> kFace = {V3(0, 0.18, 1.0), V3(0.36, -0.12, 0.87), V3(-0.36, -0.12, 0.87), V3(0.97, 0.05, -0.1),
+                                 V3(-0.97, 0.05, -0.1)};
 
 // Joints in the body frame: x = person's left, y = down, z = forward; pelvis at 0; unit = height.
 struct BodyJoints {
@@ -95,9 +96,8 @@ BodyJoints body_joints(const BodyPose& q) {
     // Arm.
     J.sho[i] = J.neck + sg * kShoulderHalf * J.lat_s;
     const double e = q.arm_elev[i], az = q.arm_azim[i];
-    const V3 d = unit(std::cos(e) * down_t +
-                          std::sin(e) * (std::cos(az) * sg * J.lat_s + std::sin(az) * J.fwd_s),
-                      down_t);
+    const V3 d =
+        unit(std::cos(e) * down_t + std::sin(e) * (std::cos(az) * sg * J.lat_s + std::sin(az) * J.fwd_s), down_t);
     J.elb[i] = J.sho[i] + kUpperArm * d;
     V3 n0 = perp_to(J.fwd_s, d);
     if (cv::norm(n0) < 0.25) n0 = perp_to(J.up_t, d);
@@ -140,8 +140,13 @@ BodyJoints body_joints(const BodyPose& q) {
 struct Camera {
   double cy, sy, cr, sr, x, y, h;
   explicit Camera(const SynthPerson& p)
-      : cy(std::cos(p.yaw)), sy(std::sin(p.yaw)), cr(std::cos(p.roll)), sr(std::sin(p.roll)),
-        x(p.x), y(p.y), h(p.height) {}
+      : cy(std::cos(p.yaw)),
+        sy(std::sin(p.yaw)),
+        cr(std::cos(p.roll)),
+        sr(std::sin(p.roll)),
+        x(p.x),
+        y(p.y),
+        h(p.height) {}
   V3 dir(const V3& b) const {
     const double xc = b[0] * cy + b[2] * sy, zc = b[0] * sy - b[2] * cy, yc = b[1];
     return V3(xc * cr - yc * sr, xc * sr + yc * cr, zc);
@@ -166,12 +171,18 @@ V3 coco_point(const BodyJoints& J, int k) {
   if (k < 5) return J.face[k];
   const int side = (k - 5) % 2;  // COCO alternates left (odd index), right
   switch ((k - 5) / 2) {
-    case 0: return J.sho[side];
-    case 1: return J.elb[side];
-    case 2: return J.wri[side];
-    case 3: return J.hip[side];
-    case 4: return J.knee[side];
-    default: return J.ank[side];
+    case 0:
+      return J.sho[side];
+    case 1:
+      return J.elb[side];
+    case 2:
+      return J.wri[side];
+    case 3:
+      return J.hip[side];
+    case 4:
+      return J.knee[side];
+    default:
+      return J.ank[side];
   }
 }
 
@@ -179,8 +190,22 @@ V3 coco_point(const BodyJoints& J, int k) {
 // Person parts: geometry for drawing and for the painter's-order occlusion test.
 
 enum PartId {
-  kTorso, kNeckPart, kHead, kUpperArmL, kUpperArmR, kForearmL, kForearmR, kHandL, kHandR,
-  kThighL, kThighR, kShinL, kShinR, kFootL, kFootR, kNumParts
+  kTorso,
+  kNeckPart,
+  kHead,
+  kUpperArmL,
+  kUpperArmR,
+  kForearmL,
+  kForearmR,
+  kHandL,
+  kHandR,
+  kThighL,
+  kThighR,
+  kShinL,
+  kShinR,
+  kFootL,
+  kFootR,
+  kNumParts
 };
 
 struct Part {
@@ -205,12 +230,18 @@ std::array<int, 2> owners(int k) {
   if (k < 5) return {kHead, kHead};
   const int side = (k - 5) % 2;
   switch ((k - 5) / 2) {
-    case 0: return {kTorso, kUpperArmL + side};
-    case 1: return {kUpperArmL + side, kForearmL + side};
-    case 2: return {kForearmL + side, kHandL + side};
-    case 3: return {kTorso, kThighL + side};
-    case 4: return {kThighL + side, kShinL + side};
-    default: return {kShinL + side, kFootL + side};
+    case 0:
+      return {kTorso, kUpperArmL + side};
+    case 1:
+      return {kUpperArmL + side, kForearmL + side};
+    case 2:
+      return {kForearmL + side, kHandL + side};
+    case 3:
+      return {kTorso, kThighL + side};
+    case 4:
+      return {kThighL + side, kShinL + side};
+    default:
+      return {kShinL + side, kFootL + side};
   }
 }
 
@@ -296,8 +327,8 @@ Posed pose_person(const SynthPerson& P) {
     const double ww = 0.85 * (0.5 * (ws + wh));
     const cv::Point2d w2 = c2 + 0.45 * (n2 - c2);
     const double t = 0.02 * H;
-    const std::vector<cv::Point2d> side = {n2 + u * (1.4 * t) + nn * (0.55 * ws), n2 - u * t + nn * ws,
-                                           w2 + nn * ww, c2 + nn * wh, c2 - u * (3 * t) + nn * (0.75 * wh)};
+    const std::vector<cv::Point2d> side = {n2 + u * (1.4 * t) + nn * (0.55 * ws), n2 - u * t + nn * ws, w2 + nn * ww,
+                                           c2 + nn * wh, c2 - u * (3 * t) + nn * (0.75 * wh)};
     Part part;
     part.id = kTorso;
     for (const auto& q : side) part.poly.emplace_back(float(q.x), float(q.y));
@@ -312,8 +343,7 @@ Posed pose_person(const SynthPerson& P) {
     part.color = L.shirt;
     out.parts.push_back(part);
   }
-  std::stable_sort(out.parts.begin(), out.parts.end(),
-                   [](const Part& a, const Part& b) { return a.depth > b.depth; });
+  std::stable_sort(out.parts.begin(), out.parts.end(), [](const Part& a, const Part& b) { return a.depth > b.depth; });
   // Self-occlusion: a part drawn after both owners of a keypoint covers it.
   std::array<int, kNumParts> order{};
   for (int i = 0; i < int(out.parts.size()); ++i) order[out.parts[i].id] = i;
@@ -337,9 +367,7 @@ int fr(double r) { return std::max(0, int(std::lround(r * kOne))); }
 cv::Scalar scale_color(const cv::Scalar& c, double f) {
   return cv::Scalar(std::min(255.0, c[0] * f), std::min(255.0, c[1] * f), std::min(255.0, c[2] * f));
 }
-cv::Scalar mix_color(const cv::Scalar& a, const cv::Scalar& b, double t) {
-  return a * (1 - t) + b * t;
-}
+cv::Scalar mix_color(const cv::Scalar& a, const cv::Scalar& b, double t) { return a * (1 - t) + b * t; }
 
 void draw_capsule(cv::Mat& img, cv::Mat& mask, const cv::Point2d& a, const cv::Point2d& b, double r,
                   const cv::Scalar& col, const cv::Point2d& light) {
@@ -351,8 +379,8 @@ void draw_capsule(cv::Mat& img, cv::Mat& mask, const cv::Point2d& a, const cv::P
   }
   if (r >= 2.5) {
     const cv::Point2d o = light * (0.45 * r);
-    cv::line(img, fx(a + o), fx(b + o), scale_color(col, 1.22), std::max(1, int(std::lround(0.5 * r))),
-             cv::LINE_AA, kShift);
+    cv::line(img, fx(a + o), fx(b + o), scale_color(col, 1.22), std::max(1, int(std::lround(0.5 * r))), cv::LINE_AA,
+             kShift);
   }
   cv::line(mask, fx(a), fx(b), cv::Scalar(255), th, cv::LINE_8, kShift);
 }
@@ -388,8 +416,8 @@ void draw_torso(cv::Mat& img, cv::Mat& mask, const Part& part, const PersonLook&
   if (look.shirt_pattern == 1 || look.shirt_pattern == 2) {
     const cv::Point2d along = look.shirt_pattern == 1 ? n : u, across = look.shirt_pattern == 1 ? u : n;
     for (double s = -len; s <= len; s += step)
-      cv::line(tex, fx(o + across * s - along * len), fx(o + across * s + along * len), look.pattern, th,
-               cv::LINE_AA, kShift);
+      cv::line(tex, fx(o + across * s - along * len), fx(o + across * s + along * len), look.pattern, th, cv::LINE_AA,
+               kShift);
   } else {
     for (double s = -len; s <= len; s += step)
       for (double t = -len; t <= len; t += step) {
@@ -466,12 +494,18 @@ void draw_person(cv::Mat& img, cv::Mat& mask, const Posed& posed, const PersonLo
 cv::Scalar hsv_color(double h, double s, double v) {  // h in [0,360), s,v in [0,1] -> BGR 0..255
   const double c = v * s, hp = h / 60.0, x = c * (1 - std::fabs(std::fmod(hp, 2.0) - 1));
   double r = 0, g = 0, b = 0;
-  if (hp < 1) r = c, g = x;
-  else if (hp < 2) r = x, g = c;
-  else if (hp < 3) g = c, b = x;
-  else if (hp < 4) g = x, b = c;
-  else if (hp < 5) r = x, b = c;
-  else r = c, b = x;
+  if (hp < 1)
+    r = c, g = x;
+  else if (hp < 2)
+    r = x, g = c;
+  else if (hp < 3)
+    g = c, b = x;
+  else if (hp < 4)
+    g = x, b = c;
+  else if (hp < 5)
+    r = x, b = c;
+  else
+    r = c, b = x;
   const double m = v - c;
   return cv::Scalar(255 * (b + m), 255 * (g + m), 255 * (r + m));
 }
@@ -495,8 +529,7 @@ PersonLook sample_look(SynthRng& rng) {
   L.shoes = rng.bernoulli(0.75) ? jitter(rng, cv::Scalar(35, 35, 40), 20) : jitter(rng, cv::Scalar(225, 225, 225), 20);
   const int pat = rng.uniform_int(0, 6);
   L.shirt_pattern = pat <= 3 ? 0 : pat - 3;
-  L.pattern = rng.bernoulli(0.5) ? scale_color(L.shirt, 0.45)
-                                 : mix_color(L.shirt, cv::Scalar(245, 245, 245), 0.7);
+  L.pattern = rng.bernoulli(0.5) ? scale_color(L.shirt, 0.45) : mix_color(L.shirt, cv::Scalar(245, 245, 245), 0.7);
   L.long_sleeves = rng.bernoulli(0.6);
   L.shorts = rng.bernoulli(0.25);
   return L;
@@ -526,7 +559,7 @@ void draw_distractor(cv::Mat& img, SynthRng& rng, double scale) {
   const int w = img.cols, h = img.rows;
   const cv::Point2d c(rng.uniform(0, w), rng.uniform(0, h));
   const int kind = rng.uniform_int(0, 3);
-  cv::Mat dummy;  // capsules need a mask: draw into a throwaway one
+  cv::Mat dummy;    // capsules need a mask: draw into a throwaway one
   if (kind == 0) {  // skin-like blob
     static const cv::Scalar skins[] = {{160, 190, 232}, {90, 125, 175}, {125, 160, 210}};
     const cv::Scalar col = jitter(rng, skins[rng.uniform_int(0, 2)], 15);
@@ -646,9 +679,7 @@ void photometric(cv::Mat& img, SynthRng& rng) {
 // ------------------------------------------------------------------------------------------------
 // Annotations
 
-std::array<float, 4> to_bbox(const cv::Rect& r) {
-  return {float(r.x), float(r.y), float(r.width), float(r.height)};
-}
+std::array<float, 4> to_bbox(const cv::Rect& r) { return {float(r.x), float(r.y), float(r.width), float(r.height)}; }
 
 std::vector<std::vector<float>> mask_polygons(const cv::Mat& mask) {
   std::vector<std::vector<cv::Point>> contours;
@@ -808,8 +839,7 @@ SynthScene sample_scene(const SynthConfig& cfg, uint64_t image_seed) {
     SynthPerson p = sample_person(rng, x, top + 0.52 * H, H, cfg.max_yaw);
     people.emplace_back(H * rng.uniform(0.85, 1.15), p);
   }
-  std::stable_sort(people.begin(), people.end(),
-                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(people.begin(), people.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& p : people) sc.people.push_back(p.second);
   if (rng.bernoulli(cfg.crowd_rate)) {
     const int k = rng.uniform_int(5, 12);

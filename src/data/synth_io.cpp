@@ -183,8 +183,9 @@ cv::Mat contact_sheet(const std::string& coco_dir, const std::string& split, int
       auto pt = [&](int c) { return cv::Point2d(kp[3 * c].get<double>() * s, kp[3 * c + 1].get<double>() * s); };
       auto vis = [&](int c) { return kp[3 * c + 2].get<int>(); };
       const auto& bb = a["bbox"];
-      cv::rectangle(img, cv::Rect(int(bb[0].get<double>() * s), int(bb[1].get<double>() * s),
-                                  int(bb[2].get<double>() * s), int(bb[3].get<double>() * s)),
+      cv::rectangle(img,
+                    cv::Rect(int(bb[0].get<double>() * s), int(bb[1].get<double>() * s), int(bb[2].get<double>() * s),
+                             int(bb[3].get<double>() * s)),
                     cv::Scalar(160, 160, 160), 1);
       // OpenPose limbs, the neck being the shoulders' midpoint.
       auto op_point = [&](int o, cv::Point2d& p) {
@@ -202,15 +203,18 @@ cv::Mat contact_sheet(const std::string& coco_dir, const std::string& split, int
         if (!op_point(l.a, p) || !op_point(l.b, q)) continue;
         // colour by side: left (person's) green, right red, centre blue
         const std::string_view na = skeleton::kKeypointNames[l.b];
-        const cv::Scalar col = na[0] == 'l' ? cv::Scalar(60, 220, 60)
-                               : na[0] == 'r' ? cv::Scalar(60, 60, 240) : cv::Scalar(240, 160, 40);
+        const cv::Scalar col = na[0] == 'l'   ? cv::Scalar(60, 220, 60)
+                               : na[0] == 'r' ? cv::Scalar(60, 60, 240)
+                                              : cv::Scalar(240, 160, 40);
         cv::line(img, p, q, col, 1, cv::LINE_AA);
       }
       for (int c = 0; c < 17; ++c) {
         if (vis(c) == 0) continue;
         const bool left = skeleton::kCocoNames[c].rfind("left", 0) == 0;
         const bool right = skeleton::kCocoNames[c].rfind("right", 0) == 0;
-        const cv::Scalar col = left ? cv::Scalar(60, 255, 60) : right ? cv::Scalar(60, 60, 255) : cv::Scalar(255, 200, 60);
+        const cv::Scalar col = left    ? cv::Scalar(60, 255, 60)
+                               : right ? cv::Scalar(60, 60, 255)
+                                       : cv::Scalar(255, 200, 60);
         cv::circle(img, pt(c), 2, col, vis(c) == 2 ? -1 : 1, cv::LINE_AA);
       }
     }

@@ -22,8 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::uint32_t kSlot = 0x1000;     // head-layer output slots
-constexpr std::uint32_t kHalf = 0x4000;     // ping-pong half of a 32 KiB data-memory instance
+constexpr std::uint32_t kSlot = 0x1000;  // head-layer output slots
+constexpr std::uint32_t kHalf = 0x4000;  // ping-pong half of a 32 KiB data-memory instance
 
 std::uint32_t round_slot(std::int64_t bytes) {
   return static_cast<std::uint32_t>(((bytes + kSlot - 1) / kSlot) * kSlot);
@@ -116,8 +116,10 @@ std::vector<YamlLayer> yaml_layers(const model::Student& s, const FitReport& fit
       const std::int64_t end = static_cast<std::int64_t>(cursor) + bytes;
       const bool clash = static_cast<std::int64_t>(cursor) < trunk_off + trunk_bytes && end > trunk_off;
       if (clash || end > fit.device.data_instance_bytes)
-        throw Error(fmt::format("export: no room in data memory for {}'s output ({} bytes at {}; trunk output "
-                                "{} bytes at {})", y.name, bytes, hex16(cursor), trunk_bytes, hex16(trunk_off)));
+        throw Error(
+            fmt::format("export: no room in data memory for {}'s output ({} bytes at {}; trunk output "
+                        "{} bytes at {})",
+                        y.name, bytes, hex16(cursor), trunk_bytes, hex16(trunk_off)));
       cursor += round_slot(bytes);
       if (head == &hb && k == 0) {
         y.in_sequences = {trunk.back().name};
@@ -167,8 +169,9 @@ void require_qat(model::Student& s, const std::string& what) {
   for (auto* l : s.layers()) {
     if (!l->spec().has_op()) continue;
     if (l->has_bn() || !l->quantized())
-      fail_file(what, "is a float (non-QAT) checkpoint; ai8x-synthesis needs a quantization-aware trained model "
-                      "(train past the QAT switch, e.g. posekd train with a QAT policy) - float export is not supported");
+      fail_file(what,
+                "is a float (non-QAT) checkpoint; ai8x-synthesis needs a quantization-aware trained model "
+                "(train past the QAT switch, e.g. posekd train with a QAT policy) - float export is not supported");
   }
 }
 
@@ -209,12 +212,12 @@ torch::Tensor image_int(const std::string& path) {
 }
 
 torch::Tensor student_sample(const model::Student& s, const torch::Tensor& image) {
-  if (image.dim() != 3 || image.size(0) != 3)
-    throw Error("export: sample image must be [3,H,W]");
+  if (image.dim() != 3 || image.size(0) != 3) throw Error("export: sample image must be [3,H,W]");
   auto t = s.folded_input() ? ai8x::fold(image, 2) : image;
   const auto want = s.input_shape();
   if (t.sizes().vec() != want)
-    throw Error(fmt::format("export: sample shape {} does not match the student input {}", shape_str(t.sizes()), shape_str(want)));
+    throw Error(fmt::format("export: sample shape {} does not match the student input {}", shape_str(t.sizes()),
+                            shape_str(want)));
   return t.to(torch::kLong).contiguous();
 }
 
@@ -238,9 +241,8 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
   if (!r.fit.fits() && !opts.force) {
     std::string rules;
     for (const auto& v : r.fit.violations) rules += (rules.empty() ? "" : "; ") + v;
-    fail_file(what, fmt::format("{} does not fit {} ({} rule{} broken: {}); use --force to export anyway",
-                                s.arch(), device.name, r.fit.violations.size(),
-                                r.fit.violations.size() == 1 ? "" : "s", rules));
+    fail_file(what, fmt::format("{} does not fit {} ({} rule{} broken: {}); use --force to export anyway", s.arch(),
+                                device.name, r.fit.violations.size(), r.fit.violations.size() == 1 ? "" : "s", rules));
   }
   require_qat(s, what);
   r.layers = yaml_layers(s, r.fit);
@@ -301,18 +303,21 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
     << "Source: `" << what << "` (arch " << s.arch() << ", epoch " << opts.epoch << ").\n\n"
     << "| file | what |\n|---|---|\n"
     << "| `" << name << "-qat.pth.tar` | QAT checkpoint, ai8x keys, BatchNorm folded (input of quantize.py) |\n"
-    << "| `" << name << "-q8.pth.tar` | the same after quantize.py (MAX_BIT_SHIFT): int8 weights, bias*128, output_shift |\n"
-    << "| `" << name << ".yaml` | ai8xize network description (" << r.layers.size() << " layers, checkpoint weight order) |\n"
+    << "| `" << name
+    << "-q8.pth.tar` | the same after quantize.py (MAX_BIT_SHIFT): int8 weights, bias*128, output_shift |\n"
+    << "| `" << name << ".yaml` | ai8xize network description (" << r.layers.size()
+    << " layers, checkpoint weight order) |\n"
     << "| `sample_" << name << ".npy` | int64 input " << shape_str(sample.sizes())
     << (s.folded_input() ? " (folded: channel (i*2+j)*3+c = pixel[c, i::2, j::2] - 128, BGR)" : " (pixel - 128, BGR)")
-    << ", from " << (opts.sample_image.empty() ? std::string("a synthetic pattern") : "`" + opts.sample_image + "`") << " |\n"
+    << ", from " << (opts.sample_image.empty() ? std::string("a synthetic pattern") : "`" + opts.sample_image + "`")
+    << " |\n"
     << "| `sample_" << name << "_heat.npy`, `sample_" << name << "_paf.npy` | expected int64 outputs of the bit-exact "
     << "integer inference: raw 32-bit head accumulators (Q17.14), before final_scale (heat " << fs_heat << ", paf "
     << fs_paf << "; cnn_unload applies it) |\n\n"
     << "Fit check: " << (r.fit.fits() ? "FITS" : "DOES NOT FIT (exported with --force)") << " " << device.name << ", "
     << r.fit.total_weight_bytes << " weight bytes, " << r.fit.total_words_proc0 << " kernel words on processor 0.\n\n"
-    << "## Latency (estimate)\n\n```\n" << format_latency(network_latency(r.fit)) << format_decode_estimate()
-    << "```\n\n"
+    << "## Latency (estimate)\n\n```\n"
+    << format_latency(network_latency(r.fit)) << format_decode_estimate() << "```\n\n"
     << "## Synthesis (ai8x-synthesis, from its checkout)\n\n```sh\n"
     << "python ai8xize.py --device " << device.name << " --checkpoint-file " << fs::absolute(r.q8_path).string()
     << " --config-file " << fs::absolute(r.yaml_path).string() << " --sample-input "
@@ -331,8 +336,8 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
       << "`firmware/` holds the C99 pose decoder (`pose_decode.c`, `pose_params.h`: no malloc, fixed buffers), the "
          "input preparation from a 128x128 RGB888 or RGB565 frame (`pose_input.c`) and `main.c`, which replaces the "
          "`main.c` ai8xize generates: it prepares the sample frame, runs the CNN, unloads, decodes and prints the "
-         "people, and checks them against the ones posekd decodes on the host (" << sample_people.size()
-      << " for this sample). See `firmware/FIRMWARE.md`.\n";
+         "people, and checks them against the ones posekd decodes on the host ("
+      << sample_people.size() << " for this sample). See `firmware/FIRMWARE.md`.\n";
   r.readme_path = (dir / "README.md").string();
   write_text(r.readme_path, o.str());
   return r;

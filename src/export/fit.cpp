@@ -28,7 +28,7 @@ DeviceLimits device_limits(const std::string& name) {
     // the other 60 with 4,096: 266,240 words x 9 bytes = 2,396,160 B (2,340 KiB).
     d.words_proc0 = 5120;
     d.weight_bytes = 2396160;
-    d.bias_bytes = 8192;  // 4 groups x 2,048
+    d.bias_bytes = 8192;            // 4 groups x 2,048
     d.data_instance_bytes = 81920;  // 5,120 32-bit words per instance
     d.max_row_col = 2047;
     return d;
@@ -99,8 +99,7 @@ FitReport check_fit(const model::Student& student, const DeviceLimits& device, c
     f.weight_bits = wb.for_layer(f.name);
     if (f.weight_bits != 1 && f.weight_bits != 2 && f.weight_bits != 4 && f.weight_bits != 8)
       r.violations.push_back(fmt::format("{}: {}-bit weights (1, 2, 4 or 8 only)", f.name, f.weight_bits));
-    if (c != f.cin)
-      r.violations.push_back(fmt::format("{}: expects {} input channels, gets {}", f.name, f.cin, c));
+    if (c != f.cin) r.violations.push_back(fmt::format("{}: expects {} input channels, gets {}", f.name, f.cin, c));
     std::int64_t ih = h, iw = w;
     if (f.pool > 0) {
       ih = (h - f.pool) / f.pool_stride + 1;
@@ -122,17 +121,19 @@ FitReport check_fit(const model::Student& student, const DeviceLimits& device, c
     f.data_out_bytes = f.out_h * f.out_w * out_exp * 4 * (f.wide ? 4 : 1);
     // rules (ai8x.md 4.5, 5.1)
     if (f.stride != 1)
-      r.violations.push_back(fmt::format("{}: Conv2d stride {} (ai8xize accepts only stride 1; fold the input)",
-                                         f.name, f.stride));
-    if (f.k != 1 && f.k != 3) r.violations.push_back(fmt::format("{}: kernel {}x{} (1x1 or 3x3 only)", f.name, f.k, f.k));
+      r.violations.push_back(
+          fmt::format("{}: Conv2d stride {} (ai8xize accepts only stride 1; fold the input)", f.name, f.stride));
+    if (f.k != 1 && f.k != 3)
+      r.violations.push_back(fmt::format("{}: kernel {}x{} (1x1 or 3x3 only)", f.name, f.k, f.k));
     if (f.pad > 2 || f.pad >= f.k)
-      r.violations.push_back(fmt::format("{}: padding {} with a {}x{} kernel (must be < kernel and <= 2)", f.name,
-                                         f.pad, f.k, f.k));
+      r.violations.push_back(
+          fmt::format("{}: padding {} with a {}x{} kernel (must be < kernel and <= 2)", f.name, f.pad, f.k, f.k));
     if (f.pool > 16 || (f.pool > 0 && (f.pool_stride < 1 || f.pool_stride > 16)))
       r.violations.push_back(fmt::format("{}: pooling {}/{} (1..16 only)", f.name, f.pool, f.pool_stride));
     if (f.cin > 1024 || f.cout > 1024)
       r.violations.push_back(fmt::format("{}: {} -> {} channels (at most 1024)", f.name, f.cin, f.cout));
-    if (f.wide && f.relu) r.violations.push_back(fmt::format("{}: a 32-bit (wide) output cannot have an activation", f.name));
+    if (f.wide && f.relu)
+      r.violations.push_back(fmt::format("{}: a 32-bit (wide) output cannot have an activation", f.name));
     if (std::max(h, w) > device.max_row_col)
       r.violations.push_back(fmt::format("{}: input {}x{} exceeds {} rows/columns", f.name, h, w, device.max_row_col));
     if (f.data_in_bytes > device.data_instance_bytes)
@@ -168,35 +169,38 @@ FitReport check_fit(const model::Student& student, const DeviceLimits& device, c
   if (nl > device.max_layers)
     r.violations.push_back(fmt::format("{} layers > {} hardware layers", nl, device.max_layers));
   if (r.total_weight_bytes > device.weight_bytes)
-    r.violations.push_back(fmt::format("weights: {} bytes > {} bytes of kernel memory", r.total_weight_bytes,
-                                       device.weight_bytes));
+    r.violations.push_back(
+        fmt::format("weights: {} bytes > {} bytes of kernel memory", r.total_weight_bytes, device.weight_bytes));
   if (r.total_words_proc0 > device.words_proc0)
-    r.violations.push_back(fmt::format("processor 0 needs {} kernel words > {}", r.total_words_proc0, device.words_proc0));
+    r.violations.push_back(
+        fmt::format("processor 0 needs {} kernel words > {}", r.total_words_proc0, device.words_proc0));
   if (r.total_bias_bytes > device.bias_bytes)
-    r.violations.push_back(fmt::format("biases: {} bytes > {} bytes of bias memory", r.total_bias_bytes, device.bias_bytes));
+    r.violations.push_back(
+        fmt::format("biases: {} bytes > {} bytes of bias memory", r.total_bias_bytes, device.bias_bytes));
   return r;
 }
 
 std::string format_fit_report(const FitReport& r) {
-  std::string s = fmt::format("{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>4} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n",
-                              "layer", "Cin", "Cout", "k", "pool", "in", "out", "MACs", "bits", "weightB", "words",
-                              "proc", "dataIn", "dataOut", "biasB");
+  std::string s = fmt::format(
+      "{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>4} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n", "layer", "Cin",
+      "Cout", "k", "pool", "in", "out", "MACs", "bits", "weightB", "words", "proc", "dataIn", "dataOut", "biasB");
   for (const auto& f : r.layers) {
-    s += fmt::format("{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>4} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n", f.name,
-                     f.cin, f.cout, fmt::format("{}{}", f.k, f.stride != 1 ? fmt::format("/s{}", f.stride) : ""),
-                     f.pool ? fmt::format("{}/{}", f.pool, f.pool_stride) : "-",
-                     fmt::format("{}x{}", f.in_h, f.in_w),
-                     fmt::format("{}x{}x{}{}", f.cout, f.out_h, f.out_w, f.wide ? "w" : ""), f.macs, f.weight_bits, f.weight_bytes,
-                     f.kernel_words, f.processors, f.data_in_bytes, f.data_out_bytes, f.bias_bytes);
+    s +=
+        fmt::format("{:<10} {:>4} {:>4} {:>3} {:>5} {:>9} {:>11} {:>9} {:>4} {:>7} {:>5} {:>4} {:>7} {:>7} {:>5}\n",
+                    f.name, f.cin, f.cout, fmt::format("{}{}", f.k, f.stride != 1 ? fmt::format("/s{}", f.stride) : ""),
+                    f.pool ? fmt::format("{}/{}", f.pool, f.pool_stride) : "-", fmt::format("{}x{}", f.in_h, f.in_w),
+                    fmt::format("{}x{}x{}{}", f.cout, f.out_h, f.out_w, f.wide ? "w" : ""), f.macs, f.weight_bits,
+                    f.weight_bytes, f.kernel_words, f.processors, f.data_in_bytes, f.data_out_bytes, f.bias_bytes);
   }
   s += fmt::format("\nparameters: {}   MACs: {}   layers: {} / {}\n", r.parameters, r.total_macs, r.layers.size(),
                    r.device.max_layers);
-  s += fmt::format("kernel memory: {} / {} bytes ({:.1f}%)   processor 0: {} / {} words ({:.1f}%)   bias: {} / {} bytes\n",
-                   r.total_weight_bytes, r.device.weight_bytes,
-                   100.0 * static_cast<double>(r.total_weight_bytes) / static_cast<double>(r.device.weight_bytes),
-                   r.total_words_proc0, r.device.words_proc0,
-                   100.0 * static_cast<double>(r.total_words_proc0) / static_cast<double>(r.device.words_proc0),
-                   r.total_bias_bytes, r.device.bias_bytes);
+  s += fmt::format(
+      "kernel memory: {} / {} bytes ({:.1f}%)   processor 0: {} / {} words ({:.1f}%)   bias: {} / {} bytes\n",
+      r.total_weight_bytes, r.device.weight_bytes,
+      100.0 * static_cast<double>(r.total_weight_bytes) / static_cast<double>(r.device.weight_bytes),
+      r.total_words_proc0, r.device.words_proc0,
+      100.0 * static_cast<double>(r.total_words_proc0) / static_cast<double>(r.device.words_proc0), r.total_bias_bytes,
+      r.device.bias_bytes);
   if (r.fits()) {
     s += fmt::format("verdict: FITS {} (necessary conditions; the synthesis tool's allocator has the last word)\n",
                      r.device.name);

@@ -14,7 +14,7 @@ std::int64_t layer_latency_cycles(const LatencyLayer& l) {
   constexpr std::int64_t rd = 1, tram = 1, wr = 1;
   const std::int64_t k = l.kernel, pad = l.padding, mp = l.multipass;
   const std::int64_t out_w = l.pooled_w - k + 1 + 2 * pad;
-  const std::int64_t pad_elem = mp * l.elements * (rd + tram);                  // a padding element
+  const std::int64_t pad_elem = mp * l.elements * (rd + tram);                     // a padding element
   const std::int64_t data_elem = mp * l.elements * (l.pool * l.pool * rd + tram);  // a (pooled) data element
   const std::int64_t col_pad = 2 * pad * (pad_elem + wr);
   const std::int64_t pad_row = col_pad + l.pooled_w * (pad_elem + wr);       // a padding row
@@ -58,8 +58,7 @@ NetworkLatency network_latency(const FitReport& fit) {
 
 std::string format_latency(const NetworkLatency& lat) {
   std::string o = "CNN latency (ai8xize's model: accelerator cycles per layer)\n";
-  for (std::size_t i = 0; i < lat.names.size(); ++i)
-    o += fmt::format("  {:<12} {:>10}\n", lat.names[i], lat.cycles[i]);
+  for (std::size_t i = 0; i < lat.names.size(); ++i) o += fmt::format("  {:<12} {:>10}\n", lat.names[i], lat.cycles[i]);
   o += fmt::format("  {:<12} {:>10}\n", "startup", lat.startup);
   o += fmt::format("  {:<12} {:>10}  = {:.1f} ms at the 50 MHz CNN clock\n", "total", lat.total, lat.ms(50.0));
   return o;
@@ -67,9 +66,10 @@ std::string format_latency(const NetworkLatency& lat) {
 
 std::string format_decode_estimate() {
   const double cycles = static_cast<double>(kDecodeInstructions4People) * kDecodeCyclesPerInstruction;
-  return fmt::format("Pose decoding on the Arm core (firmware/pose_decode.c, docs/deploy.md): about {:.2f}M "
-                     "instructions for 4 people, ~{:.2f}M cycles = ~{:.1f} ms at 100 MHz (estimate)\n",
-                     kDecodeInstructions4People / 1e6, cycles / 1e6, cycles / 100e3);
+  return fmt::format(
+      "Pose decoding on the Arm core (firmware/pose_decode.c, docs/deploy.md): about {:.2f}M "
+      "instructions for 4 people, ~{:.2f}M cycles = ~{:.1f} ms at 100 MHz (estimate)\n",
+      kDecodeInstructions4People / 1e6, cycles / 1e6, cycles / 100e3);
 }
 
 }  // namespace posekd::deploy

@@ -20,8 +20,8 @@ struct DtypeInfo {
 };
 
 const DtypeInfo kDtypes[] = {
-    {torch::kLong, "<i8"},  {torch::kInt, "<i4"},    {torch::kShort, "<i2"},  {torch::kChar, "|i1"},
-    {torch::kByte, "|u1"},  {torch::kBool, "|b1"},   {torch::kFloat, "<f4"},  {torch::kDouble, "<f8"},
+    {torch::kLong, "<i8"}, {torch::kInt, "<i4"},  {torch::kShort, "<i2"}, {torch::kChar, "|i1"},
+    {torch::kByte, "|u1"}, {torch::kBool, "|b1"}, {torch::kFloat, "<f4"}, {torch::kDouble, "<f8"},
 };
 
 const char* descr_of(torch::ScalarType t) {
@@ -121,7 +121,8 @@ torch::Tensor load_npy(const std::string& path) {
   torch::ScalarType type = torch::kLong;
   bool found = false;
   for (const auto& d : kDtypes)
-    if (descr == d.descr || (descr.size() == 3 && descr[0] == '=' && descr.substr(1) == std::string(d.descr).substr(1))) {
+    if (descr == d.descr ||
+        (descr.size() == 3 && descr[0] == '=' && descr.substr(1) == std::string(d.descr).substr(1))) {
       type = d.type;
       found = true;
     }

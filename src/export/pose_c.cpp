@@ -82,11 +82,13 @@ void write_file(const fs::path& p, const std::string& text) {
 std::string pose_params_header(const PoseCConfig& c) {
   const auto& d = c.decode;
   if (d.upsample != 1)
-    throw Error(fmt::format("pose_params_header: the C decoder runs on the maps themselves (upsample 1), not {}", d.upsample));
+    throw Error(
+        fmt::format("pose_params_header: the C decoder runs on the maps themselves (upsample 1), not {}", d.upsample));
   if (d.scale != 1.f || d.pad_left != 0.f || d.pad_top != 0.f)
     throw Error("pose_params_header: the C decoder works in input pixels (scale 1, no padding)");
   if (!(d.peaks.threshold > 0.f))
-    throw Error(fmt::format("pose_params_header: the C decoder needs a positive peak threshold, not {}", d.peaks.threshold));
+    throw Error(
+        fmt::format("pose_params_header: the C decoder needs a positive peak threshold, not {}", d.peaks.threshold));
   if (c.max_peaks < 1 || c.max_peaks > 127 || c.max_entries < 1 || c.max_entries > 32767 || c.max_people < 1)
     throw Error("pose_params_header: buffer sizes out of range (peaks 1..127, entries 1..32767, people >= 1)");
   if (c.map_h <= 0 || c.map_w <= 0 || c.map_h * std::max(d.local_upsample, 1) > 255 ||
@@ -108,7 +110,8 @@ std::string pose_params_header(const PoseCConfig& c) {
     << "#define POSE_NUM_LIMBS " << sk::kNumLimbs << "\n#define POSE_NUM_PAFS " << sk::kNumPafs << "\n\n"
     << "/* output words: cnn_unload() of ai8xize shifts each 32-bit accumulator (Q17.14) by the layer's\n"
     << " * final_scale (left for positive, right for negative values) unless --no-scale-output */\n"
-    << "#define POSE_HEAT_FINAL_SCALE " << c.heat_final_scale << "\n#define POSE_PAF_FINAL_SCALE " << c.paf_final_scale << "\n"
+    << "#define POSE_HEAT_FINAL_SCALE " << c.heat_final_scale << "\n#define POSE_PAF_FINAL_SCALE " << c.paf_final_scale
+    << "\n"
     << "#define POSE_OUTPUT_SCALED " << (c.output_scaled ? 1 : 0) << "\n"
     << "#define POSE_HEAT_UNIT " << hexf(static_cast<float>(word_unit(c.heat_final_scale, c.output_scaled)))
     << " /* value = word * unit */\n"
@@ -117,8 +120,10 @@ std::string pose_params_header(const PoseCConfig& c) {
     << "#define POSE_PEAK_THRESHOLD " << hexf(d.peaks.threshold) << " /* " << d.peaks.threshold << " */\n"
     << "#define POSE_SUPPRESS_MAX_D2 " << suppress_max_d2(d.peaks.suppress_radius)
     << " /* dx*dx + dy*dy <= this: closer than the radius */\n"
-    << "#define POSE_SUBCELL " << (d.subcell ? 1 : 0) << " /* parabolic sub-cell refinement (without local upsampling) */\n"
-    << "#define POSE_LOCAL_UPSAMPLE " << d.local_upsample << " /* peaks refined, PAFs sampled on the cubic xF maps */\n";
+    << "#define POSE_SUBCELL " << (d.subcell ? 1 : 0)
+    << " /* parabolic sub-cell refinement (without local upsampling) */\n"
+    << "#define POSE_LOCAL_UPSAMPLE " << d.local_upsample
+    << " /* peaks refined, PAFs sampled on the cubic xF maps */\n";
   if (d.local_upsample > 1) {
     const auto t = cubic_table(d.local_upsample);
     o << "#define POSE_CUBIC_COEFFS_INIT {";
@@ -136,7 +141,8 @@ std::string pose_params_header(const PoseCConfig& c) {
     << "#define POSE_MIN_VALID_SAMPLES " << min_valid_samples(d.grouping) << " /* passing fraction > "
     << d.grouping.min_success_ratio << " */\n"
     << "#define POSE_MIN_COUNT " << d.grouping.min_count << "\n"
-    << "#define POSE_MIN_MEAN_SCORE " << hexd(d.grouping.min_mean_score) << " /* " << d.grouping.min_mean_score << " */\n\n"
+    << "#define POSE_MIN_MEAN_SCORE " << hexd(d.grouping.min_mean_score) << " /* " << d.grouping.min_mean_score
+    << " */\n\n"
     << "/* fixed buffers */\n"
     << "#define POSE_MAX_PEAKS " << c.max_peaks << " /* per keypoint type */\n"
     << "#define POSE_MAX_CANDIDATES (POSE_MAX_PEAKS * POSE_MAX_PEAKS)\n"
@@ -144,12 +150,14 @@ std::string pose_params_header(const PoseCConfig& c) {
     << "#define POSE_MAX_PEOPLE " << c.max_people << "\n\n"
     << "/* skeleton: limb p of the grouping order joins keypoints LIMBS[p] and reads PAF channels PAFS[p] */\n";
   o << "#define POSE_GROUP_LIMBS_INIT {";
-  for (int p = 0; p < sk::kNumLimbs; ++p) o << (p ? ", " : "") << "{" << sk::kGroupLimbs[p].a << ", " << sk::kGroupLimbs[p].b << "}";
+  for (int p = 0; p < sk::kNumLimbs; ++p)
+    o << (p ? ", " : "") << "{" << sk::kGroupLimbs[p].a << ", " << sk::kGroupLimbs[p].b << "}";
   o << "}\n#define POSE_GROUP_PAFS_INIT {";
   for (int p = 0; p < sk::kNumLimbs; ++p)
     o << (p ? ", " : "") << "{" << sk::kGroupPafChannels[p][0] << ", " << sk::kGroupPafChannels[p][1] << "}";
   o << "}\n/* drawing: the 19 limbs (training order) */\n#define POSE_LIMBS_INIT {";
-  for (int p = 0; p < sk::kNumLimbs; ++p) o << (p ? ", " : "") << "{" << sk::kLimbs[p].a << ", " << sk::kLimbs[p].b << "}";
+  for (int p = 0; p < sk::kNumLimbs; ++p)
+    o << (p ? ", " : "") << "{" << sk::kLimbs[p].a << ", " << sk::kLimbs[p].b << "}";
   o << "}\n/* OpenPose-18 keypoint -> COCO-17 index (-1: neck) */\n#define POSE_OPENPOSE_TO_COCO_INIT {";
   for (int k = 0; k < sk::kNumKeypoints; ++k) o << (k ? ", " : "") << sk::kOpenPoseToCoco[k];
   o << "}\n#define POSE_KEYPOINT_NAMES_INIT {";
@@ -164,7 +172,8 @@ std::string people_text(const std::vector<infer::Pose>& poses) {
     const auto& p = poses[i];
     o += fmt::format("person {} count {} score {:.6f}\n", i, p.count, p.score);
     for (int k = 0; k < sk::kNumKeypoints; ++k)
-      if (p.has(k)) o += fmt::format("  kpt {} {:.4f} {:.4f} {:.6f}\n", k, p.points[2 * k], p.points[2 * k + 1], p.kpt_scores[k]);
+      if (p.has(k))
+        o += fmt::format("  kpt {} {:.4f} {:.4f} {:.6f}\n", k, p.points[2 * k], p.points[2 * k + 1], p.kpt_scores[k]);
   }
   return o;
 }
@@ -181,10 +190,12 @@ std::vector<float> accumulator_maps(const torch::Tensor& acc, int final_scale, b
   return out;
 }
 
-std::vector<infer::Pose> decode_accumulators(const torch::Tensor& heat, const torch::Tensor& paf, const PoseCConfig& c) {
+std::vector<infer::Pose> decode_accumulators(const torch::Tensor& heat, const torch::Tensor& paf,
+                                             const PoseCConfig& c) {
   if (heat.dim() != 3 || paf.dim() != 3 || heat.size(0) != sk::kNumHeatmaps || paf.size(0) != sk::kNumPafs ||
       heat.size(1) != c.map_h || heat.size(2) != c.map_w || paf.sizes().slice(1) != heat.sizes().slice(1))
-    throw Error(fmt::format("decode_accumulators: expected heat [19,{},{}] and paf [38,{},{}]", c.map_h, c.map_w, c.map_h, c.map_w));
+    throw Error(fmt::format("decode_accumulators: expected heat [19,{},{}] and paf [38,{},{}]", c.map_h, c.map_w,
+                            c.map_h, c.map_w));
   const auto h = accumulator_maps(heat, c.heat_final_scale, c.output_scaled);
   const auto p = accumulator_maps(paf, c.paf_final_scale, c.output_scaled);
   return infer::decode(h.data(), p.data(), c.map_h, c.map_w, c.decode);
@@ -214,7 +225,8 @@ std::string pose_sample_header(const torch::Tensor& image_int, const std::vector
   for (const auto& p : people) {
     o << "\n  {" << p.count << ".f";
     for (int k = 0; k < sk::kNumKeypoints; ++k)
-      o << ", " << (p.has(k) ? hexf(p.points[2 * k]) : "-1.f") << ", " << (p.has(k) ? hexf(p.points[2 * k + 1]) : "-1.f");
+      o << ", " << (p.has(k) ? hexf(p.points[2 * k]) : "-1.f") << ", "
+        << (p.has(k) ? hexf(p.points[2 * k + 1]) : "-1.f");
     o << "},";
   }
   if (people.empty()) o << "{0}";

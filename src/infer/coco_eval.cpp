@@ -53,9 +53,12 @@ double recall_threshold(int r) {
 
 std::array<double, 2> area_range(int a) {
   switch (a) {
-    case 0: return {0.0, 1e5 * 1e5};
-    case 1: return {32.0 * 32.0, 96.0 * 96.0};
-    default: return {96.0 * 96.0, 1e5 * 1e5};
+    case 0:
+      return {0.0, 1e5 * 1e5};
+    case 1:
+      return {32.0 * 32.0, 96.0 * 96.0};
+    default:
+      return {96.0 * 96.0, 1e5 * 1e5};
   }
 }
 
@@ -127,7 +130,7 @@ struct DtRef {
 
 // evaluateImg output for one image and one area range.
 struct ImgEval {
-  std::vector<double> scores;          // D, sorted
+  std::vector<double> scores;              // D, sorted
   std::vector<std::vector<char>> matched;  // [T][D]: dtm != 0
   std::vector<std::vector<char>> ignored;  // [T][D]: dtIg
   int num_not_ignored_gt = 0;
@@ -247,7 +250,10 @@ KeypointEvalResult evaluate_keypoints(const data::CocoDataset& gt, const std::ve
   for (int a = 0; a < A; ++a) {
     const auto& E = eval_imgs[a];
     if (E.empty()) continue;
-    struct Item { double score; size_t img, det; };
+    struct Item {
+      double score;
+      size_t img, det;
+    };
     std::vector<Item> items;
     int64_t npig = 0;
     for (size_t k = 0; k < E.size(); ++k) {
@@ -274,7 +280,8 @@ KeypointEvalResult evaluate_keypoints(const data::CocoDataset& gt, const std::ve
       for (int r = 0; r < R; ++r) {
         const size_t pi = static_cast<size_t>(std::lower_bound(rc.begin(), rc.end(), recall_threshold(r)) - rc.begin());
         double q = 0.0;
-        if (pi < nd) q = pr[pi];
+        if (pi < nd)
+          q = pr[pi];
         else {
           for (int r2 = r; r2 < R; ++r2) res.precision[(static_cast<size_t>(t) * R + r2) * A + a] = 0.0;
           break;
@@ -311,17 +318,22 @@ KeypointEvalResult evaluate_keypoints(const data::CocoDataset& gt, const std::ve
 }
 
 std::string format_summary(const std::array<double, 10>& s) {
-  struct Line { bool ap; const char* iou; const char* area; };
-  static const Line lines[10] = {{true, "0.50:0.95", "all"}, {true, "0.50", "all"},   {true, "0.75", "all"},
-                                 {true, "0.50:0.95", "medium"}, {true, "0.50:0.95", "large"},
-                                 {false, "0.50:0.95", "all"}, {false, "0.50", "all"}, {false, "0.75", "all"},
+  struct Line {
+    bool ap;
+    const char* iou;
+    const char* area;
+  };
+  static const Line lines[10] = {{true, "0.50:0.95", "all"},     {true, "0.50", "all"},
+                                 {true, "0.75", "all"},          {true, "0.50:0.95", "medium"},
+                                 {true, "0.50:0.95", "large"},   {false, "0.50:0.95", "all"},
+                                 {false, "0.50", "all"},         {false, "0.75", "all"},
                                  {false, "0.50:0.95", "medium"}, {false, "0.50:0.95", "large"}};
   std::string out;
   char buf[160];
   for (int i = 0; i < 10; ++i) {
     std::snprintf(buf, sizeof(buf), " %-18s %s @[ IoU=%-9s | area=%6s | maxDets=%3d ] = %0.3f\n",
-                  lines[i].ap ? "Average Precision" : "Average Recall", lines[i].ap ? "(AP)" : "(AR)",
-                  lines[i].iou, lines[i].area, kEvalMaxDets, s[i]);
+                  lines[i].ap ? "Average Precision" : "Average Recall", lines[i].ap ? "(AP)" : "(AR)", lines[i].iou,
+                  lines[i].area, kEvalMaxDets, s[i]);
     out += buf;
   }
   return out;

@@ -45,8 +45,8 @@ json parse_file(const std::string& path) {
   }
 }
 
-double num(const std::string& path, const json& obj, const char* key, const std::string& where,
-           bool required = true, double fallback = 0) {
+double num(const std::string& path, const json& obj, const char* key, const std::string& where, bool required = true,
+           double fallback = 0) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) {
     if (required) fail_file(path, where + ": missing '" + key + "'");

@@ -14,8 +14,7 @@ namespace posekd::infer {
 namespace sk = posekd::skeleton;
 
 DecodeParams letterbox_params(int width, int height, int input, int stride, int upsample) {
-  if (width <= 0 || height <= 0 || input <= 0)
-    throw Error("letterbox_params: image and input sizes must be positive");
+  if (width <= 0 || height <= 0 || input <= 0) throw Error("letterbox_params: image and input sizes must be positive");
   DecodeParams p;
   p.input_w = p.input_h = input;
   p.stride = stride;
@@ -78,8 +77,7 @@ float map_to_original_y(float upsampled_y, const DecodeParams& p) {
 }
 
 std::vector<float> upsample_maps(const float* maps, int channels, int h, int w, int factor) {
-  if (channels <= 0 || h <= 0 || w <= 0 || factor <= 0)
-    throw Error("upsample_maps: sizes and factor must be positive");
+  if (channels <= 0 || h <= 0 || w <= 0 || factor <= 0) throw Error("upsample_maps: sizes and factor must be positive");
   const int H = h * factor, W = w * factor;
   std::vector<float> out(static_cast<size_t>(channels) * H * W);
   for (int c = 0; c < channels; ++c) {
@@ -101,8 +99,8 @@ std::vector<Pose> decode(const float* heat, const float* paf, int h, int w, cons
   const int exp_h = (p.input_h + p.stride - 1) / p.stride, exp_w = (p.input_w + p.stride - 1) / p.stride;
   if (h != exp_h || w != exp_w)
     throw Error("decode: maps are " + std::to_string(h) + "x" + std::to_string(w) + " but input " +
-                std::to_string(p.input_h) + "x" + std::to_string(p.input_w) + " at stride " +
-                std::to_string(p.stride) + " gives " + std::to_string(exp_h) + "x" + std::to_string(exp_w));
+                std::to_string(p.input_h) + "x" + std::to_string(p.input_w) + " at stride " + std::to_string(p.stride) +
+                " gives " + std::to_string(exp_h) + "x" + std::to_string(exp_w));
   const int F = p.local_upsample > 1 ? p.local_upsample : 1;
   if (F > 1 && p.upsample != 1) throw Error("decode: local_upsample needs upsample 1");
   const int U = p.upsample * F;  // resolution of the grouping and of the coordinates
@@ -132,9 +130,11 @@ std::vector<Pose> decode(const float* heat, const float* paf, int h, int w, cons
         const float* m = hm.data() + static_cast<size_t>(k) * H * W;
         const float c = m[static_cast<size_t>(pk.y) * W + pk.x];
         if (pk.x > 0 && pk.x < W - 1)
-          fx += subcell_offset(m[static_cast<size_t>(pk.y) * W + pk.x - 1], c, m[static_cast<size_t>(pk.y) * W + pk.x + 1]);
+          fx += subcell_offset(m[static_cast<size_t>(pk.y) * W + pk.x - 1], c,
+                               m[static_cast<size_t>(pk.y) * W + pk.x + 1]);
         if (pk.y > 0 && pk.y < H - 1)
-          fy += subcell_offset(m[static_cast<size_t>(pk.y - 1) * W + pk.x], c, m[static_cast<size_t>(pk.y + 1) * W + pk.x]);
+          fy += subcell_offset(m[static_cast<size_t>(pk.y - 1) * W + pk.x], c,
+                               m[static_cast<size_t>(pk.y + 1) * W + pk.x]);
       }
       const float x = map_to_original_x(fx, q);
       const float y = map_to_original_y(fy, q);

@@ -17,12 +17,30 @@ cv::Scalar limb_color(int limb) {
   const double x = 255.0 * (1.0 - std::fabs(std::fmod(hp, 2.0) - 1.0));
   double r = 0, g = 0, b = 0;
   switch (static_cast<int>(hp)) {
-    case 0: r = 255; g = x; break;
-    case 1: r = x; g = 255; break;
-    case 2: g = 255; b = x; break;
-    case 3: g = x; b = 255; break;
-    case 4: r = x; b = 255; break;
-    default: r = 255; b = x; break;
+    case 0:
+      r = 255;
+      g = x;
+      break;
+    case 1:
+      r = x;
+      g = 255;
+      break;
+    case 2:
+      g = 255;
+      b = x;
+      break;
+    case 3:
+      g = x;
+      b = 255;
+      break;
+    case 4:
+      r = x;
+      b = 255;
+      break;
+    default:
+      r = 255;
+      b = x;
+      break;
   }
   return cv::Scalar(std::round(b), std::round(g), std::round(r));
 }

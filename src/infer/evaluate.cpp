@@ -95,8 +95,7 @@ std::array<float, 17> coco_keypoint_scores(const Pose& pose) {
 namespace {
 
 void check_maps(const torch::Tensor& t, int64_t batch, int64_t channels, const char* what) {
-  if (!t.defined() || t.dim() != 4 || t.size(0) != batch || t.size(1) != channels || t.size(2) <= 0 ||
-      t.size(3) <= 0)
+  if (!t.defined() || t.dim() != 4 || t.size(0) != batch || t.size(1) != channels || t.size(2) <= 0 || t.size(3) <= 0)
     throw Error(fmt::format("predictor: {} must be [{}, {}, h, w], got {}", what, batch, channels,
                             t.defined() ? c10::str(t.sizes()) : std::string("nothing")));
 }
@@ -153,9 +152,8 @@ std::vector<std::vector<Pose>> predict_frames(const std::vector<cv::Mat>& frames
   return out;
 }
 
-std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& images,
-                                            const std::string& image_dir, const PredictFn& predict,
-                                            const EvalConfig& config, PredictStats* stats) {
+std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& images, const std::string& image_dir,
+                                            const PredictFn& predict, const EvalConfig& config, PredictStats* stats) {
   if (!predict) throw Error("predict_images: no predictor");
   if (config.input_size <= 0 || config.stride <= 0 || config.input_size % config.stride != 0)
     throw Error(fmt::format("predict_images: input size {} must be a positive multiple of the stride {}",
@@ -254,9 +252,8 @@ std::vector<Detection> predict_dataset(const data::CocoDataset& dataset, const P
   return dts;
 }
 
-KeypointEvalResult evaluate_model(const data::CocoDataset& dataset, const PredictFn& predict,
-                                  const EvalConfig& config, std::vector<Detection>* detections,
-                                  PredictStats* stats) {
+KeypointEvalResult evaluate_model(const data::CocoDataset& dataset, const PredictFn& predict, const EvalConfig& config,
+                                  std::vector<Detection>* detections, PredictStats* stats) {
   auto dts = predict_dataset(dataset, predict, config, stats);
   auto r = evaluate_keypoints(dataset, dts, "predictions");
   if (detections) *detections = std::move(dts);

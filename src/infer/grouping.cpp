@@ -37,8 +37,8 @@ float numpy_sum(const std::vector<float>& a) {
 
 }  // namespace
 
-double limb_affinity(const float* px, const float* py, int h, int w, float ax, float ay, float bx,
-                     float by, double* ratio, const GroupParams& params) {
+double limb_affinity(const float* px, const float* py, int h, int w, float ax, float ay, float bx, float by,
+                     double* ratio, const GroupParams& params) {
   // Upstream's numpy arithmetic: float32 geometry and dot products, float64 final division.
   const int n = params.points_per_limb;
   const float vx = bx - ax, vy = by - ay;
@@ -79,11 +79,10 @@ struct Conn {
 
 }  // namespace
 
-std::vector<PoseEntry> group_keypoints(const std::vector<std::vector<Peak>>& peaks_by_type,
-                                       const float* pafs, int h, int w, const GroupParams& params) {
+std::vector<PoseEntry> group_keypoints(const std::vector<std::vector<Peak>>& peaks_by_type, const float* pafs, int h,
+                                       int w, const GroupParams& params) {
   if (static_cast<int>(peaks_by_type.size()) < sk::kNumKeypoints)
-    throw Error("group_keypoints: need peaks for 18 keypoint types, got " +
-                std::to_string(peaks_by_type.size()));
+    throw Error("group_keypoints: need peaks for 18 keypoint types, got " + std::to_string(peaks_by_type.size()));
   const std::vector<Peak> all = flatten_peaks(peaks_by_type);
   auto kpt_score = [&](int id) -> double {
     if (id < 0 || id >= static_cast<int>(all.size()))
@@ -116,15 +115,14 @@ std::vector<PoseEntry> group_keypoints(const std::vector<std::vector<Peak>>& pea
       for (int i = 0; i < n; ++i) {
         double ratio = 0;
         double s = limb_affinity(px, py, h, w, static_cast<float>(A[i].x), static_cast<float>(A[i].y),
-                                static_cast<float>(B[j].x), static_cast<float>(B[j].y), &ratio, params);
+                                 static_cast<float>(B[j].x), static_cast<float>(B[j].y), &ratio, params);
         if (s > 0 && ratio > params.min_success_ratio) valid.push_back({i, j, s});
       }
     if (valid.empty()) continue;
     // connections_nms: argsort()[::-1] -> score descending; equal scores: later candidate first.
     std::vector<size_t> order(valid.size());
     std::iota(order.begin(), order.end(), size_t{0});
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t x, size_t y) { return valid[x].score < valid[y].score; });
+    std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return valid[x].score < valid[y].score; });
     std::reverse(order.begin(), order.end());
     std::vector<char> used_a(n, 0), used_b(m, 0);
     std::vector<Conn> conns;

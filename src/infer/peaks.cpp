@@ -7,8 +7,7 @@
 
 namespace posekd::infer {
 
-std::vector<Peak> extract_keypoints(const float* map, int h, int w, int first_id,
-                                    const PeakParams& params) {
+std::vector<Peak> extract_keypoints(const float* map, int h, int w, int first_id, const PeakParams& params) {
   if (h <= 0 || w <= 0) throw Error("extract_keypoints: map size must be positive");
   const float thr = params.threshold;
   auto at = [&](int y, int x) -> float {
@@ -21,8 +20,7 @@ std::vector<Peak> extract_keypoints(const float* map, int h, int w, int first_id
   for (int x = 0; x < w; ++x)
     for (int y = 0; y < h; ++y) {
       float c = at(y, x);
-      if (c > at(y, x - 1) && c > at(y, x + 1) && c > at(y - 1, x) && c > at(y + 1, x))
-        cand.push_back({x, y, c, 0});
+      if (c > at(y, x - 1) && c > at(y, x + 1) && c > at(y - 1, x) && c > at(y + 1, x)) cand.push_back({x, y, c, 0});
     }
   std::vector<char> suppressed(cand.size(), 0);
   std::vector<Peak> kept;

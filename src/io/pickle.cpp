@@ -19,11 +19,10 @@ struct StorageClass {
   torch::ScalarType dtype;
 };
 const StorageClass kStorageClasses[] = {
-    {"FloatStorage", torch::kFloat32}, {"DoubleStorage", torch::kFloat64},
-    {"HalfStorage", torch::kFloat16},  {"BFloat16Storage", torch::kBFloat16},
-    {"LongStorage", torch::kInt64},    {"IntStorage", torch::kInt32},
-    {"ShortStorage", torch::kInt16},   {"CharStorage", torch::kInt8},
-    {"ByteStorage", torch::kUInt8},    {"BoolStorage", torch::kBool},
+    {"FloatStorage", torch::kFloat32},     {"DoubleStorage", torch::kFloat64}, {"HalfStorage", torch::kFloat16},
+    {"BFloat16Storage", torch::kBFloat16}, {"LongStorage", torch::kInt64},     {"IntStorage", torch::kInt32},
+    {"ShortStorage", torch::kInt16},       {"CharStorage", torch::kInt8},      {"ByteStorage", torch::kUInt8},
+    {"BoolStorage", torch::kBool},
 };
 
 }  // namespace
@@ -83,8 +82,10 @@ class Unpickler {
           if (p > 5) fail("unsupported pickle protocol " + std::to_string(p));
           break;
         }
-        case 0x95: u64(); break;  // FRAME (length only; we read the stream linearly)
-        case '.': {               // STOP
+        case 0x95:
+          u64();
+          break;     // FRAME (length only; we read the stream linearly)
+        case '.': {  // STOP
           Value v = pop();
           if (end) *end = pos_;
           std::unordered_set<const void*> on_path, done;
@@ -96,25 +97,49 @@ class Unpickler {
           result_ = v;
           return v;
         }
-        case '(': marks_.push_back(stack_.size()); break;  // MARK
-        case '0': pop(); break;                              // POP
-        case '1': pop_mark(); break;                         // POP_MARK
-        case '2': push(top()); break;                        // DUP
-        case 'N': push(Value()); break;
-        case 0x88: push(Value::boolean(true)); break;
-        case 0x89: push(Value::boolean(false)); break;
-        case 'J': push(Value::integer(static_cast<int32_t>(u32()))); break;  // BININT
-        case 'K': push(Value::integer(u8())); break;                        // BININT1
-        case 'M': push(Value::integer(u16())); break;                       // BININT2
-        case 0x8a: push(long_bytes(u8())); break;                           // LONG1
-        case 0x8b: {                                                        // LONG4
+        case '(':
+          marks_.push_back(stack_.size());
+          break;  // MARK
+        case '0':
+          pop();
+          break;  // POP
+        case '1':
+          pop_mark();
+          break;  // POP_MARK
+        case '2':
+          push(top());
+          break;  // DUP
+        case 'N':
+          push(Value());
+          break;
+        case 0x88:
+          push(Value::boolean(true));
+          break;
+        case 0x89:
+          push(Value::boolean(false));
+          break;
+        case 'J':
+          push(Value::integer(static_cast<int32_t>(u32())));
+          break;  // BININT
+        case 'K':
+          push(Value::integer(u8()));
+          break;  // BININT1
+        case 'M':
+          push(Value::integer(u16()));
+          break;  // BININT2
+        case 0x8a:
+          push(long_bytes(u8()));
+          break;      // LONG1
+        case 0x8b: {  // LONG4
           int32_t n = static_cast<int32_t>(u32());
           if (n < 0) fail("negative LONG4 length");
           push(long_bytes(static_cast<size_t>(n)));
           break;
         }
-        case 'I': push(text_int(line())); break;  // INT (protocol 0; "I01" = True)
-        case 'L': {                               // LONG (protocol 0)
+        case 'I':
+          push(text_int(line()));
+          break;     // INT (protocol 0; "I01" = True)
+        case 'L': {  // LONG (protocol 0)
           std::string s = line();
           if (!s.empty() && s.back() == 'L') s.pop_back();
           push(text_int(s));
@@ -137,33 +162,79 @@ class Unpickler {
           push(Value::floating(d));
           break;
         }
-        case 'X': push(Value::string(str(u32()))); break;       // BINUNICODE
-        case 0x8c: push(Value::string(str(u8()))); break;       // SHORT_BINUNICODE
-        case 0x8d: push(Value::string(str(u64()))); break;      // BINUNICODE8
-        case 'T': {                                             // BINSTRING (py2 str)
+        case 'X':
+          push(Value::string(str(u32())));
+          break;  // BINUNICODE
+        case 0x8c:
+          push(Value::string(str(u8())));
+          break;  // SHORT_BINUNICODE
+        case 0x8d:
+          push(Value::string(str(u64())));
+          break;     // BINUNICODE8
+        case 'T': {  // BINSTRING (py2 str)
           int32_t n = static_cast<int32_t>(u32());
           if (n < 0) fail("negative BINSTRING length");
           push(Value::string(str(static_cast<size_t>(n))));
           break;
         }
-        case 'U': push(Value::string(str(u8()))); break;        // SHORT_BINSTRING
-        case 'B': push(Value::bytes(str(u32()))); break;        // BINBYTES
-        case 'C': push(Value::bytes(str(u8()))); break;         // SHORT_BINBYTES
-        case 0x8e: push(Value::bytes(str(u64()))); break;       // BINBYTES8
-        case 0x96: push(Value::bytes(str(u64()))); break;       // BYTEARRAY8
-        case 'V': push(Value::string(line())); break;           // UNICODE (raw-unicode-escape, ASCII subset)
-        case 'S': push(Value::string(unquote(line()))); break;  // STRING (protocol 0)
-        case ']': push(Value::list()); break;
-        case ')': push(Value::tuple()); break;
-        case '}': push(Value::dict()); break;
-        case 0x8f: push(Value::list()); break;  // EMPTY_SET (sets are kept as lists)
-        case 'l': push(Value::list(pop_mark())); break;    // LIST
-        case 't': push(Value::tuple(pop_mark())); break;   // TUPLE
-        case 0x85: { Value a = pop(); push(Value::tuple({a})); break; }
-        case 0x86: { Value b = pop(), a = pop(); push(Value::tuple({a, b})); break; }
-        case 0x87: { Value c = pop(), b = pop(), a = pop(); push(Value::tuple({a, b, c})); break; }
-        case 0x91: push(Value::list(pop_mark())); break;   // FROZENSET
-        case 'd': {                                        // DICT
+        case 'U':
+          push(Value::string(str(u8())));
+          break;  // SHORT_BINSTRING
+        case 'B':
+          push(Value::bytes(str(u32())));
+          break;  // BINBYTES
+        case 'C':
+          push(Value::bytes(str(u8())));
+          break;  // SHORT_BINBYTES
+        case 0x8e:
+          push(Value::bytes(str(u64())));
+          break;  // BINBYTES8
+        case 0x96:
+          push(Value::bytes(str(u64())));
+          break;  // BYTEARRAY8
+        case 'V':
+          push(Value::string(line()));
+          break;  // UNICODE (raw-unicode-escape, ASCII subset)
+        case 'S':
+          push(Value::string(unquote(line())));
+          break;  // STRING (protocol 0)
+        case ']':
+          push(Value::list());
+          break;
+        case ')':
+          push(Value::tuple());
+          break;
+        case '}':
+          push(Value::dict());
+          break;
+        case 0x8f:
+          push(Value::list());
+          break;  // EMPTY_SET (sets are kept as lists)
+        case 'l':
+          push(Value::list(pop_mark()));
+          break;  // LIST
+        case 't':
+          push(Value::tuple(pop_mark()));
+          break;  // TUPLE
+        case 0x85: {
+          Value a = pop();
+          push(Value::tuple({a}));
+          break;
+        }
+        case 0x86: {
+          Value b = pop(), a = pop();
+          push(Value::tuple({a, b}));
+          break;
+        }
+        case 0x87: {
+          Value c = pop(), b = pop(), a = pop();
+          push(Value::tuple({a, b, c}));
+          break;
+        }
+        case 0x91:
+          push(Value::list(pop_mark()));
+          break;     // FROZENSET
+        case 'd': {  // DICT
           auto items = pop_mark();
           Value d = Value::dict();
           set_items(d, items);
@@ -218,7 +289,7 @@ class Unpickler {
           break;
         }
         case 0x92: {  // NEWOBJ_EX
-          pop();  // kwargs
+          pop();      // kwargs
           Value args = pop(), cls = pop();
           push(call(cls, args));
           break;
@@ -228,21 +299,39 @@ class Unpickler {
           build(top(), state);
           break;
         }
-        case 'p': memo_put(text_uint(line())); break;  // PUT
-        case 'q': memo_put(u8()); break;               // BINPUT
-        case 'r': memo_put(u32()); break;              // LONG_BINPUT
-        case 0x94: memo_put(memo_.size()); break;      // MEMOIZE
-        case 'g': memo_get(text_uint(line())); break;  // GET
-        case 'h': memo_get(u8()); break;               // BINGET
-        case 'j': memo_get(u32()); break;              // LONG_BINGET
-        case 'Q': {                                    // BINPERSID
+        case 'p':
+          memo_put(text_uint(line()));
+          break;  // PUT
+        case 'q':
+          memo_put(u8());
+          break;  // BINPUT
+        case 'r':
+          memo_put(u32());
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo_put(memo_.size());
+          break;  // MEMOIZE
+        case 'g':
+          memo_get(text_uint(line()));
+          break;  // GET
+        case 'h':
+          memo_get(u8());
+          break;  // BINGET
+        case 'j':
+          memo_get(u32());
+          break;     // LONG_BINGET
+        case 'Q': {  // BINPERSID
           Value pid = pop();
           push(persistent(pid));
           break;
         }
-        case 'P': push(persistent(Value::string(line()))); break;  // PERSID
-        case 0x98: break;                                          // READONLY_BUFFER: no-op
-        case 0x97: fail("out-of-band buffers (NEXT_BUFFER) are not supported");
+        case 'P':
+          push(persistent(Value::string(line())));
+          break;  // PERSID
+        case 0x98:
+          break;  // READONLY_BUFFER: no-op
+        case 0x97:
+          fail("out-of-band buffers (NEXT_BUFFER) are not supported");
         default: {
           char buf[8];
           std::snprintf(buf, sizeof buf, "0x%02x", op);
@@ -659,9 +748,15 @@ class Pickler {
   void write(const Value& v, int depth) {
     if (depth > 500) throw Error("cannot save: nesting deeper than 500 (a cycle?)");
     switch (v.kind()) {
-      case Value::Kind::None: out_ += 'N'; break;
-      case Value::Kind::Bool: out_ += v.as_bool() ? '\x88' : '\x89'; break;
-      case Value::Kind::Int: integer(v.as_int()); break;
+      case Value::Kind::None:
+        out_ += 'N';
+        break;
+      case Value::Kind::Bool:
+        out_ += v.as_bool() ? '\x88' : '\x89';
+        break;
+      case Value::Kind::Int:
+        integer(v.as_int());
+        break;
       case Value::Kind::Float: {
         double d = v.as_double();
         uint64_t b;
@@ -670,7 +765,9 @@ class Pickler {
         for (int i = 7; i >= 0; --i) out_ += static_cast<char>((b >> (8 * i)) & 0xff);
         break;
       }
-      case Value::Kind::String: unicode(v.as_string()); break;
+      case Value::Kind::String:
+        unicode(v.as_string());
+        break;
       case Value::Kind::Bytes: {
         const std::string& b = v.as_bytes();
         out_ += 'B';
@@ -678,7 +775,9 @@ class Pickler {
         out_ += b;
         break;
       }
-      case Value::Kind::Tensor: tensor(v.as_tensor()); break;
+      case Value::Kind::Tensor:
+        tensor(v.as_tensor());
+        break;
       case Value::Kind::List: {
         out_ += ']';
         const auto& items = v.items();

@@ -42,8 +42,8 @@ namespace {
 const char kChecksumRecord[] = "posekd_checksum";
 
 // The legacy magic-number pickle: PROTO 2, LONG1 10 bytes 0x1950a86a20f9469cfc6c, STOP.
-const uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
-                                0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+const uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
 
 FileFormat detect_bytes(const std::string& d) {
   if (d.size() >= 4 && std::memcmp(d.data(), "PK\x03\x04", 4) == 0) return FileFormat::Zip;
@@ -220,8 +220,7 @@ Value load_zip(const std::string& path, const std::string& data) {
   bool found = false;
   for (const auto& kv : zip.entries()) {
     const std::string& n = kv.first;
-    if (n.size() >= 8 && n.compare(n.size() - 8, 8, "data.pkl") == 0 &&
-        std::count(n.begin(), n.end(), '/') == 1) {
+    if (n.size() >= 8 && n.compare(n.size() - 8, 8, "data.pkl") == 0 && std::count(n.begin(), n.end(), '/') == 1) {
       prefix = n.substr(0, n.size() - 8);
       found = true;
       break;
@@ -244,7 +243,8 @@ Value load_zip(const std::string& path, const std::string& data) {
     }
     char buf[32];
     std::snprintf(buf, sizeof buf, "crc32 %08x", content_checksum(recs));
-    if (stored.rfind(buf, 0) != 0) fail_file(path, "checksum mismatch (stored '" + stored + "', computed '" + buf + "')");
+    if (stored.rfind(buf, 0) != 0)
+      fail_file(path, "checksum mismatch (stored '" + stored + "', computed '" + buf + "')");
   }
 
   std::unordered_map<std::string, torch::Tensor> storages;
@@ -260,8 +260,9 @@ Value load_zip(const std::string& path, const std::string& data) {
     if (!e) throw Error(path + ": missing zip record data/" + r.key + " at offset " + std::to_string(offset));
     size_t es = element_size(r.dtype);
     if (static_cast<uint64_t>(r.numel) > e->size / es)
-      throw Error(path + ": storage '" + r.key + "' of " + std::to_string(r.numel) + " elements is larger than its record (" +
-                  std::to_string(e->size) + " bytes) at offset " + std::to_string(offset));
+      throw Error(path + ": storage '" + r.key + "' of " + std::to_string(r.numel) +
+                  " elements is larger than its record (" + std::to_string(e->size) + " bytes) at offset " +
+                  std::to_string(offset));
     const uint8_t* p = zip.read(*e);
     torch::Tensor t = torch::empty({r.numel}, torch::TensorOptions().dtype(r.dtype));
     if (r.numel) std::memcpy(t.data_ptr(), p, r.numel * es);
@@ -326,14 +327,18 @@ Value load_legacy(const std::string& path, const std::string& data) {
   Value result = next(pl);
   size_t keys_pos = pos;
   Value keys = next(nullptr);
-  if (!keys.is_list()) throw Error(path + ": legacy storage key list is not a list at offset " + std::to_string(keys_pos));
+  if (!keys.is_list())
+    throw Error(path + ": legacy storage key list is not a list at offset " + std::to_string(keys_pos));
   for (const auto& k : keys.items()) {
-    if (!k.is_string()) throw Error(path + ": legacy storage key is not a string at offset " + std::to_string(keys_pos));
+    if (!k.is_string())
+      throw Error(path + ": legacy storage key is not a string at offset " + std::to_string(keys_pos));
     auto it = roots.find(k.as_string());
     if (it == roots.end())
-      throw Error(path + ": storage '" + k.as_string() + "' is not referenced by the pickle at offset " + std::to_string(pos));
+      throw Error(path + ": storage '" + k.as_string() + "' is not referenced by the pickle at offset " +
+                  std::to_string(pos));
     torch::Tensor& t = it->second;
-    if (n - pos < 8) throw Error(path + ": truncated file (storage '" + k.as_string() + "' header) at offset " + std::to_string(pos));
+    if (n - pos < 8)
+      throw Error(path + ": truncated file (storage '" + k.as_string() + "' header) at offset " + std::to_string(pos));
     int64_t count;
     std::memcpy(&count, base + pos, 8);
     if (count != t.numel())
@@ -367,22 +372,28 @@ FileFormat detect_format(const std::string& path) {
 Value load_torch_file(const std::string& path) {
   std::string data = read_file_bytes(path);
   switch (detect_bytes(data)) {
-    case FileFormat::Zip: return load_zip(path, data);
-    case FileFormat::Legacy: return load_legacy(path, data);
-    default: fail_file(path, "not a torch.save file (neither a zip archive nor the legacy magic number) at offset 0");
+    case FileFormat::Zip:
+      return load_zip(path, data);
+    case FileFormat::Legacy:
+      return load_legacy(path, data);
+    default:
+      fail_file(path, "not a torch.save file (neither a zip archive nor the legacy magic number) at offset 0");
   }
 }
 
 Value load_any_file(const std::string& path) {
   std::string data = read_file_bytes(path);
   switch (detect_bytes(data)) {
-    case FileFormat::Zip: return load_zip(path, data);
-    case FileFormat::Legacy: return load_legacy(path, data);
+    case FileFormat::Zip:
+      return load_zip(path, data);
+    case FileFormat::Legacy:
+      return load_legacy(path, data);
     case FileFormat::Pickle: {
       PickleSource src{reinterpret_cast<const uint8_t*>(data.data()), data.size(), 0, path};
       return unpickle(src);
     }
-    default: fail_file(path, "not a torch.save file or pickle at offset 0");
+    default:
+      fail_file(path, "not a torch.save file or pickle at offset 0");
   }
 }
 

@@ -72,17 +72,28 @@ Value Value::object(std::string module, std::string name) {
 
 const char* Value::kind_name() const {
   switch (kind_) {
-    case Kind::None: return "None";
-    case Kind::Bool: return "bool";
-    case Kind::Int: return "int";
-    case Kind::Float: return "float";
-    case Kind::String: return "str";
-    case Kind::Bytes: return "bytes";
-    case Kind::Tensor: return "tensor";
-    case Kind::List: return "list";
-    case Kind::Tuple: return "tuple";
-    case Kind::Dict: return "dict";
-    case Kind::Object: return "object";
+    case Kind::None:
+      return "None";
+    case Kind::Bool:
+      return "bool";
+    case Kind::Int:
+      return "int";
+    case Kind::Float:
+      return "float";
+    case Kind::String:
+      return "str";
+    case Kind::Bytes:
+      return "bytes";
+    case Kind::Tensor:
+      return "tensor";
+    case Kind::List:
+      return "list";
+    case Kind::Tuple:
+      return "tuple";
+    case Kind::Dict:
+      return "dict";
+    case Kind::Object:
+      return "object";
   }
   return "?";
 }
@@ -205,33 +216,50 @@ void Value::append(const Value& v) {
 
 std::string dtype_name(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return "float32";
-    case torch::kFloat64: return "float64";
-    case torch::kFloat16: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kInt64: return "int64";
-    case torch::kInt32: return "int32";
-    case torch::kInt16: return "int16";
-    case torch::kInt8: return "int8";
-    case torch::kUInt8: return "uint8";
-    case torch::kBool: return "bool";
-    default: return c10::toString(t);
+    case torch::kFloat32:
+      return "float32";
+    case torch::kFloat64:
+      return "float64";
+    case torch::kFloat16:
+      return "float16";
+    case torch::kBFloat16:
+      return "bfloat16";
+    case torch::kInt64:
+      return "int64";
+    case torch::kInt32:
+      return "int32";
+    case torch::kInt16:
+      return "int16";
+    case torch::kInt8:
+      return "int8";
+    case torch::kUInt8:
+      return "uint8";
+    case torch::kBool:
+      return "bool";
+    default:
+      return c10::toString(t);
   }
 }
 
 std::string Value::describe() const {
   std::ostringstream os;
   switch (kind_) {
-    case Kind::None: return "None";
-    case Kind::Bool: return b_ ? "bool True" : "bool False";
-    case Kind::Int: return "int " + std::to_string(i_);
-    case Kind::Float: os << "float " << d_; return os.str();
+    case Kind::None:
+      return "None";
+    case Kind::Bool:
+      return b_ ? "bool True" : "bool False";
+    case Kind::Int:
+      return "int " + std::to_string(i_);
+    case Kind::Float:
+      os << "float " << d_;
+      return os.str();
     case Kind::String: {
       std::string s = *s_;
       if (s.size() > 60) s = s.substr(0, 57) + "...";
       return "str '" + s + "'";
     }
-    case Kind::Bytes: return "bytes (" + std::to_string(s_->size()) + " bytes)";
+    case Kind::Bytes:
+      return "bytes (" + std::to_string(s_->size()) + " bytes)";
     case Kind::Tensor: {
       if (!t_.defined()) return "tensor (undefined)";
       os << "tensor " << dtype_name(t_.scalar_type()) << " [";
@@ -239,10 +267,14 @@ std::string Value::describe() const {
       os << "]";
       return os.str();
     }
-    case Kind::List: return "list (" + std::to_string(seq_->size()) + " items)";
-    case Kind::Tuple: return "tuple (" + std::to_string(seq_->size()) + " items)";
-    case Kind::Dict: return dict_->class_name + " (" + std::to_string(dict_->items.size()) + " items)";
-    case Kind::Object: return "<" + obj_->qualified() + (obj_->is_class ? " class>" : ">");
+    case Kind::List:
+      return "list (" + std::to_string(seq_->size()) + " items)";
+    case Kind::Tuple:
+      return "tuple (" + std::to_string(seq_->size()) + " items)";
+    case Kind::Dict:
+      return dict_->class_name + " (" + std::to_string(dict_->items.size()) + " items)";
+    case Kind::Object:
+      return "<" + obj_->qualified() + (obj_->is_class ? " class>" : ">");
   }
   return "?";
 }

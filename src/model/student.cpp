@@ -59,8 +59,7 @@ std::vector<std::vector<std::size_t>> Student::producers() const {
   const std::size_t nt = trunk_.size(), na = head_a_.size();
   for (std::size_t i = 1; i < nt; ++i) prev[i] = {i - 1};
   for (std::size_t k = 0; k < na; ++k) prev[nt + k] = {k == 0 ? nt - 1 : nt + k - 1};
-  for (std::size_t k = 0; k < head_b_.size(); ++k)
-    prev[nt + na + k] = {k == 0 ? nt - 1 : nt + na + k - 1};
+  for (std::size_t k = 0; k < head_b_.size(); ++k) prev[nt + na + k] = {k == 0 ? nt - 1 : nt + na + k - 1};
   return prev;
 }
 
@@ -90,16 +89,11 @@ std::vector<std::string> student_archs() { return {"seed", "ai85pose"}; }
 std::shared_ptr<Student> make_student(const std::string& arch, const Device& device) {
   if (arch == "seed") {
     std::vector<StudentLayerDef> trunk = {
-        {"conv1", fused_conv2d_bn_relu(3, 32, 3, 1, 2)},
-        {"conv2", fused_conv2d_bn_relu(32, 32, 3, 1)},
-        {"conv3", fused_conv2d_bn_relu(32, 64, 3, 1)},
-        {"conv4", fused_maxpool_conv2d_bn_relu(64, 64, 3, 1, 2, 2)},
-        {"conv5", fused_conv2d_bn_relu(64, 96, 3, 1)},
-        {"conv6", fused_maxpool_conv2d_bn_relu(96, 96, 3, 1, 2, 2)},
-        {"conv7", fused_conv2d_bn_relu(96, 128, 3, 1)},
-        {"conv8", fused_conv2d_bn_relu(128, 128, 3, 1)},
-        {"cpm1", fused_conv2d_bn_relu(128, 96, 1, 0)},
-        {"cpm2", fused_conv2d_bn_relu(96, 96, 3, 1)},
+        {"conv1", fused_conv2d_bn_relu(3, 32, 3, 1, 2)}, {"conv2", fused_conv2d_bn_relu(32, 32, 3, 1)},
+        {"conv3", fused_conv2d_bn_relu(32, 64, 3, 1)},   {"conv4", fused_maxpool_conv2d_bn_relu(64, 64, 3, 1, 2, 2)},
+        {"conv5", fused_conv2d_bn_relu(64, 96, 3, 1)},   {"conv6", fused_maxpool_conv2d_bn_relu(96, 96, 3, 1, 2, 2)},
+        {"conv7", fused_conv2d_bn_relu(96, 128, 3, 1)},  {"conv8", fused_conv2d_bn_relu(128, 128, 3, 1)},
+        {"cpm1", fused_conv2d_bn_relu(128, 96, 1, 0)},   {"cpm2", fused_conv2d_bn_relu(96, 96, 3, 1)},
         {"cpm3", fused_conv2d_bn_relu(96, 96, 3, 1)},
     };
     std::vector<StudentLayerDef> heat = {{"heat_conv", fused_conv2d_bn_relu(96, 64, 1, 0)},
@@ -111,16 +105,11 @@ std::shared_ptr<Student> make_student(const std::string& arch, const Device& dev
   if (arch == "ai85pose") {
     // ai8x.md 5.3 run C (ai8xize-accepted, 384,048 weight bytes, 744 kernel words on proc 0).
     std::vector<StudentLayerDef> trunk = {
-        {"conv1", fused_conv2d_bn_relu(12, 32, 3, 1)},
-        {"conv2", fused_conv2d_bn_relu(32, 32, 3, 1)},
-        {"conv3", fused_conv2d_bn_relu(32, 64, 3, 1)},
-        {"conv4", fused_maxpool_conv2d_bn_relu(64, 64, 3, 1, 2, 2)},
-        {"conv5", fused_conv2d_bn_relu(64, 64, 3, 1)},
-        {"conv6", fused_maxpool_conv2d_bn_relu(64, 64, 3, 1, 2, 2)},
-        {"conv7", fused_conv2d_bn_relu(64, 64, 3, 1)},
-        {"conv8", fused_conv2d_bn_relu(64, 64, 3, 1)},
-        {"cpm1", fused_conv2d_bn_relu(64, 64, 3, 1)},
-        {"cpm2", fused_conv2d_bn_relu(64, 64, 3, 1)},
+        {"conv1", fused_conv2d_bn_relu(12, 32, 3, 1)}, {"conv2", fused_conv2d_bn_relu(32, 32, 3, 1)},
+        {"conv3", fused_conv2d_bn_relu(32, 64, 3, 1)}, {"conv4", fused_maxpool_conv2d_bn_relu(64, 64, 3, 1, 2, 2)},
+        {"conv5", fused_conv2d_bn_relu(64, 64, 3, 1)}, {"conv6", fused_maxpool_conv2d_bn_relu(64, 64, 3, 1, 2, 2)},
+        {"conv7", fused_conv2d_bn_relu(64, 64, 3, 1)}, {"conv8", fused_conv2d_bn_relu(64, 64, 3, 1)},
+        {"cpm1", fused_conv2d_bn_relu(64, 64, 3, 1)},  {"cpm2", fused_conv2d_bn_relu(64, 64, 3, 1)},
         {"cpm3", fused_conv2d_bn_relu(64, 64, 3, 1)},
     };
     std::vector<StudentLayerDef> heat = {{"heat_conv", fused_conv2d_bn_relu(64, 48, 3, 1)},
@@ -134,8 +123,7 @@ std::shared_ptr<Student> make_student(const std::string& arch, const Device& dev
   throw Error("unknown student arch '" + arch + "' (known: " + known.str() + ")");
 }
 
-void fuse_and_calibrate(Student& student,
-                        const std::function<std::optional<torch::Tensor>()>& next_batch,
+void fuse_and_calibrate(Student& student, const std::function<std::optional<torch::Tensor>()>& next_batch,
                         const QatPolicy& policy, Collective* group) {
   auto layers = student.layers();
   student.fuse_bn();
@@ -162,8 +150,7 @@ void fuse_and_calibrate(Student& student,
   student.train(was_training);
 }
 
-std::unique_ptr<torch::optim::Adam> rebuild_adam(torch::optim::Adam& old,
-                                                 const std::vector<torch::Tensor>& params) {
+std::unique_ptr<torch::optim::Adam> rebuild_adam(torch::optim::Adam& old, const std::vector<torch::Tensor>& params) {
   auto& opts = static_cast<torch::optim::AdamOptions&>(old.defaults());
   auto fresh = std::make_unique<torch::optim::Adam>(params, opts);
   // old parameters with state, in order

@@ -20,8 +20,7 @@ TeacherConvSeq make_conv(int in, int out, int k = 3, int pad = 1, bool bn = true
   TeacherConvSeq s;
   s.seq = torch::nn::Sequential();
   TeacherConvSeq::Unit u;
-  u.conv = torch::nn::Conv2d(
-      torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).dilation(dil).bias(bias));
+  u.conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).dilation(dil).bias(bias));
   s.seq->push_back(u.conv);
   if (bn) {
     u.bn = torch::nn::BatchNorm2d(out);
@@ -94,13 +93,17 @@ torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
       const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
       y = conv2d_bf16_inference(y, u.fused_w_bf16, u.fused_b, {(*o.stride())[0], (*o.stride())[1]},
                                 {(*pad)[0], (*pad)[1]}, {(*o.dilation())[0], (*o.dilation())[1]}, o.groups(),
-                                u.act == Act::ReLU ? FusedAct::relu : u.act == Act::ELU ? FusedAct::elu : FusedAct::none);
+                                u.act == Act::ReLU  ? FusedAct::relu
+                                : u.act == Act::ELU ? FusedAct::elu
+                                                    : FusedAct::none);
       continue;
     }
     y = torch::conv2d(y, u.fused_w, u.fused_b, o.stride(), c10::get<torch::ExpandingArray<2>>(o.padding()),
                       o.dilation(), o.groups());
-    if (u.act == Act::ReLU) y.relu_();
-    else if (u.act == Act::ELU) y = torch::elu_(y);
+    if (u.act == Act::ReLU)
+      y.relu_();
+    else if (u.act == Act::ELU)
+      y = torch::elu_(y);
   }
   return y;
 }
@@ -210,7 +213,7 @@ PoseEstimationWithMobileNetImpl::PoseEstimationWithMobileNetImpl(int num_refinem
   backbone_.push_back(make_conv_dw(128, 128));
   backbone_.push_back(make_conv_dw(128, 256, 3, 1, 2));
   backbone_.push_back(make_conv_dw(256, 256));
-  backbone_.push_back(make_conv_dw(256, 512));  // conv4_2
+  backbone_.push_back(make_conv_dw(256, 512));              // conv4_2
   backbone_.push_back(make_conv_dw(512, 512, 3, 2, 1, 2));  // dilated
   for (int i = 0; i < 4; ++i) backbone_.push_back(make_conv_dw(512, 512));
   torch::nn::ModuleList model;
@@ -335,8 +338,8 @@ std::vector<torch::Tensor> TeacherWrapperImpl::forward(torch::Tensor x) {
   const int64_t s = options_.input_size, o = options_.output_size;
   torch::Tensor in = x;
   if (x.size(2) != s || x.size(3) != s)
-    in = F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s})
-                               .mode(torch::kBilinear).align_corners(false));
+    in = F::interpolate(
+        x, F::InterpolateFuncOptions().size(std::vector<int64_t>{s, s}).mode(torch::kBilinear).align_corners(false));
   if (options_.input_scale != 1.0) in = in * options_.input_scale;
   if (options_.precision == Precision::bf16) {
     if (!net_->is_fused()) throw Error("teacher: bf16 inference needs the BatchNorm-fused net (fuse_bn)");
@@ -345,8 +348,9 @@ std::vector<torch::Tensor> TeacherWrapperImpl::forward(torch::Tensor x) {
   auto out = net_->forward(in);
   std::vector<torch::Tensor> res;
   for (size_t i = out.size() - 2; i < out.size(); ++i)
-    res.push_back(F::interpolate(out[i].to(torch::kFloat), F::InterpolateFuncOptions().size(std::vector<int64_t>{o, o})
-                                             .mode(torch::kBilinear).align_corners(false)));
+    res.push_back(F::interpolate(
+        out[i].to(torch::kFloat),
+        F::InterpolateFuncOptions().size(std::vector<int64_t>{o, o}).mode(torch::kBilinear).align_corners(false)));
   return res;
 }
 

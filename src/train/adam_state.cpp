@@ -36,8 +36,8 @@ AdamSnapshot snapshot_adam(const torch::optim::Adam& opt, const std::vector<torc
 void restore_adam(torch::optim::Adam& opt, const std::vector<torch::Tensor>& params, const AdamSnapshot& snap,
                   const std::string& source) {
   if (snap.num_params != static_cast<std::int64_t>(params.size()))
-    fail_file(source, fmt::format("optimizer state is for {} parameters, the model has {}", snap.num_params,
-                                  params.size()));
+    fail_file(source,
+              fmt::format("optimizer state is for {} parameters, the model has {}", snap.num_params, params.size()));
   auto& o = static_cast<torch::optim::AdamOptions&>(opt.param_groups().at(0).options());
   o.lr(snap.lr).betas({snap.beta1, snap.beta2}).eps(snap.eps).weight_decay(snap.weight_decay).amsgrad(snap.amsgrad);
   auto& st = opt.state();

@@ -81,7 +81,8 @@ std::vector<OpTime> self_times_from_trace(const std::string& trace_json) {
   std::map<std::string, OpTime> acc;
   for (auto& [tid, evs] : by_thread) {
     // Parents start no later and last longer: sort so each event follows its enclosing one.
-    std::sort(evs.begin(), evs.end(), [](const Ev& a, const Ev& b) { return a.ts != b.ts ? a.ts < b.ts : a.dur > b.dur; });
+    std::sort(evs.begin(), evs.end(),
+              [](const Ev& a, const Ev& b) { return a.ts != b.ts ? a.ts < b.ts : a.dur > b.dur; });
     std::vector<size_t> stack;
     std::vector<double> self(evs.size());
     for (size_t i = 0; i < evs.size(); ++i) {
@@ -166,7 +167,8 @@ BenchReport run_bench(const BenchOptions& o) {
     data::SampleConfig sc;
     at::set_num_threads(1);
     size_t k = 0;
-    double t = time_per_call([&] { (void)data::prepare_sample(images[k++ % images.size()], dir.string(), sc); }, secs, 16);
+    double t =
+        time_per_call([&] { (void)data::prepare_sample(images[k++ % images.size()], dir.string(), sc); }, secs, 16);
     at::set_num_threads(r.threads);
     prep_per_sample = t;
     add("sample preparation, 1 thread, 640x480 JPEG", 1.0 / t, "samples/s", 0);
@@ -182,8 +184,8 @@ BenchReport run_bench(const BenchOptions& o) {
   auto th = torch::rand({B, 19, 16, 16}), tp = torch::rand({B, 38, 16, 16}) - 0.5;
   auto mask = torch::ones({B, 1, 16, 16});
   // The trainer's own step (train/step.h) on a fixed batch.
-  auto kd_step = [&](model::Student& s, torch::optim::Adam& opt, const torch::Tensor& input, const torch::Tensor& t_heat,
-                     const torch::Tensor& t_paf) {
+  auto kd_step = [&](model::Student& s, torch::optim::Adam& opt, const torch::Tensor& input,
+                     const torch::Tensor& t_heat, const torch::Tensor& t_paf) {
     (void)train_step(opt, [&] {
       auto out = s.forward(s.folded_input() && input.size(1) == 3 ? data::fold_input(input) : input);
       return pose_loss(out.heat, out.paf, gh, gp, mask, t_heat, t_paf, {0.3, 0.7});
@@ -205,8 +207,8 @@ BenchReport run_bench(const BenchOptions& o) {
     auto ops = self_times_from_trace(text);
     double total = 0;
     for (const auto& op : ops) total += op.self_us;
-    std::string table = fmt::format("{}: 5 steps, {:.1f} ms per step of operator time (trace: {})\n", name,
-                                    total / 5000.0, path);
+    std::string table =
+        fmt::format("{}: 5 steps, {:.1f} ms per step of operator time (trace: {})\n", name, total / 5000.0, path);
     for (size_t i = 0; i < ops.size() && i < 15; ++i)
       table += fmt::format("  {:>6.2f} ms/step {:>5.1f}%  {:>6} calls  {}\n", ops[i].self_us / 5000.0,
                            100.0 * ops[i].self_us / total, ops[i].calls / 5, ops[i].name);
@@ -238,7 +240,8 @@ BenchReport run_bench(const BenchOptions& o) {
     ai8x::QatPolicy pol;
     int left = 2;
     model::fuse_and_calibrate(
-        *student, [&]() -> std::optional<torch::Tensor> {
+        *student,
+        [&]() -> std::optional<torch::Tensor> {
           if (left-- <= 0) return std::nullopt;
           return x;
         },

@@ -18,8 +18,8 @@
 #include "posekd/train/amp.h"
 #include "posekd/train/bench.h"
 #include "posekd/train/fused_adam.h"
-#include "posekd/train/step.h"
 #include "posekd/train/loss.h"
+#include "posekd/train/step.h"
 
 namespace posekd::train {
 
@@ -166,7 +166,8 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
       ai8x::QatPolicy pol;
       int left = 2;
       model::fuse_and_calibrate(
-          *student, [&]() -> std::optional<torch::Tensor> {
+          *student,
+          [&]() -> std::optional<torch::Tensor> {
             if (left-- <= 0) return std::nullopt;
             return x;
           },
@@ -176,10 +177,10 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
       if (pi == 1) bf16_profile(o.profile_dir, "bf16_qat_step", [&] { step_fn(opt); });
       step[1][pi] = bf16_time_per_call([&] { step_fn(opt); }, secs);
     }
-    r.rows.push_back({fmt::format("student float train step, batch 8 ({})", o.arch), "img/s", B / step[0][0],
-                      B / step[0][1]});
-    r.rows.push_back({fmt::format("student QAT train step, batch 8 ({})", o.arch), "img/s", B / step[1][0],
-                      B / step[1][1]});
+    r.rows.push_back(
+        {fmt::format("student float train step, batch 8 ({})", o.arch), "img/s", B / step[0][0], B / step[0][1]});
+    r.rows.push_back(
+        {fmt::format("student QAT train step, batch 8 ({})", o.arch), "img/s", B / step[1][0], B / step[1][1]});
   }
 
   // ---- the seed job: 15,000 batches of 8 (60% float, 40% QAT) on a 15,000-image subset whose
@@ -187,8 +188,8 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
   double job[2];
   for (int pi = 0; pi < 2; ++pi)
     job[pi] = (15000.0 * teacher_img[pi] + 15000.0 * (0.6 * step[0][pi] + 0.4 * step[1][pi])) / 3600.0;
-  r.rows.push_back({"projected seed job (teacher once per image + steps, without sample preparation)", "h", job[0],
-                    job[1]});
+  r.rows.push_back(
+      {"projected seed job (teacher once per image + steps, without sample preparation)", "h", job[0], job[1]});
   return r;
 }
 

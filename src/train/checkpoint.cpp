@@ -152,7 +152,9 @@ Checkpoint checkpoint_from_value(const Value& v, const std::string& path) {
   return c;
 }
 
-void save_checkpoint(const std::string& path, const Checkpoint& c) { io::save_torch_file(path, checkpoint_to_value(c)); }
+void save_checkpoint(const std::string& path, const Checkpoint& c) {
+  io::save_torch_file(path, checkpoint_to_value(c));
+}
 
 Checkpoint load_checkpoint(const std::string& path) {
   if (!fs::exists(path)) fail_file(path, "checkpoint does not exist");
@@ -194,13 +196,17 @@ std::optional<ResumePoint> find_resume_point(const std::string& explicit_checkpo
   const fs::path best = dir / "best.pth";
   if (fs::exists(best)) {
     std::string note = problem.empty() ? "resuming from " + best.string()
-                                       : fmt::format("latest.pth is damaged ({}) and no batch checkpoint loads; "
-                                                     "resuming from {}", problem, best.string());
+                                       : fmt::format(
+                                             "latest.pth is damaged ({}) and no batch checkpoint loads; "
+                                             "resuming from {}",
+                                             problem, best.string());
     return ResumePoint{best.string(), load_checkpoint(best.string()), note};
   }
   if (!problem.empty())
-    throw Error(fmt::format("{} and no batch_*.pth or best.pth checkpoint loads; refusing to start over "
-                            "(move the output directory away to start fresh)", problem));
+    throw Error(
+        fmt::format("{} and no batch_*.pth or best.pth checkpoint loads; refusing to start over "
+                    "(move the output directory away to start fresh)",
+                    problem));
   return std::nullopt;
 }
 

@@ -19,16 +19,17 @@ namespace posekd::train {
 // One line per field: YAML key (the long option without "--", '_' for '-') and the field.
 // The augmentation flags (cli/recipe_options.h), shared by train, train-teacher and demo: each table
 // defines FIELD for its own struct, whose members `no_augment` and `augment` these name.
-#define POSEKD_AUGMENT_FIELDS                                                                       \
-  FIELD("no_augment", no_augment), FIELD("scale_min", augment.scale_min),                           \
-      FIELD("scale_max", augment.scale_max), FIELD("rotate", augment.rotate_deg),                   \
-      FIELD("shift", augment.shift), FIELD("flip", augment.flip_prob),                              \
-      FIELD("brightness", augment.brightness), FIELD("contrast", augment.contrast),                 \
-      FIELD("saturation", augment.saturation), FIELD("hue", augment.hue_deg),                       \
-      FIELD("blur", augment.blur_prob), FIELD("augment_views", augment.views),
+#define POSEKD_AUGMENT_FIELDS                                                                                    \
+  FIELD("no_augment", no_augment), FIELD("scale_min", augment.scale_min), FIELD("scale_max", augment.scale_max), \
+      FIELD("rotate", augment.rotate_deg), FIELD("shift", augment.shift), FIELD("flip", augment.flip_prob),      \
+      FIELD("brightness", augment.brightness), FIELD("contrast", augment.contrast),                              \
+      FIELD("saturation", augment.saturation), FIELD("hue", augment.hue_deg), FIELD("blur", augment.blur_prob),  \
+      FIELD("augment_views", augment.views),
 
-#define POSEKD_FIELD(Cfg, key, member) \
-  ConfigField<Cfg> { key, [](Cfg& c) -> ConfigRef { return &c.member; } }
+#define POSEKD_FIELD(Cfg, key, member)                 \
+  ConfigField<Cfg> {                                   \
+    key, [](Cfg& c) -> ConfigRef { return &c.member; } \
+  }
 
 const std::vector<ConfigField<TrainConfig>>& config_fields(const TrainConfig*) {
 #define FIELD(key, member) POSEKD_FIELD(TrainConfig, key, member)
@@ -59,8 +60,7 @@ const std::vector<ConfigField<TrainConfig>>& config_fields(const TrainConfig*) {
       FIELD("weight_decay", weight_decay),
       FIELD("qat_lr", qat_lr),
       FIELD("qat_warmup", qat_warmup),
-      POSEKD_AUGMENT_FIELDS
-      FIELD("kd_student_wt", kd_student_wt),
+      POSEKD_AUGMENT_FIELDS FIELD("kd_student_wt", kd_student_wt),
       FIELD("kd_distill_wt", kd_distill_wt),
       FIELD("save_every", save_every),
       FIELD("checkpoint", checkpoint),
@@ -108,8 +108,7 @@ const std::vector<ConfigField<TeacherTrainConfig>>& config_fields(const TeacherT
       FIELD("warmup", warmup_batches),
       FIELD("lr_end_factor", lr_end_factor),
       FIELD("weight_decay", weight_decay),
-      POSEKD_AUGMENT_FIELDS
-      FIELD("precision", precision),
+      POSEKD_AUGMENT_FIELDS FIELD("precision", precision),
       FIELD("save_every", save_every),
       FIELD("output", output),
       FIELD("threads", threads),
@@ -124,29 +123,27 @@ const std::vector<ConfigField<TeacherTrainConfig>>& config_fields(const TeacherT
 
 const std::vector<ConfigField<DemoOptions>>& config_fields(const DemoOptions*) {
 #define FIELD(key, member) POSEKD_FIELD(DemoOptions, key, member)
-  static const std::vector<ConfigField<DemoOptions>> fields = {
-      FIELD("out", out),
-      FIELD("quick", quick),
-      FIELD("threads", threads),
-      FIELD("seed", seed),
-      FIELD("quiet", quiet),
-      FIELD("train_images", overrides.train_images),
-      FIELD("val_images", overrides.val_images),
-      FIELD("teacher_batches", overrides.teacher_batches),
-      FIELD("teacher_batch_size", overrides.teacher_batch),
-      FIELD("teacher_lr", overrides.teacher_lr),
-      FIELD("teacher_warmup", overrides.teacher_warmup),
-      FIELD("teacher_stages", overrides.teacher_stages),
-      FIELD("student_batches", overrides.student_batches),
-      FIELD("student_batch_size", overrides.student_batch),
-      FIELD("student_lr", overrides.student_lr),
-      FIELD("student_qat_lr", overrides.student_qat_lr),
-      FIELD("qat_fraction", overrides.qat_fraction),
-      FIELD("hard_data", hard_data),
-      FIELD("teacher_only", teacher_only),
-      FIELD("precision", precision),
-      POSEKD_AUGMENT_FIELDS
-  };
+  static const std::vector<ConfigField<DemoOptions>> fields = {FIELD("out", out),
+                                                               FIELD("quick", quick),
+                                                               FIELD("threads", threads),
+                                                               FIELD("seed", seed),
+                                                               FIELD("quiet", quiet),
+                                                               FIELD("train_images", overrides.train_images),
+                                                               FIELD("val_images", overrides.val_images),
+                                                               FIELD("teacher_batches", overrides.teacher_batches),
+                                                               FIELD("teacher_batch_size", overrides.teacher_batch),
+                                                               FIELD("teacher_lr", overrides.teacher_lr),
+                                                               FIELD("teacher_warmup", overrides.teacher_warmup),
+                                                               FIELD("teacher_stages", overrides.teacher_stages),
+                                                               FIELD("student_batches", overrides.student_batches),
+                                                               FIELD("student_batch_size", overrides.student_batch),
+                                                               FIELD("student_lr", overrides.student_lr),
+                                                               FIELD("student_qat_lr", overrides.student_qat_lr),
+                                                               FIELD("qat_fraction", overrides.qat_fraction),
+                                                               FIELD("hard_data", hard_data),
+                                                               FIELD("teacher_only", teacher_only),
+                                                               FIELD("precision", precision),
+                                                               POSEKD_AUGMENT_FIELDS};
 #undef FIELD
   return fields;
 }

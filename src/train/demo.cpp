@@ -185,7 +185,8 @@ DemoResult run_demo(const DemoOptions& o) {
   const fs::path out(o.out);
   fs::create_directories(out);
   // A fresh run: the trainers resume from what they find, so clear the demo's own folders.
-  for (const char* d : {"data", "teacher", "student_kd", "student_gt", "export", "predictions"}) fs::remove_all(out / d);
+  for (const char* d : {"data", "teacher", "student_kd", "student_gt", "export", "predictions"})
+    fs::remove_all(out / d);
   for (const char* f : {"table.md", "results.csv", "results.png"}) fs::remove(out / f);
   DemoResult res;
   res.budget = b;
@@ -215,7 +216,8 @@ DemoResult run_demo(const DemoOptions& o) {
   res.step_seconds[0] = lap();
 
   // 2. teacher from scratch
-  say(fmt::format("2/6 teacher (Lightweight OpenPose, {} refinement stage(s)) from scratch at 128x128: {} batches of "
+  say(
+      fmt::format("2/6 teacher (Lightweight OpenPose, {} refinement stage(s)) from scratch at 128x128: {} batches of "
                   "{}, lr {} (warm-up {}, cosine decay)",
                   b.teacher_stages, b.teacher_batches, b.teacher_batch, b.teacher_lr, b.teacher_warmup));
   TeacherTrainConfig tc;
@@ -268,7 +270,8 @@ DemoResult run_demo(const DemoOptions& o) {
   // QAT switch at its own lower rate with a short warm-up (--qat-lr, --qat-warmup). ai8x's README:
   // keep the learning rate small after the switch; the switch multiplies the wide heads' outputs by
   // 2^-output_shift (4 here) and the loss jumps: at the float rate the QAT students collapse.
-  const std::int64_t qat_start = std::max<std::int64_t>(1, static_cast<std::int64_t>(b.qat_fraction * b.student_batches));
+  const std::int64_t qat_start =
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(b.qat_fraction * b.student_batches));
   const std::string policy_path = (out / "qat_policy.yaml").string();
   {
     ai8x::QatPolicy pol;  // ai8x's defaults: 8-bit weights, shift quantile 1, outlier z-score 8
@@ -306,8 +309,9 @@ DemoResult run_demo(const DemoOptions& o) {
     if (r.batches_done != b.student_batches)
       throw Error(fmt::format("demo: student {} stopped at batch {} of {}", name, r.batches_done, b.student_batches));
   };
-  say(fmt::format("3/6 student ai85pose distilled from the teacher: {} batches of {}, lr {}, QAT from batch {} at lr {}",
-                  b.student_batches, b.student_batch, b.student_lr, qat_start, b.student_qat_lr));
+  say(fmt::format(
+      "3/6 student ai85pose distilled from the teacher: {} batches of {}, lr {}, QAT from batch {} at lr {}",
+      b.student_batches, b.student_batch, b.student_lr, qat_start, b.student_qat_lr));
   train_student("student_kd", true);
   res.step_seconds[2] = lap();
   say(fmt::format("4/6 student ai85pose without the teacher (same budget): {} batches", b.student_batches));
@@ -381,10 +385,11 @@ DemoResult run_demo(const DemoOptions& o) {
   {
     std::ofstream f(out / "table.md");
     f << t << "\n"
-      << fmt::format("Budget: {} train + {} val synthetic images ({}); teacher {} batches of {}; students {} batches "
-                     "of {} (lr {}), QAT from batch {} (lr {}).\n",
-                     b.train_images, b.val_images, o.hard_data ? "hard" : "easy", b.teacher_batches, b.teacher_batch,
-                     b.student_batches, b.student_batch, b.student_lr, qat_start, b.student_qat_lr)
+      << fmt::format(
+             "Budget: {} train + {} val synthetic images ({}); teacher {} batches of {}; students {} batches "
+             "of {} (lr {}), QAT from batch {} (lr {}).\n",
+             b.train_images, b.val_images, o.hard_data ? "hard" : "easy", b.teacher_batches, b.teacher_batch,
+             b.student_batches, b.student_batch, b.student_lr, qat_start, b.student_qat_lr)
       << "Time: " << timing << ".\n";
   }
   say(fmt::format("done in {:.0f} s ({})\n\n{}", res.seconds, timing, t));

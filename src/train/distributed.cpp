@@ -6,9 +6,9 @@
 #define USE_C10D_GLOO 1
 #endif
 #include <fmt/format.h>
+#include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/torch.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -31,13 +31,9 @@ int env_int(const char* name, int fallback) {
   return static_cast<int>(x);
 }
 
-std::chrono::milliseconds to_ms(double s) {
-  return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000.0));
-}
+std::chrono::milliseconds to_ms(double s) { return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000.0)); }
 
-bool is_loopback(const std::string& addr) {
-  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
-}
+bool is_loopback(const std::string& addr) { return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1"; }
 
 }  // namespace
 
@@ -84,9 +80,10 @@ std::string first_line(const std::exception& e) {
 }
 
 [[noreturn]] void lost(int rank, const std::string& what, const std::exception& e) {
-  throw Error(fmt::format("distributed: rank {} lost contact with the other ranks during {} ({}); the whole job "
-                          "stops, resume it from the last checkpoint",
-                          rank, what, first_line(e)));
+  throw Error(
+      fmt::format("distributed: rank {} lost contact with the other ranks during {} ({}); the whole job "
+                  "stops, resume it from the last checkpoint",
+                  rank, what, first_line(e)));
 }
 
 // Gloo moves float, double, half and signed integer tensors; others travel as int32.
@@ -278,7 +275,8 @@ GradSync::GradSync(Distributed& dist, const std::vector<torch::Tensor>& params, 
     Bucket& b = buckets_.back();
     bucket_of_[static_cast<size_t>(i)] = static_cast<int>(buckets_.size()) - 1;
     slot_of_[static_cast<size_t>(i)] = static_cast<int>(b.params.size());
-    b.offsets.push_back(b.params.empty() ? 0 : b.offsets.back() + params_[static_cast<size_t>(b.params.back())].numel());
+    b.offsets.push_back(b.params.empty() ? 0
+                                         : b.offsets.back() + params_[static_cast<size_t>(b.params.back())].numel());
     b.params.push_back(i);
     bytes += params_[static_cast<size_t>(i)].numel() * 4;
   }

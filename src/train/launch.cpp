@@ -33,7 +33,8 @@ void tell(const std::string& s) {
 
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with code {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  if (WIFSIGNALED(status))
+    return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
   return "stopped";
 }
 
@@ -80,10 +81,11 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
   }
   const int world = o.nproc * o.nnodes;
   tell(fmt::format("{} process(es) on this machine (node {} of {}), world size {}, rendezvous {}:{}", o.nproc,
-                  o.node_rank, o.nnodes, world, o.master_addr, port));
+                   o.node_rank, o.nnodes, world, o.master_addr, port));
 
   g_forward_signal.store(0);
-  struct sigaction sa {}, old_int{}, old_term{};
+  struct sigaction sa {
+  }, old_int{}, old_term{};
   sa.sa_handler = on_launch_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, &old_int);
@@ -106,8 +108,8 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
       // Ranks on one machine share its cores: OpenMP threads must sleep, not spin, while they wait
       // (core/omp_wait.h), unless the user chose. posekd's own idle-machine choice is overridden.
-      const bool user_chose = (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) &&
-                              !std::getenv(kOmpWaitReasonEnv);
+      const bool user_chose =
+          (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) && !std::getenv(kOmpWaitReasonEnv);
       if (o.nproc > 1 && !user_chose) {
         ::unsetenv("GOMP_SPINCOUNT");
         ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
@@ -152,10 +154,10 @@ int launch(const LaunchOptions& o, const std::vector<std::string>& args) {
         result = exit_code_of(status);
         stopping = true;
         tell(fmt::format("rank {} (pid {}) {}; stopping the other {} rank(s) (resume from the last checkpoint)",
-                        o.node_rank * o.nproc + lr, pid, describe_status(status), running));
+                         o.node_rank * o.nproc + lr, pid, describe_status(status), running));
         kill_others(SIGTERM);
-        kill_deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(static_cast<std::int64_t>(o.grace_s * 1000));
+        kill_deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<std::int64_t>(o.grace_s * 1000));
       }
       continue;
     }

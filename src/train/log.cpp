@@ -39,8 +39,9 @@ std::string format_progress(std::int64_t batch, std::int64_t total, double loss,
   const int filled = static_cast<int>(std::floor(frac * width));
   std::string eta = format_eta(eta_seconds);
   return fmt::format("[{}{}] {:5.1f}% | batch {}/{} | loss {:.4f} (S {:.4f}, D {:.4f}) | {:.1f} img/s | {}",
-                     std::string(static_cast<size_t>(filled), '#'), std::string(static_cast<size_t>(width - filled), '-'),
-                     100.0 * frac, batch, total, loss, student, distill, img_per_s, eta);
+                     std::string(static_cast<size_t>(filled), '#'),
+                     std::string(static_cast<size_t>(width - filled), '-'), 100.0 * frac, batch, total, loss, student,
+                     distill, img_per_s, eta);
 }
 
 bool should_log(std::int64_t batch) { return batch <= 20 || batch % 10 == 0; }

@@ -116,15 +116,21 @@ bool plot_results(const std::vector<ResultsRow>& rows, const std::string& png_pa
       prev = pt;
     }
   };
-  series(loss, [](const ResultsRow& r) { return r.loss; }, c_loss);
-  series(loss, [](const ResultsRow& r) { return r.student; }, c_student);
-  series(loss, [](const ResultsRow& r) { return r.distill; }, c_distill);
-  series(ap, [](const ResultsRow& r) { return r.val_ap; }, c_ap);
+  series(
+      loss, [](const ResultsRow& r) { return r.loss; }, c_loss);
+  series(
+      loss, [](const ResultsRow& r) { return r.student; }, c_student);
+  series(
+      loss, [](const ResultsRow& r) { return r.distill; }, c_distill);
+  series(
+      ap, [](const ResultsRow& r) { return r.val_ap; }, c_ap);
   // legend
   int lx = W - 250;
   int ly = 56;
-  for (auto& [name, col] : std::vector<std::pair<std::string, cv::Scalar>>{
-           {"total loss", c_loss}, {"ground-truth loss", c_student}, {"distillation loss", c_distill}, {"val AP", c_ap}}) {
+  for (auto& [name, col] : std::vector<std::pair<std::string, cv::Scalar>>{{"total loss", c_loss},
+                                                                           {"ground-truth loss", c_student},
+                                                                           {"distillation loss", c_distill},
+                                                                           {"val AP", c_ap}}) {
     cv::line(img, {lx, ly - 4}, {lx + 24, ly - 4}, col, 2);
     cv::putText(img, name, {lx + 30, ly}, cv::FONT_HERSHEY_SIMPLEX, 0.45, cv::Scalar(0, 0, 0), 1, cv::LINE_AA);
     ly += 18;

@@ -79,9 +79,7 @@ std::string shape_str(const torch::Tensor& t) {
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-uint64_t ids_hash(const std::vector<int64_t>& ids) {
-  return fnv1a64(ids.data(), ids.size() * sizeof(int64_t));
-}
+uint64_t ids_hash(const std::vector<int64_t>& ids) { return fnv1a64(ids.data(), ids.size() * sizeof(int64_t)); }
 
 void fill_key(FileHeader& h, const CacheKey& k) {
   h.teacher_checksum = k.teacher_checksum;
@@ -227,8 +225,7 @@ std::string check_file(const std::string& path, const CacheKey& key, FileHeader&
   const size_t want_offset = round_up(kHeaderBytes + static_cast<size_t>(h.num_slots) * sizeof(Slot), kPage);
   if (h.data_offset != want_offset || h.file_size != want_offset + static_cast<size_t>(h.num_slots) * entry_bytes)
     return "corrupt header (bad layout)";
-  if (size != h.file_size)
-    return fmt::format("truncated or resized: {} bytes, the header says {}", size, h.file_size);
+  if (size != h.file_size) return fmt::format("truncated or resized: {} bytes, the header says {}", size, h.file_size);
   std::string diff = key_difference(key_of(h), key);
   if (!diff.empty()) return "stale: " + diff;
   return "";
@@ -279,10 +276,11 @@ uint64_t dataset_identity(const std::string& annotation_path, const std::string&
 bool CacheKey::operator==(const CacheKey& o) const { return key_difference(*this, o).empty(); }
 
 std::string CacheKey::describe() const {
-  return fmt::format("teacher {:016x}, input scale {}, teacher input {}, {} refinement stage(s), output {}x{}, "
-                     "sample input {}, reduced_decode {}, {}, dataset {:016x}",
-                     teacher_checksum, input_scale, teacher_input_size, num_refinement_stages, output_size,
-                     output_size, sample_input_size, reduced_decode, teacher_precision ? "bf16" : "fp32", dataset_id);
+  return fmt::format(
+      "teacher {:016x}, input scale {}, teacher input {}, {} refinement stage(s), output {}x{}, "
+      "sample input {}, reduced_decode {}, {}, dataset {:016x}",
+      teacher_checksum, input_scale, teacher_input_size, num_refinement_stages, output_size, output_size,
+      sample_input_size, reduced_decode, teacher_precision ? "bf16" : "fp32", dataset_id);
 }
 
 CacheKey make_cache_key(model::TeacherWrapper& teacher, const data::SampleConfig& sc, uint64_t dataset_id) {

@@ -49,8 +49,10 @@ LrSchedule teacher_schedule(const TeacherTrainConfig& cfg) {
 
 TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   using clock = std::chrono::steady_clock;
-  if (cfg.input_size % 8 != 0 || cfg.input_size < 32) throw Error("train-teacher: --input-size must be a multiple of 8, >= 32");
-  if (cfg.batch_size < 1 || cfg.total_batches < 1) throw Error("train-teacher: --batch-size and --total-batches must be >= 1");
+  if (cfg.input_size % 8 != 0 || cfg.input_size < 32)
+    throw Error("train-teacher: --input-size must be a multiple of 8, >= 32");
+  if (cfg.batch_size < 1 || cfg.total_batches < 1)
+    throw Error("train-teacher: --batch-size and --total-batches must be >= 1");
   const LrSchedule schedule = teacher_schedule(cfg);
   schedule.validate("train-teacher");
   if (!(cfg.weight_decay >= 0)) throw Error("train-teacher: --weight-decay must be >= 0");
@@ -75,8 +77,8 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   model::PoseEstimationWithMobileNet net(cfg.num_refinement_stages);
   net->train();
   auto params = net->parameters();
-  auto opt = std::make_unique<torch::optim::Adam>(params,
-                                                  torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weight_decay));
+  auto opt =
+      std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weight_decay));
 
   const std::string ckpt_path = (fs::path(cfg.output) / "teacher.pth").string();
   std::int64_t batch = 0;
@@ -85,7 +87,8 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
     Value v = io::load_torch_file(ckpt_path);
     auto sd = model::teacher_state_dict_of(v, ckpt_path);
     auto rep = model::load_teacher_state(net, sd, ckpt_path);
-    if (rep.missing) fail_file(ckpt_path, fmt::format("{} teacher entries missing; not this architecture", rep.missing));
+    if (rep.missing)
+      fail_file(ckpt_path, fmt::format("{} teacher entries missing; not this architecture", rep.missing));
     batch = v.at("iter", ckpt_path).as_int(ckpt_path + ": iter");
     if (const Value* e = v.find("posekd")) {
       ls.epoch = e->at("loader_epoch", ckpt_path).as_int();
@@ -105,10 +108,11 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   data::Loader loader(ds, sc, cfg.batch_size, cfg.seed, cfg.workers, 4, ls);
   std::int64_t nparams = 0;
   for (const auto& p : params) nparams += p.numel();
-  log.line(fmt::format("Teacher PoseEstimationWithMobileNet({} refinement stage, {} parameters) from scratch at {}x{}, "
-                       "{} samples, batch {}, {} batches, {}, {} threads",
-                       cfg.num_refinement_stages, nparams, cfg.input_size, cfg.input_size, loader.num_samples(),
-                       cfg.batch_size, cfg.total_batches, schedule.describe(), threads));
+  log.line(
+      fmt::format("Teacher PoseEstimationWithMobileNet({} refinement stage, {} parameters) from scratch at {}x{}, "
+                  "{} samples, batch {}, {} batches, {}, {} threads",
+                  cfg.num_refinement_stages, nparams, cfg.input_size, cfg.input_size, loader.num_samples(),
+                  cfg.batch_size, cfg.total_batches, schedule.describe(), threads));
   log.line("Augmentation: " + data::describe(sc.augment));
   log.line("Precision: " + describe_precision(precision, cfg.precision));
 
@@ -140,20 +144,23 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
     const double lr = schedule.at(batch);
     data::Batch b = loader.next();
     // Upstream's loss: the masked L2 of every stage's heatmaps and PAFs, summed.
-    const StepOutcome r = train_step(*opt, [&] {
-      std::vector<torch::Tensor> outs;
-      {
-        AutocastGuard ac(precision);  // bf16 convolutions; BatchNorm, loss and Adam in fp32
-        outs = net->forward(b.image);
-      }
-      for (auto& o : outs) o = o.to(torch::kFloat);
-      torch::Tensor hm_loss = torch::zeros({}), paf_loss = torch::zeros({});
-      for (size_t s = 0; s + 1 < outs.size(); s += 2) {
-        hm_loss = hm_loss + l2_loss(outs[s], b.heatmaps, b.mask);
-        paf_loss = paf_loss + l2_loss(outs[s + 1], b.pafs, b.mask);
-      }
-      return LossParts{hm_loss + paf_loss, hm_loss.detach(), paf_loss.detach()};
-    }, StepOptions{lr});
+    const StepOutcome r = train_step(
+        *opt,
+        [&] {
+          std::vector<torch::Tensor> outs;
+          {
+            AutocastGuard ac(precision);  // bf16 convolutions; BatchNorm, loss and Adam in fp32
+            outs = net->forward(b.image);
+          }
+          for (auto& o : outs) o = o.to(torch::kFloat);
+          torch::Tensor hm_loss = torch::zeros({}), paf_loss = torch::zeros({});
+          for (size_t s = 0; s + 1 < outs.size(); s += 2) {
+            hm_loss = hm_loss + l2_loss(outs[s], b.heatmaps, b.mask);
+            paf_loss = paf_loss + l2_loss(outs[s + 1], b.pafs, b.mask);
+          }
+          return LossParts{hm_loss + paf_loss, hm_loss.detach(), paf_loss.detach()};
+        },
+        StepOptions{lr});
     const double lv = r.loss;
     if (!r.finite) throw Error(fmt::format("train-teacher: non-finite loss at batch {}", batch + 1));
     ++batch;
@@ -166,8 +173,8 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
       log.line(fmt::format("Teacher batch {}/{} | Loss: {:.4f} | Heatmaps: {:.4f} | PAFs: {:.4f} | Time: {:.2f}s | {}",
                            batch, cfg.total_batches, avg.loss / n, avg.student / n, avg.distill / n, avg.seconds / n,
                            format_eta(avg.seconds / n * static_cast<double>(cfg.total_batches - batch))));
-      log.csv(batch, avg.loss / n, avg.student / n, avg.distill / n, cfg.batch_size * n / avg.seconds, lr,
-              "teacher", -1);
+      log.csv(batch, avg.loss / n, avg.student / n, avg.distill / n, cfg.batch_size * n / avg.seconds, lr, "teacher",
+              -1);
       avg.reset();
     }
     const bool stop = cfg.stop_after > 0 && res.batches_run >= cfg.stop_after;

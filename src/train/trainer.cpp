@@ -26,10 +26,10 @@
 #include "posekd/core/threads.h"
 #include "posekd/data/coco_json.h"
 #include "posekd/data/loader.h"
+#include "posekd/data/prepared.h"
 #include "posekd/data/sample.h"
 #include "posekd/export/fit.h"
 #include "posekd/infer/evaluate.h"
-#include "posekd/data/prepared.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/model/student.h"
 #include "posekd/model/teacher.h"
@@ -37,8 +37,8 @@
 #include "posekd/train/checkpoint.h"
 #include "posekd/train/config_io.h"
 #include "posekd/train/distributed.h"
-#include "posekd/train/log.h"
 #include "posekd/train/fused_adam.h"
+#include "posekd/train/log.h"
 #include "posekd/train/loss.h"
 #include "posekd/train/plot.h"
 #include "posekd/train/step.h"
@@ -66,8 +66,7 @@ DataPaths resolve_data(const TrainConfig& cfg) {
     return {cfg.prepared, cfg.images};
   }
   if (!cfg.data.empty()) {
-    if (p.ann.empty())
-      p.ann = data::coco_annotation_path(cfg.data, cfg.split);
+    if (p.ann.empty()) p.ann = data::coco_annotation_path(cfg.data, cfg.split);
     if (p.images.empty()) p.images = data::coco_image_dir(cfg.data, cfg.split);
   }
   if (p.ann.empty()) throw Error("train: no training data: give --data DIR (COCO root) or --ann FILE --images DIR");
@@ -150,8 +149,9 @@ Trainer::Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {
   const auto& a = cfg_.augment;
   if (!(a.scale_min > 0 && a.scale_max >= a.scale_min) || !(a.rotate_deg >= 0) || !(a.shift >= 0) ||
       !(a.flip_prob >= 0 && a.flip_prob <= 1) || !(a.blur_prob >= 0 && a.blur_prob <= 1) || a.views < 0)
-    throw Error("train: augmentation ranges are invalid (0 < --scale-min <= --scale-max, --rotate >= 0, --shift >= 0, "
-                "--flip and --blur in [0, 1], --augment-views >= 0)");
+    throw Error(
+        "train: augmentation ranges are invalid (0 < --scale-min <= --scale-max, --rotate >= 0, --shift >= 0, "
+        "--flip and --blur in [0, 1], --augment-views >= 0)");
   schedule_of(cfg_, -1).validate("train");
   sample_cfg_ = sample_config_of(cfg_);
 }
@@ -234,8 +234,7 @@ void Trainer::load_data() {
       if (cfg_.subset > 0) {
         std::vector<data::CocoImage> keep;
         for (auto& im : dataset_.images)
-          if (static_cast<std::int64_t>(keep.size()) < cfg_.subset && data::has_keypoint_person(im))
-            keep.push_back(im);
+          if (static_cast<std::int64_t>(keep.size()) < cfg_.subset && data::has_keypoint_person(im)) keep.push_back(im);
         dataset_.images = std::move(keep);
       }
     } else {
@@ -255,8 +254,7 @@ void Trainer::load_validation() {
   std::string val_img = cfg_.val_images;
   val_ann_ = cfg_.val_ann;
   if (!cfg_.val_data.empty()) {
-    if (val_ann_.empty())
-      val_ann_ = data::coco_annotation_path(cfg_.val_data, cfg_.val_split);
+    if (val_ann_.empty()) val_ann_ = data::coco_annotation_path(cfg_.val_data, cfg_.val_split);
     if (val_img.empty()) val_img = data::coco_image_dir(cfg_.val_data, cfg_.val_split);
   }
   if (val_ann_.empty() || rank_ != 0) return;
@@ -322,8 +320,10 @@ void Trainer::plan() {
   } else {
     std::string rules;
     for (const auto& v : fit.violations) rules += "\n  - " + v;
-    log_->line(fmt::format("WARNING: student {} does not fit MAX78000 (posekd export will refuse it); "
-                           "use --arch ai85pose for one that does:{}", cfg_.arch, rules));
+    log_->line(
+        fmt::format("WARNING: student {} does not fit MAX78000 (posekd export will refuse it); "
+                    "use --arch ai85pose for one that does:{}",
+                    cfg_.arch, rules));
   }
   schedule_ = schedule_of(cfg_, qat_start_);
   schedule_.validate("train");
@@ -467,9 +467,10 @@ data::LoaderState Trainer::agreed_loader_state() {
 }
 
 void Trainer::switch_to_qat() {
-  log_->line(fmt::format("===== QAT: batch {}: folding BatchNorm, calibrating on {} training batches, "
-                         "{}-bit weights, lr {} =====",
-                         batch_, cfg_.calib_batches, policy_.weight_bits, schedule_.qat_lr));
+  log_->line(
+      fmt::format("===== QAT: batch {}: folding BatchNorm, calibrating on {} training batches, "
+                  "{}-bit weights, lr {} =====",
+                  batch_, cfg_.calib_batches, policy_.weight_bits, schedule_.qat_lr));
   // BatchNorm statistics: the same on every rank with SyncBN; per rank with --no-sync-bn (as in
   // PyTorch DDP), then rank 0's are folded.
   if (dist_) broadcast_model(false);
@@ -539,8 +540,10 @@ bool Trainer::step() {
     log_->line(fmt::format("Batch {}: non-finite loss ({}); step skipped ({} in a row, {} in total)", batch_ + 1,
                            r.loss, nonfinite_in_row_, nonfinite_skipped_));
     if (nonfinite_in_row_ >= cfg_.max_nonfinite)
-      throw Error(fmt::format("train: {} non-finite losses in a row; stopping (the last good checkpoint is kept "
-                              "in {})", nonfinite_in_row_, cfg_.output));
+      throw Error(
+          fmt::format("train: {} non-finite losses in a row; stopping (the last good checkpoint is kept "
+                      "in {})",
+                      nonfinite_in_row_, cfg_.output));
     return false;
   }
   nonfinite_in_row_ = 0;
@@ -554,8 +557,8 @@ bool Trainer::step() {
                  ema_secs_ * static_cast<double>(cfg_.total_batches - batch_));
   if (should_log(batch_)) {
     const double n = static_cast<double>(avg_.count);
-    log_->batch_line(format_batch_line(batch_, cfg_.total_batches, avg_.loss / n, avg_.student / n,
-                                       avg_.distill / n, avg_.seconds / n));
+    log_->batch_line(format_batch_line(batch_, cfg_.total_batches, avg_.loss / n, avg_.student / n, avg_.distill / n,
+                                       avg_.seconds / n));
     log_->csv(batch_, avg_.loss / n, avg_.student / n, avg_.distill / n, cfg_.batch_size * n / avg_.seconds, so.lr,
               phase_, -1);
     avg_.reset();
@@ -601,10 +604,10 @@ double Trainer::validate() {
   infer::EvalConfig ec;
   auto r = infer::evaluate_model(*val_, infer::student_predictor(student_, precision_), ec, nullptr, &ps);
   student_->train();
-  log_->line(fmt::format("Validation at batch {} ({}): AP {:.4f} | AP50 {:.4f} | AR {:.4f} | {} people found{}", batch_,
-                         phase_, r.stats[0], r.stats[1], r.stats[5], ps.people,
-                         ps.unreadable ? fmt::format(" | {} unreadable images skipped", ps.unreadable)
-                                       : std::string()));
+  log_->line(
+      fmt::format("Validation at batch {} ({}): AP {:.4f} | AP50 {:.4f} | AR {:.4f} | {} people found{}", batch_,
+                  phase_, r.stats[0], r.stats[1], r.stats[5], ps.people,
+                  ps.unreadable ? fmt::format(" | {} unreadable images skipped", ps.unreadable) : std::string()));
   return r.stats[0];
 }
 

@@ -82,12 +82,10 @@ TEST_P(LayerCase, FloatFusedAndQatMatchPythonAi8x) {
     if (spec.batchnorm && std::string(mode) == "float_train") {
       // mathematically zero: compare against the weight-grad scale
       auto wmax = dict_tensor(want, "grad_op_weight").abs().max().item<double>();
-      EXPECT_LE((layer->bias().grad() - dict_tensor(want, "grad_op_bias")).abs().max().item<double>(),
-                1e-5 * wmax);
+      EXPECT_LE((layer->bias().grad() - dict_tensor(want, "grad_op_bias")).abs().max().item<double>(), 1e-5 * wmax);
       EXPECT_LT(rel_err(layer->bn()->running_mean, dict_tensor(want, "bn_running_mean_after")), 1e-5);
       EXPECT_LT(rel_err(layer->bn()->running_var, dict_tensor(want, "bn_running_var_after")), 1e-5);
-      EXPECT_TRUE(layer->bn()->num_batches_tracked.equal(
-          dict_tensor(want, "bn_num_batches_tracked_after")));
+      EXPECT_TRUE(layer->bn()->num_batches_tracked.equal(dict_tensor(want, "bn_num_batches_tracked_after")));
     } else {
       EXPECT_LT(rel_err(layer->bias().grad(), dict_tensor(want, "grad_op_bias")), 1e-5);
     }
@@ -146,9 +144,9 @@ TEST(Layer, PoolOnlyLayerAndAi8xStateLayout) {
   EXPECT_TRUE(pool->forward(x).equal(torch::max_pool2d(x, 2, 2)));
   auto sd = state_dict(*pool);
   ASSERT_EQ(sd.size(), 9u);
-  const char* names[] = {"output_shift", "activation_threshold", "final_scale", "weight_bits",
-                         "bias_bits", "quantize_activation", "clamp_activation",
-                         "adjust_output_shift", "shift_quantile"};
+  const char* names[] = {"output_shift",  "activation_threshold", "final_scale",      "weight_bits",
+                         "bias_bits",     "quantize_activation",  "clamp_activation", "adjust_output_shift",
+                         "shift_quantile"};
   for (size_t i = 0; i < 9; ++i) {
     EXPECT_EQ(sd[i].first, names[i]);
     EXPECT_FALSE(sd[i].second.requires_grad());

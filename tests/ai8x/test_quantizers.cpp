@@ -19,8 +19,8 @@ TEST(Quantizers, QnRoundsHalfUpOnTheGrid) {
   auto want = torch::tensor({0.0f, 1.0f / 128, 0.0f, 38.0f / 128, -38.0f / 128, 127.0f / 128});
   EXPECT_TRUE(q.equal(want));
   // simulate forms
-  EXPECT_TRUE(quantize_simulate_value(torch::tensor({191.0f, 192.0f, -64.0f}), 8)
-                  .equal(torch::tensor({1.0f, 2.0f, 0.0f})));
+  EXPECT_TRUE(
+      quantize_simulate_value(torch::tensor({191.0f, 192.0f, -64.0f}), 8).equal(torch::tensor({1.0f, 2.0f, 0.0f})));
   EXPECT_TRUE(quantize_simulate_value(torch::tensor({2.5f, -2.5f}), 1).equal(torch::tensor({3.0f, -2.0f})));
   EXPECT_TRUE(quantize_simulate_value(torch::tensor({0.25f}), 0).equal(torch::tensor({1.0f})));
 }
@@ -46,8 +46,8 @@ TEST(Quantizers, SteHasIdentityGradientAndClampMasks) {
 TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
   std::vector<float> v;
   for (int k = -300; k <= 300; ++k) v.push_back(static_cast<float>(k) / 256.0f);  // half-way points at 8 bits
-  for (float e : {0.0f, -0.0f, 1.0f, -1.0f, 127.0f / 128, 0.99999f, -1.00001f, 3e38f, -3e38f, 8388608.0f,
-                  -8388609.0f, 1e-30f, -1e-30f, 32767.99f, 32768.0f, 40000.0f, -40000.0f})
+  for (float e : {0.0f, -0.0f, 1.0f, -1.0f, 127.0f / 128, 0.99999f, -1.00001f, 3e38f, -3e38f, 8388608.0f, -8388609.0f,
+                  1e-30f, -1e-30f, 32767.99f, 32768.0f, 40000.0f, -40000.0f})
     v.push_back(e);
   auto rnd = torch::randn({1000}, torch::TensorOptions().dtype(torch::kFloat)) * 3;
   for (int64_t i = 0; i < rnd.numel(); ++i) v.push_back(rnd[i].item<float>());
@@ -74,10 +74,10 @@ TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
       const float* x = special.data() + 1;
       std::vector<float> ya(len), yb(len);
       std::vector<std::uint8_t> ma(len), mb(len);
-      posekd::ai8x::kernels::quant_clamp_kernel(x, ya.data(), ma.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu, c.out_scale,
-                                 true);
-      posekd::ai8x::kernels::quant_clamp_kernel(x, yb.data(), mb.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu, c.out_scale,
-                                 false);
+      posekd::ai8x::kernels::quant_clamp_kernel(x, ya.data(), ma.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
+                                                c.out_scale, true);
+      posekd::ai8x::kernels::quant_clamp_kernel(x, yb.data(), mb.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
+                                                c.out_scale, false);
       for (size_t i = 0; i < len; ++i) {
         ASSERT_EQ(std::memcmp(&ya[i], &yb[i], 4) == 0 || (std::isnan(ya[i]) && std::isnan(yb[i])), true)
             << "x=" << x[i] << " " << ya[i] << " vs " << yb[i];
@@ -110,7 +110,8 @@ TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
     auto want_grad = torch::where(want_mask, torch::full_like(xs, c.in_scale * c.out_scale), torch::zeros_like(xs));
     EXPECT_TRUE(xg.grad().equal(want_grad)) << "bits " << c.bits << " relu " << c.relu;
   }
-  std::printf("vectorised kernels: %s\n", posekd::ai8x::kernels::quant_kernels_vectorised() ? "AVX2" : "not available (scalar twice)");
+  std::printf("vectorised kernels: %s\n",
+              posekd::ai8x::kernels::quant_kernels_vectorised() ? "AVX2" : "not available (scalar twice)");
 }
 
 // The student's activations are channels-last: the fused kernel keeps that layout (no copy) and
@@ -177,8 +178,8 @@ TEST(Quantizers, FoldPutsPhaseMajorChannels) {
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 2; ++j)
       for (int c = 0; c < 3; ++c) {
-        auto want = x.index({torch::indexing::Slice(), c, torch::indexing::Slice(i, 4, 2),
-                             torch::indexing::Slice(j, 4, 2)});
+        auto want =
+            x.index({torch::indexing::Slice(), c, torch::indexing::Slice(i, 4, 2), torch::indexing::Slice(j, 4, 2)});
         EXPECT_TRUE(y.select(1, (i * 2 + j) * 3 + c).equal(want));
       }
 }

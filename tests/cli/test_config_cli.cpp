@@ -3,10 +3,10 @@
 // back to the same options.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <regex>
 #include <set>
 #include <string>
-#include <sys/wait.h>
 
 #include "posekd/train/config_io.h"
 #include "test_util.h"
@@ -23,7 +23,8 @@ struct CfgRun {
 CfgRun run_cfg_cli(const std::string& args) {
   auto dir = posekd::testing::temp_dir("cfgcli");
   const fs::path o = dir / "out.txt", e = dir / "err.txt";
-  const int rc = std::system((posekd::testing::cli() + " " + args + " > '" + o.string() + "' 2> '" + e.string() + "'").c_str());
+  const int rc =
+      std::system((posekd::testing::cli() + " " + args + " > '" + o.string() + "' 2> '" + e.string() + "'").c_str());
   CfgRun r{WEXITSTATUS(rc), posekd::testing::read_text(o), posekd::testing::read_text(e)};
   fs::remove_all(dir);
   return r;
@@ -51,8 +52,8 @@ void expect_every_option_has_a_key(const std::string& cmd, const std::set<std::s
   for (const auto& f : posekd::train::config_fields(static_cast<const Cfg*>(nullptr))) keys.insert(f.key);
   for (const auto& o : opts) {
     if (o == "help" || o == "config" || o == "print-config" || not_in_struct.count(o)) continue;
-    EXPECT_TRUE(keys.count(posekd::train::config_key(o))) << "--" << o << " of posekd " << cmd
-                                                         << " has no key in its config_io table";
+    EXPECT_TRUE(keys.count(posekd::train::config_key(o)))
+        << "--" << o << " of posekd " << cmd << " has no key in its config_io table";
   }
 }
 
@@ -68,10 +69,11 @@ TEST(ConfigCli, EveryOptionHasAYamlKey) {
 
 TEST(ConfigCli, FileSetsOptionsAndTheCommandLineOverridesIt) {
   auto dir = posekd::testing::temp_dir("cfgcli-file");
-  posekd::testing::write_text(dir / "c.yaml", "batch_size: 4\nlr: 0.002\narch: ai85pose\nval_images: v/\nno_qat: true\n");
+  posekd::testing::write_text(dir / "c.yaml",
+                              "batch_size: 4\nlr: 0.002\narch: ai85pose\nval_images: v/\nno_qat: true\n");
   // The flag given before or after --config wins over the file.
-  for (const std::string args : {"--config " + (dir / "c.yaml").string() + " --lr 0.5",
-                                 "--lr 0.5 --config " + (dir / "c.yaml").string()}) {
+  for (const std::string args :
+       {"--config " + (dir / "c.yaml").string() + " --lr 0.5", "--lr 0.5 --config " + (dir / "c.yaml").string()}) {
     SCOPED_TRACE(args);
     const auto r = run_cfg_cli("train " + args + " --print-config");
     ASSERT_EQ(r.rc, 0) << r.err;
@@ -134,9 +136,10 @@ TEST(ConfigCli, ArgsYamlOfARunReproducesItsOptions) {
   POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   auto dir = posekd::testing::temp_dir("cfgcli-run");
   const auto out = dir / "run";
-  const auto r = run_cfg_cli("train --ann " + (coco / "annotations/person_keypoints_val2017.json").string() + " --images " +
-                             (coco / "val2017").string() + " --arch ai85pose --no-qat --batch-size 2 --total-batches 1 " +
-                             "--threads 1 --workers 1 --lr 0.003 --quiet --no-plot --output " + out.string());
+  const auto r =
+      run_cfg_cli("train --ann " + (coco / "annotations/person_keypoints_val2017.json").string() + " --images " +
+                  (coco / "val2017").string() + " --arch ai85pose --no-qat --batch-size 2 --total-batches 1 " +
+                  "--threads 1 --workers 1 --lr 0.003 --quiet --no-plot --output " + out.string());
   ASSERT_EQ(r.rc, 0) << r.err;
   const std::string args = posekd::testing::read_text(out / "args.yaml");
   ASSERT_EQ(args.rfind("# posekd train options", 0), 0u) << args;

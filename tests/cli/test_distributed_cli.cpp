@@ -55,7 +55,8 @@ class DistributedTrain : public ::testing::Test {
   // fp32: these tests compare processes; bf16 picks its fastest backward kernel by timing (core/bf16_conv.h).
   std::string train(const std::string& out, int total, const std::string& extra = "") const {
     return "train --data " + coco_.string() + " --split val2017 --arch ai85pose --batch-size 4 --total-batches " +
-           std::to_string(total) + " --save-every 2 --threads 1 --workers 1 --calib-batches 1 --quiet --precision fp32 --qat-policy " +
+           std::to_string(total) +
+           " --save-every 2 --threads 1 --workers 1 --calib-batches 1 --quiet --precision fp32 --qat-policy " +
            (dir_ / "qat0.yaml").string() + " --output " + (dir_ / out).string() + " " + extra;
   }
   std::string posekd() const { return posekd::testing::cli() + " "; }
@@ -103,8 +104,7 @@ TEST_F(DistributedTrain, TwoProcessesGiveOneProcessWeightsAndTheCheckpointResume
   // Rank 0 alone wrote the log; args.yaml records the group.
   const std::string log = read_text(dir_ / "two" / "log.txt");
   EXPECT_NE(log.find("Distributed: 2 processes"), std::string::npos) << log;
-  EXPECT_NE(log.find("OpenMP waits: OMP_WAIT_POLICY=PASSIVE (set by posekd launch: the ranks share"),
-            std::string::npos)
+  EXPECT_NE(log.find("OpenMP waits: OMP_WAIT_POLICY=PASSIVE (set by posekd launch: the ranks share"), std::string::npos)
       << log;
   EXPECT_EQ(log.find("Done:"), log.rfind("Done:")) << log;
   EXPECT_NE(read_text(dir_ / "two" / "args.yaml").find("world_size: 2"), std::string::npos);
@@ -131,9 +131,10 @@ TEST_F(DistributedTrain, SyncBnTwoProcessesEqualOneThroughTheFloatPhaseAndTheQat
   std::ofstream(dir_ / "qat2.yaml") << "start_batch: 2\nweight_bits: 8\n";
   auto cmd = [&](const std::string& out, int total, const std::string& extra = "") {
     return "train --data " + coco_.string() + " --split val2017 --arch ai85pose --batch-size 4 --total-batches " +
-           std::to_string(total) + " --save-every 2 --threads 1 --workers 1 --calib-batches 2 --quiet --no-plot "
-           "--deterministic --no-augment --precision fp32 --seed 3 --lr 1e-7 --qat-lr 1e-7 --qat-policy " + (dir_ / "qat2.yaml").string() +
-           " --output " + (dir_ / out).string() + " " + extra;
+           std::to_string(total) +
+           " --save-every 2 --threads 1 --workers 1 --calib-batches 2 --quiet --no-plot "
+           "--deterministic --no-augment --precision fp32 --seed 3 --lr 1e-7 --qat-lr 1e-7 --qat-policy " +
+           (dir_ / "qat2.yaml").string() + " --output " + (dir_ / out).string() + " " + extra;
   };
   // Per tensor: max |a - b| <= rtol * max |a| (thresholds and other integers: equal).
   auto rel_close = [](const posekd::train::Checkpoint& a, const posekd::train::Checkpoint& b, double rtol) {

@@ -4,12 +4,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/wait.h>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <sys/wait.h>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -62,7 +62,9 @@ std::vector<double> summary_stats(const std::string& out) {
   return st;
 }
 
-std::string data_args(const fs::path& coco) { return "--data " + coco.string() + " --split val2017 --threads 2 --quiet"; }
+std::string data_args(const fs::path& coco) {
+  return "--data " + coco.string() + " --split val2017 --threads 2 --quiet";
+}
 
 }  // namespace
 
@@ -140,8 +142,8 @@ TEST_F(EvalCli, ResultsFileOfTheGroundTruthHasApOne) {
 TEST_F(EvalCli, FreshStudentRunsEndToEndAndWritesValidResults) {
   POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   const auto out = dir_ / "fresh_results.json";
-  auto r = run_cli("eval " + data_args(coco) + " --checkpoint " + fresh_.string() + " --batch-size 3 -o " +
-                   out.string());
+  auto r =
+      run_cli("eval " + data_args(coco) + " --checkpoint " + fresh_.string() + " --batch-size 3 -o " + out.string());
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_EQ(summary_stats(r.out).size(), 10u) << r.out;
   EXPECT_EQ(lines(r.out).size(), 10u) << r.out;
@@ -183,7 +185,8 @@ TEST_F(EvalCli, TeacherFixtureRunsThroughEval) {
   POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   POSEKD_REQUIRE_FIXTURE(teacher, "teacher/teacher_state_zip.pth");
   const auto res = dir_ / "teacher_results.json";
-  auto r = run_cli("eval " + data_args(coco) + " --teacher " + teacher.string() + " --precision fp32 --batch-size 2 -o " + res.string());
+  auto r = run_cli("eval " + data_args(coco) + " --teacher " + teacher.string() +
+                   " --precision fp32 --batch-size 2 -o " + res.string());
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto stats = summary_stats(r.out);
   ASSERT_EQ(stats.size(), 10u) << r.out;
@@ -278,9 +281,8 @@ TEST_F(EvalCli, PredictWritesDrawnImagesAndPosesJson) {
 TEST_F(EvalCli, ErrorsAreOneClearLine) {
   POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
   const std::string missing = (dir_ / "nope.pth").string();
-  for (const std::string& args :
-       {"eval " + data_args(coco) + " --checkpoint " + missing, "predict x.jpg --checkpoint " + missing + " -o " +
-                                                                    (dir_ / "p2").string()}) {
+  for (const std::string& args : {"eval " + data_args(coco) + " --checkpoint " + missing,
+                                  "predict x.jpg --checkpoint " + missing + " -o " + (dir_ / "p2").string()}) {
     auto r = run_cli(args);
     EXPECT_NE(r.rc, 0) << args;
     ASSERT_EQ(lines(r.err).size(), 1u) << r.err;

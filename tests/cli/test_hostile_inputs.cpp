@@ -262,20 +262,20 @@ TEST(HostileInputs, BadAnnotationRecordsAreCountedNotFatal) {
   std::vector<ImageFile> good = {{"color.jpg", true}, {"gray.png", true}, {"deep16.png", true}, {"alpha.png", true}};
   const std::string extra_images =
       ",\n{\"id\": 50, \"file_name\": \"color.jpg\", \"width\": \"wide\", \"height\": 150}"  // wrong type
-      ",\n{\"id\": 51, \"file_name\": \"color.jpg\", \"width\": -5, \"height\": 150}"       // negative
-      ",\n{\"id\": 52, \"file_name\": \"color.jpg\", \"width\": 200, \"height\": 0}"        // zero
-      ",\n{\"id\": 53, \"file_name\": \"color.jpg\", \"width\": 1.5, \"height\": 150}"      // fractional
-      ",\n{\"id\": 54, \"file_name\": 12345, \"width\": 200, \"height\": 150}"              // name not a string
-      ",\n{\"id\": 60, \"file_name\": \"gray.png\", \"width\": 100, \"height\": 80}";       // zero persons
+      ",\n{\"id\": 51, \"file_name\": \"color.jpg\", \"width\": -5, \"height\": 150}"        // negative
+      ",\n{\"id\": 52, \"file_name\": \"color.jpg\", \"width\": 200, \"height\": 0}"         // zero
+      ",\n{\"id\": 53, \"file_name\": \"color.jpg\", \"width\": 1.5, \"height\": 150}"       // fractional
+      ",\n{\"id\": 54, \"file_name\": 12345, \"width\": 200, \"height\": 150}"               // name not a string
+      ",\n{\"id\": 60, \"file_name\": \"gray.png\", \"width\": 100, \"height\": 80}";        // zero persons
   const std::string extra_anns =
-      ",\n" + person_json(900, 999, 80, 80) +                                              // unknown image id
+      ",\n" + person_json(900, 999, 80, 80) +  // unknown image id
       ",\n{\"id\": 901, \"image_id\": 1, \"category_id\": 1, \"iscrowd\": 0, \"num_keypoints\": 1, "
-      "\"bbox\": [1, 2, 3, 4], \"keypoints\": [1, 2]}" +                                    // 2 of 51 values
+      "\"bbox\": [1, 2, 3, 4], \"keypoints\": [1, 2]}" +  // 2 of 51 values
       ",\n{\"id\": 902, \"image_id\": 1, \"category_id\": 1, \"iscrowd\": 0, \"num_keypoints\": 1, "
-      "\"bbox\": \"box\", \"keypoints\": \"none\"}";                                        // wrong types
+      "\"bbox\": \"box\", \"keypoints\": \"none\"}";  // wrong types
   spit(root / "ann.json", coco_json(good, extra_images, extra_anns));
-  auto r = run_posekd(train_args(root / "ann.json", root / "images", root / "out") +
-                      " --batch-size 2 --total-batches 1");
+  auto r =
+      run_posekd(train_args(root / "ann.json", root / "images", root / "out") + " --batch-size 2 --total-batches 1");
   ASSERT_EQ(r.status, 0) << r.out;
   const int64_t skipped = first_int(r.out, R"(persons, (\d+) annotations skipped\))");
   EXPECT_GE(skipped, 7) << r.out;  // 5 image records + 3 annotations (counted together)
@@ -321,8 +321,7 @@ TEST(HostileInputs, BadCheckpointsUnwritableOutputFullDiskAndNanLoss) {
   spit(root / "plainfile", "x");
   r = run_posekd(train_args(ann, images, root / "plainfile" / "out") + " --total-batches 1");
   EXPECT_EQ(r.status, 1) << r.out;
-  EXPECT_TRUE(contains(r.out, (root / "plainfile" / "out").string() + ": cannot create the output directory"))
-      << r.out;
+  EXPECT_TRUE(contains(r.out, (root / "plainfile" / "out").string() + ": cannot create the output directory")) << r.out;
 
   // Full disk: files may not grow beyond 8 KiB; the resumed run's checkpoint write fails.
   const std::string batch1 = posekd::testing::read_text(base / "batch_000001.pth");
@@ -348,8 +347,8 @@ TEST(HostileInputs, BadCheckpointsUnwritableOutputFullDiskAndNanLoss) {
     nan_model.set(k, posekd::io::Value::tensor(t.is_floating_point() ? torch::full_like(t, NAN) : t));
   v.set("model", nan_model);
   posekd::io::save_torch_file((root / "nan.pth").string(), v);
-  r = run_posekd(train_args(ann, images, root / "out-nan") +
-                 " --batch-size 1 --total-batches 40 --checkpoint " + (root / "nan.pth").string());
+  r = run_posekd(train_args(ann, images, root / "out-nan") + " --batch-size 1 --total-batches 40 --checkpoint " +
+                 (root / "nan.pth").string());
   EXPECT_EQ(r.status, 1) << r.out;
   EXPECT_TRUE(contains(r.out, "Batch 2: non-finite loss (nan); step skipped (1 in a row, 1 in total)")) << r.out;
   EXPECT_TRUE(contains(r.out, "20 non-finite losses in a row; stopping")) << r.out;

@@ -1,9 +1,9 @@
 // `posekd inspect FILE`: keys, shapes, dtypes, scalars and placeholder class names; clear errors.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <algorithm>
 #include <cstdio>
-#include <sys/wait.h>
 #include <fstream>
 #include <sstream>
 

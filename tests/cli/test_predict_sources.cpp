@@ -3,11 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/wait.h>
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
-#include <sys/wait.h>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -32,7 +32,8 @@ struct PredRun {
 PredRun run_predict(const std::string& args) {
   const auto dir = posekd::testing::temp_dir("predsrc-out");
   const auto e = dir / "err.txt";
-  const int rc = std::system((posekd::testing::cli() + " predict " + args + " > /dev/null 2> '" + e.string() + "'").c_str());
+  const int rc =
+      std::system((posekd::testing::cli() + " predict " + args + " > /dev/null 2> '" + e.string() + "'").c_str());
   PredRun r{WEXITSTATUS(rc), posekd::testing::read_text(e)};
   fs::remove_all(dir);
   return r;
@@ -136,7 +137,8 @@ TEST_F(PredictSources, AVideoGivesAnAnnotatedVideoAndPosesPerFrame) {
     }
   }
   const auto out = dir_ / "video";
-  auto r = run_predict(video.string() + " --checkpoint " + ckpt_.string() + " --batch-size 4 --threads 2 -o " + out.string());
+  auto r = run_predict(video.string() + " --checkpoint " + ckpt_.string() + " --batch-size 4 --threads 2 -o " +
+                       out.string());
   ASSERT_EQ(r.rc, 0) << r.err;
   const auto j = poses_json(out);
   ASSERT_EQ(j.at("videos").size(), 1u);
@@ -158,7 +160,8 @@ TEST_F(PredictSources, AVideoGivesAnAnnotatedVideoAndPosesPerFrame) {
   EXPECT_EQ(n, 6);
   // --max-frames stops early.
   const auto out3 = dir_ / "video3";
-  ASSERT_EQ(run_predict(video.string() + " --checkpoint " + ckpt_.string() + " --max-frames 3 -o " + out3.string()).rc, 0);
+  ASSERT_EQ(run_predict(video.string() + " --checkpoint " + ckpt_.string() + " --max-frames 3 -o " + out3.string()).rc,
+            0);
   EXPECT_EQ(poses_json(out3)["videos"][0]["frames"].size(), 3u);
 }
 

@@ -17,8 +17,7 @@ using posekd::testing::read_text;
 
 namespace fs = std::filesystem;
 
-namespace {
-}  // namespace
+namespace {}  // namespace
 
 TEST(Signals, SigtermWritesACheckpointAndExitsZeroAndStaleTempFilesAreRemoved) {
   POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
@@ -32,9 +31,9 @@ TEST(Signals, SigtermWritesACheckpointAndExitsZeroAndStaleTempFilesAreRemoved) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     std::freopen("/dev/null", "w", stdout);
-    execl(posekd::testing::cli().c_str(), "posekd", "train", "--ann", ann.c_str(), "--images", img.c_str(),
-          "--arch", "ai85pose", "--no-qat", "--batch-size", "2", "--total-batches", "100000", "--save-every",
-          "100000", "--threads", "1", "--output", out.c_str(), static_cast<char*>(nullptr));
+    execl(posekd::testing::cli().c_str(), "posekd", "train", "--ann", ann.c_str(), "--images", img.c_str(), "--arch",
+          "ai85pose", "--no-qat", "--batch-size", "2", "--total-batches", "100000", "--save-every", "100000",
+          "--threads", "1", "--output", out.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   // wait for the second logged batch, then SIGTERM

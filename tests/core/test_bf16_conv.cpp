@@ -19,12 +19,11 @@ struct Geo {
 };
 
 // Values k/128 with k in [-128, 127]: exact in bf16 (8 significant bits).
-torch::Tensor grid8(std::vector<int64_t> shape) {
-  return torch::randint(-128, 128, shape, torch::kFloat) / 128.0;
-}
+torch::Tensor grid8(std::vector<int64_t> shape) { return torch::randint(-128, 128, shape, torch::kFloat) / 128.0; }
 
 torch::Tensor ref_conv(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, const Geo& g) {
-  return F::conv2d(x, w, F::Conv2dFuncOptions().bias(b).stride(g.stride).padding(g.pad).dilation(g.dil).groups(g.groups));
+  return F::conv2d(x, w,
+                   F::Conv2dFuncOptions().bias(b).stride(g.stride).padding(g.pad).dilation(g.dil).groups(g.groups));
 }
 
 torch::Tensor bf_conv(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, const Geo& g) {
@@ -58,8 +57,8 @@ TEST(Bf16Conv, EqualsFp32BitForBitOnEightBitGrids) {
       ASSERT_EQ(y.scalar_type(), torch::kFloat);
       ASSERT_EQ(y.sizes(), ref.sizes());
       EXPECT_EQ(y.suggest_memory_format(), cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-      EXPECT_TRUE(torch::equal(y, ref)) << "cin " << g.cin << " groups " << g.groups << " cl " << cl
-                                       << " max diff " << (y - ref).abs().max().item<float>();
+      EXPECT_TRUE(torch::equal(y, ref)) << "cin " << g.cin << " groups " << g.groups << " cl " << cl << " max diff "
+                                        << (y - ref).abs().max().item<float>();
     }
   }
 }
@@ -74,7 +73,8 @@ TEST(Bf16Conv, GeneralDataWithinBf16InputRounding) {
     auto ref = ref_conv(x, w, b, g);
     auto y = bf_conv(x, w, b, g);
     // Same inputs rounded to bf16 first, then fp32: only the summation order differs.
-    auto ref_rounded = ref_conv(x.to(torch::kBFloat16).to(torch::kFloat), w.to(torch::kBFloat16).to(torch::kFloat), b, g);
+    auto ref_rounded =
+        ref_conv(x.to(torch::kBFloat16).to(torch::kFloat), w.to(torch::kBFloat16).to(torch::kFloat), b, g);
     EXPECT_LT(((y - ref_rounded).norm() / ref_rounded.norm()).item<double>(), 1e-5);
     const double rel = ((y - ref).norm() / ref.norm()).item<double>();
     EXPECT_LT(rel, 1e-2);
@@ -86,36 +86,38 @@ TEST(Bf16Conv, GradientsMatchFp32Autograd) {
   if (skip_no_bf16()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
   // Both forms of the weight gradient (oneDNN's primitive, the im2col matmul), then the timed choice.
   for (const char* form : {"onednn", "matmul", ""}) {
-  SCOPED_TRACE(form);
-  if (*form) setenv("POSEKD_BF16_WGRAD", form, 1);
-  else unsetenv("POSEKD_BF16_WGRAD");
-  torch::manual_seed(5);
-  for (const auto& g : kGeos) {
-    for (bool cl : {false, true}) {
-      auto x0 = torch::randn({g.n, g.cin, g.h, g.w});
-      if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
-      auto w0 = torch::randn({g.cout, g.cin / g.groups, g.k, g.k}) * 0.1;
-      auto b0 = g.bias ? torch::randn({g.cout}) : torch::Tensor();
-      auto gy = torch::randn_like(ref_conv(x0, w0, b0, g));
-      auto run = [&](bool bf) {
-        auto x = x0.clone().requires_grad_(true);
-        auto w = w0.clone().requires_grad_(true);
-        auto b = b0.defined() ? b0.clone().requires_grad_(true) : torch::Tensor();
-        auto y = bf ? bf_conv(x, w, b, g) : ref_conv(x, w, b, g);
-        (y * gy).sum().backward();
-        return std::vector<torch::Tensor>{x.grad(), w.grad(), b.defined() ? b.grad() : torch::Tensor()};
-      };
-      auto r = run(false), m = run(true);
-      EXPECT_EQ(m[0].scalar_type(), torch::kFloat);
-      EXPECT_EQ(m[0].suggest_memory_format(), cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
-      for (int i = 0; i < 3; ++i) {
-        if (!r[i].defined()) continue;
-        ASSERT_TRUE(m[i].defined());
-        const double rel = ((m[i] - r[i]).norm() / r[i].norm()).item<double>();
-        EXPECT_LT(rel, 2e-2) << "grad " << i << " cin " << g.cin << " groups " << g.groups;
+    SCOPED_TRACE(form);
+    if (*form)
+      setenv("POSEKD_BF16_WGRAD", form, 1);
+    else
+      unsetenv("POSEKD_BF16_WGRAD");
+    torch::manual_seed(5);
+    for (const auto& g : kGeos) {
+      for (bool cl : {false, true}) {
+        auto x0 = torch::randn({g.n, g.cin, g.h, g.w});
+        if (cl) x0 = x0.contiguous(at::MemoryFormat::ChannelsLast);
+        auto w0 = torch::randn({g.cout, g.cin / g.groups, g.k, g.k}) * 0.1;
+        auto b0 = g.bias ? torch::randn({g.cout}) : torch::Tensor();
+        auto gy = torch::randn_like(ref_conv(x0, w0, b0, g));
+        auto run = [&](bool bf) {
+          auto x = x0.clone().requires_grad_(true);
+          auto w = w0.clone().requires_grad_(true);
+          auto b = b0.defined() ? b0.clone().requires_grad_(true) : torch::Tensor();
+          auto y = bf ? bf_conv(x, w, b, g) : ref_conv(x, w, b, g);
+          (y * gy).sum().backward();
+          return std::vector<torch::Tensor>{x.grad(), w.grad(), b.defined() ? b.grad() : torch::Tensor()};
+        };
+        auto r = run(false), m = run(true);
+        EXPECT_EQ(m[0].scalar_type(), torch::kFloat);
+        EXPECT_EQ(m[0].suggest_memory_format(), cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+        for (int i = 0; i < 3; ++i) {
+          if (!r[i].defined()) continue;
+          ASSERT_TRUE(m[i].defined());
+          const double rel = ((m[i] - r[i]).norm() / r[i].norm()).item<double>();
+          EXPECT_LT(rel, 2e-2) << "grad " << i << " cin " << g.cin << " groups " << g.groups;
+        }
       }
     }
-  }
   }
   unsetenv("POSEKD_BF16_WGRAD");
 }

@@ -39,8 +39,7 @@ CocoPerson one_point_person(int k, float x, float y) {
 }
 
 // Writes a white w x h PNG with black 3x3 dots at `dots`; returns the file name.
-std::string write_dots(const fs::path& dir, const std::string& name, int w, int h,
-                       const std::vector<cv::Point>& dots) {
+std::string write_dots(const fs::path& dir, const std::string& name, int w, int h, const std::vector<cv::Point>& dots) {
   cv::Mat img(h, w, CV_8UC3, cv::Scalar(255, 255, 255));
   for (const auto& d : dots) cv::rectangle(img, d - cv::Point(1, 1), d + cv::Point(1, 1), cv::Scalar(0, 0, 0), -1);
   cv::imwrite((dir / name).string(), img);
@@ -159,8 +158,8 @@ TEST(Augment, FlipSwapsLeftAndRightAndTurnsThePafs) {
   im.file_name = write_dots(dir, "flat.png", 128, 128, {});
   // A whole upright person, left side at larger x (facing the camera).
   CocoPerson p;
-  const float xy[17][2] = {{64, 20}, {60, 16}, {68, 16}, {56, 18}, {72, 18}, {50, 34}, {78, 34}, {44, 52},
-                           {84, 52}, {40, 70}, {88, 70}, {54, 72}, {74, 72}, {52, 94}, {76, 94}, {50, 116}, {78, 116}};
+  const float xy[17][2] = {{64, 20}, {60, 16}, {68, 16}, {56, 18}, {72, 18}, {50, 34}, {78, 34},  {44, 52}, {84, 52},
+                           {40, 70}, {88, 70}, {54, 72}, {74, 72}, {52, 94}, {76, 94}, {50, 116}, {78, 116}};
   for (int k = 0; k < 17; ++k) {
     p.keypoints[3 * k] = xy[k][0];
     p.keypoints[3 * k + 1] = xy[k][1];
@@ -193,7 +192,8 @@ TEST(Augment, FlipSwapsLeftAndRightAndTurnsThePafs) {
     auto x = paf[2 * l], y = paf[2 * l + 1];
     auto on = (x.abs() + y.abs()) > 0;
     const double n = on.sum().item<double>();
-    return std::array<double, 3>{n, x.sum().item<double>() / std::max(1.0, n), y.sum().item<double>() / std::max(1.0, n)};
+    return std::array<double, 3>{n, x.sum().item<double>() / std::max(1.0, n),
+                                 y.sum().item<double>() / std::max(1.0, n)};
   };
   int compared = 0;
   for (int l = 0; l < 19; ++l) {

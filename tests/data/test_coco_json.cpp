@@ -13,7 +13,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace posekd::data;
 
-
 TEST(CocoJson, LoadsCocoSample) {
   POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   auto ds = load_coco(ann.string(), "imgs");
@@ -51,7 +50,8 @@ TEST(CocoJson, SubsetCountsImagesWithKeypointPersons) {
   auto dir = posekd::testing::temp_dir("coco-subset");
   nlohmann::json j;
   j["images"] = nlohmann::json::array();
-  for (int i = 1; i <= 3; ++i) j["images"].push_back({{"id", i}, {"file_name", std::to_string(i) + ".jpg"}, {"width", 10}, {"height", 10}});
+  for (int i = 1; i <= 3; ++i)
+    j["images"].push_back({{"id", i}, {"file_name", std::to_string(i) + ".jpg"}, {"width", 10}, {"height", 10}});
   std::vector<int> kp(51, 0);
   j["annotations"] = {{{"id", 10}, {"image_id", 1}, {"iscrowd", 0}, {"num_keypoints", 0}, {"keypoints", kp}},
                       {{"id", 11}, {"image_id", 2}, {"iscrowd", 0}, {"num_keypoints", 1}, {"keypoints", kp}},
@@ -71,7 +71,8 @@ TEST(CocoJson, SubsetCountsImagesWithKeypointPersons) {
 TEST(CocoJson, SegmentationsPolygonRleAndCompressedRle) {
   auto dir = posekd::testing::temp_dir("coco-seg");
   // Annotations before images (allowed in JSON); crowd with uncompressed RLE, crowd with the
-  // compressed string "325O" = [3, 2, 5, 1] (deltas only from the 4th run on) and "T3" = [100]; a person with a polygon.
+  // compressed string "325O" = [3, 2, 5, 1] (deltas only from the 4th run on) and "T3" = [100]; a person with a
+  // polygon.
   posekd::testing::write_text(dir / "s.json", R"({"annotations":[
     {"id":1,"image_id":7,"iscrowd":1,"segmentation":{"size":[3,4],"counts":[2,5,5]},"area":5,"bbox":[0,0,2,3]},
     {"id":2,"image_id":7,"iscrowd":1,"segmentation":{"size":[3,4],"counts":"325O"}},
@@ -92,7 +93,8 @@ TEST(CocoJson, SegmentationsPolygonRleAndCompressedRle) {
   EXPECT_EQ(im.crowds[0].segmentation.rle_w, 4);
   EXPECT_EQ(im.crowds[1].segmentation.rle_counts, (std::vector<uint32_t>{3, 2, 5, 1}));
   EXPECT_EQ(im.crowds[2].segmentation.rle_counts, (std::vector<uint32_t>{100}));
-  EXPECT_EQ(im.crowds[3].segmentation.polygons, (std::vector<std::vector<float>>{{1, 1, 3, 1, 3, 3}, {0, 0, 1, 0, 1, 1}}));
+  EXPECT_EQ(im.crowds[3].segmentation.polygons,
+            (std::vector<std::vector<float>>{{1, 1, 3, 1, 3, 3}, {0, 0, 1, 0, 1, 1}}));
   EXPECT_TRUE(im.crowds[3].segmentation.rle_counts.empty());
   EXPECT_TRUE(im.persons[0].segmentation.empty());  // not kept for persons
   EXPECT_EQ(im.persons[0].keypoints[0], 5.f);
@@ -112,15 +114,19 @@ TEST(CocoJson, BadValuesAreCountedNotFatal) {
       {"id":1,"file_name":"dup.jpg","width":10,"height":10},
       "not an object"],
     "annotations":[
-      {"id":1,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":)" + kp51 + R"(},
-      {"id":2,"image_id":99,"iscrowd":0,"num_keypoints":1,"keypoints":)" + kp51 + R"(},
+      {"id":1,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":)" +
+                                                  kp51 + R"(},
+      {"id":2,"image_id":99,"iscrowd":0,"num_keypoints":1,"keypoints":)" +
+                                                  kp51 + R"(},
       {"id":3,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":"oops"},
       {"id":4,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":[1,2,3]},
-      {"id":5,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":)" + kp51 + R"(,"bbox":[0,0,-1,5]},
-      {"id":6,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":)" + kp51 + R"(,"area":-5},
+      {"id":5,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":)" +
+                                                  kp51 + R"(,"bbox":[0,0,-1,5]},
+      {"id":6,"image_id":1,"iscrowd":0,"num_keypoints":1,"keypoints":)" +
+                                                  kp51 + R"(,"area":-5},
       {"id":7,"image_id":"1","iscrowd":0},
       {"id":8,"image_id":1,"iscrowd":0,"num_keypoints":2,"keypoints":[500,20,2,)" +
-                              kp51.substr(1, kp51.size() - 8) + R"(]},
+                                                  kp51.substr(1, kp51.size() - 8) + R"(]},
       {"id":9,"image_id":1,"iscrowd":1,"segmentation":{"counts":[1,2]}}]})");
   CocoDataset ds;
   ASSERT_NO_THROW(ds = load_coco((dir / "b.json").string(), ""));
@@ -172,14 +178,14 @@ TEST(CocoJson, MalformedJsonNamesFileLineColumn) {
 }
 
 bool same(const CocoDataset& a, const CocoDataset& b) {
-  if (a.images.size() != b.images.size() || a.skipped_annotations != b.skipped_annotations ||
-      a.warnings != b.warnings)
+  if (a.images.size() != b.images.size() || a.skipped_annotations != b.skipped_annotations || a.warnings != b.warnings)
     return false;
   auto same_p = [](const CocoPerson& x, const CocoPerson& y) {
     return x.ann_id == y.ann_id && x.keypoints == y.keypoints && x.bbox == y.bbox && x.area == y.area &&
            x.num_keypoints == y.num_keypoints && x.iscrowd == y.iscrowd &&
-           x.segmentation.polygons == y.segmentation.polygons && x.segmentation.rle_counts == y.segmentation.rle_counts &&
-           x.segmentation.rle_h == y.segmentation.rle_h && x.segmentation.rle_w == y.segmentation.rle_w;
+           x.segmentation.polygons == y.segmentation.polygons &&
+           x.segmentation.rle_counts == y.segmentation.rle_counts && x.segmentation.rle_h == y.segmentation.rle_h &&
+           x.segmentation.rle_w == y.segmentation.rle_w;
   };
   for (size_t i = 0; i < a.images.size(); ++i) {
     const auto &x = a.images[i], &y = b.images[i];
@@ -203,7 +209,10 @@ TEST(CocoJson, BinaryCacheRoundTripAndStaleness) {
   {
     std::ifstream in(json_path);
     nlohmann::json j = nlohmann::json::parse(in);
-    j["annotations"].push_back({{"id", 1}, {"image_id", 785}, {"iscrowd", 1}, {"category_id", 1},
+    j["annotations"].push_back({{"id", 1},
+                                {"image_id", 785},
+                                {"iscrowd", 1},
+                                {"category_id", 1},
                                 {"segmentation", {{"size", {425, 640}}, {"counts", "T3"}}}});
     posekd::testing::write_text(json_path, j.dump(1));
   }

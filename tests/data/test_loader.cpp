@@ -125,7 +125,8 @@ TEST(Loader, BadSamplesSkippedDeterministically) {
   ASSERT_FALSE(ex.empty());
   EXPECT_LE(ex.size(), 5u);
   bool named = false;
-  for (const auto& e : ex) named |= e.find("missing.jpg") != std::string::npos || e.find("text.jpg") != std::string::npos;
+  for (const auto& e : ex)
+    named |= e.find("missing.jpg") != std::string::npos || e.find("text.jpg") != std::string::npos;
   EXPECT_TRUE(named);
   EXPECT_EQ(l0.bad_examples(), l3.bad_examples());
 
@@ -183,8 +184,13 @@ TEST(Loader, CrowdMaskZeroWhereTheCrowdIs) {
       ++run;
     }
   counts.push_back(run);
-  j["annotations"].push_back({{"id", 900100}, {"image_id", 785}, {"category_id", 1}, {"iscrowd", 1},
-                              {"num_keypoints", 0}, {"area", 40000}, {"bbox", {100, 50, 200, 200}},
+  j["annotations"].push_back({{"id", 900100},
+                              {"image_id", 785},
+                              {"category_id", 1},
+                              {"iscrowd", 1},
+                              {"num_keypoints", 0},
+                              {"area", 40000},
+                              {"bbox", {100, 50, 200, 200}},
                               {"segmentation", {{"size", {H, W}}, {"counts", counts}}}});
   std::ofstream(dir / "crowd.json") << j.dump();
   auto ds = load_coco((dir / "crowd.json").string(), (ann.parent_path().parent_path() / "val2017").string());

@@ -22,8 +22,8 @@ bool has_python3() { return std::system("python3 -c 'import pickle' >/dev/null 2
 
 int run_prepared_script(const fs::path& dir, const std::string& script, std::string* out) {
   std::ofstream(dir / "script.py") << script;
-  const int rc = std::system(("python3 '" + (dir / "script.py").string() + "' > '" + (dir / "script.out").string() +
-                              "' 2>&1").c_str());
+  const int rc = std::system(
+      ("python3 '" + (dir / "script.py").string() + "' > '" + (dir / "script.out").string() + "' 2>&1").c_str());
   *out = posekd::testing::read_text(dir / "script.out");
   return rc;
 }
@@ -54,7 +54,8 @@ crowd_s = {'counts': '1233', 'size': [1, 11]}   # runs 1, 2, 3, 5 (compressed fo
 samples = [sample('100.jpg', 640, 480, A, [B, C], [crowd, crowd_s]),
            sample('200.jpg', 320, 240, C, [], []),
            sample('100.jpg', 640, 480, B, [A, C], [crowd, crowd_s])]
-pickle.dump(samples, open(')" + (dir / "prep.pkl").string() + R"(', 'wb'))
+pickle.dump(samples, open(')" +
+                       (dir / "prep.pkl").string() + R"(', 'wb'))
 )";
   ASSERT_EQ(run_prepared_script(dir, script, &out), 0) << out;
   auto ds = posekd::data::load_prepared_annotations((dir / "prep.pkl").string());

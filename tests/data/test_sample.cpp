@@ -23,9 +23,7 @@ c10::IValue load_fixture(const fs::path& p) {
   return torch::pickle_load(bytes);
 }
 
-torch::Tensor get(const c10::Dict<c10::IValue, c10::IValue>& d, const std::string& k) {
-  return d.at(k).toTensor();
-}
+torch::Tensor get(const c10::Dict<c10::IValue, c10::IValue>& d, const std::string& k) { return d.at(k).toTensor(); }
 
 struct Golden : ::testing::Test {
   void SetUp() override {
@@ -52,8 +50,8 @@ TEST_F(Golden, MatchesFixtureExactly) {
     ASSERT_TRUE(s.ok) << s.error;
     EXPECT_EQ(s.image_id, im.id);
     EXPECT_DOUBLE_EQ(s.scale, get(g, "scale").item<double>()) << stem;
-    EXPECT_TRUE(torch::equal(s.image, get(g, "image"))) << stem << " max diff "
-                                                        << (s.image - get(g, "image")).abs().max().item<float>();
+    EXPECT_TRUE(torch::equal(s.image, get(g, "image")))
+        << stem << " max diff " << (s.image - get(g, "image")).abs().max().item<float>();
     EXPECT_LE((s.heatmaps - get(g, "heatmaps")).abs().max().item<float>(), 1e-6) << stem;
     EXPECT_LE((s.pafs - get(g, "pafs")).abs().max().item<float>(), 1e-6) << stem;
     EXPECT_EQ(s.mask.sum().item<float>(), 256.f);  // no crowd in coco-sample
@@ -81,7 +79,7 @@ TEST_F(Golden, ReducedDecodeKeepsTargetsAndIsClose) {
     EXPECT_LE((s.heatmaps - get(g, "heatmaps")).abs().max().item<float>(), 1e-6);
     EXPECT_LE((s.pafs - get(g, "pafs")).abs().max().item<float>(), 1e-6);
     auto diff = (s.image - get(g, "image")).abs();
-    EXPECT_FALSE(torch::equal(s.image, get(g, "image")));  // it really took the other path
+    EXPECT_FALSE(torch::equal(s.image, get(g, "image")));         // it really took the other path
     EXPECT_LT(diff.mean().item<float>(), 0.06f) << im.file_name;  // ~8 grey levels on average
     // Padding identical.
     int nh = static_cast<int>(im.height * s.scale);
@@ -99,7 +97,7 @@ TEST_F(Golden, SeedCompatTargetsReproduceTheChannelBug) {
   auto g = golden().at(fs::path(im.file_name).stem().string()).toGenericDict();
   auto gh = get(g, "heatmaps");
   EXPECT_LE((s.heatmaps[0] - gh[0]).abs().max().item<float>(), 1e-6);  // nose agrees
-  EXPECT_EQ(s.heatmaps[17].abs().sum().item<float>(), 0.f);             // channel 17 always empty
+  EXPECT_EQ(s.heatmaps[17].abs().sum().item<float>(), 0.f);            // channel 17 always empty
   // Channel 1 holds COCO left_eye instead of the neck.
   EXPECT_GT((s.heatmaps[1] - gh[1]).abs().max().item<float>(), 0.1f);
   EXPECT_LE((s.heatmaps[1] - gh[15]).abs().max().item<float>(), 1e-6);  // OpenPose 15 = l_eye
@@ -119,7 +117,6 @@ CocoImage one_image(const std::string& file, int w = 64, int h = 48) {
   im.persons.push_back(p);
   return im;
 }
-
 
 void expect_bad(const fs::path& dir, const std::string& file, const std::string& what) {
   Sample s = prepare_sample(one_image(file), dir.string(), SampleConfig{});

@@ -24,8 +24,7 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 // COCO-17 indices.
-constexpr int kNose = 0, kLEye = 1, kREye = 2, kLEar = 3, kREar = 4, kLSho = 5, kRSho = 6, kLHip = 11,
-              kRHip = 12;
+constexpr int kNose = 0, kLEye = 1, kREye = 2, kLEar = 3, kREar = 4, kLSho = 5, kRSho = 6, kLHip = 11, kRHip = 12;
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
@@ -428,7 +427,8 @@ TEST(Synth, CliWritesTheSameTrainSplitAsTheLibrary) {
   SynthConfig v = t;
   v.images = 0;
   generate_synth(ref.string(), t, v);
-  EXPECT_EQ(slurp(dir / "annotations/person_keypoints_train.json"), slurp(ref / "annotations/person_keypoints_train.json"));
+  EXPECT_EQ(slurp(dir / "annotations/person_keypoints_train.json"),
+            slurp(ref / "annotations/person_keypoints_train.json"));
   EXPECT_EQ(load_json(dir / "annotations/person_keypoints_val.json")["images"].size(), 2u);
   EXPECT_FALSE(cv::imread((dir / "sheet.png").string()).empty());
   fs::remove_all(dir);

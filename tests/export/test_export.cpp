@@ -119,7 +119,7 @@ TEST(Npy, BadFilesAreClearErrors) {
 // ------------------------------------------------------------------------------------- YAML
 TEST(Yaml, ProcessorMasksFollowTheSpec) {
   EXPECT_EQ(processor_mask(12, false), 0xfffu);
-  EXPECT_EQ(processor_mask(3, true), 0x111u);       // ai8x.md 4.4: CHW one per memory instance
+  EXPECT_EQ(processor_mask(3, true), 0x111u);  // ai8x.md 4.4: CHW one per memory instance
   EXPECT_EQ(processor_mask(32, false), 0xffffffffu);
   EXPECT_EQ(processor_mask(48, false), 0x0000ffffffffffffull);
   EXPECT_EQ(processor_mask(64, false), 0xffffffffffffffffull);
@@ -135,10 +135,11 @@ TEST(Yaml, Ai85PoseMatchesTheAcceptedYaml) {
   auto layers = yaml_layers(*s, fit);
   ASSERT_EQ(layers.size(), 15u);
   const std::uint64_t all = ~0ull;
-  const std::uint64_t procs[15] = {0xfff, 0xffffffff, 0xffffffff, all, all, all, all, all, all, all, all,
-                                   all, 0x0000ffffffffffffull, all, 0x0000ffffffffffffull};
-  const std::uint32_t outs[15] = {0x4000, 0, 0x4000, 0, 0x4000, 0, 0x4000, 0, 0x4000, 0, 0x4000,
-                                  0x0000, 0x1000, 0x2000, 0x3000};
+  const std::uint64_t procs[15] = {
+      0xfff, 0xffffffff,           0xffffffff, all, all, all, all, all, all, all, all, all, 0x0000ffffffffffffull,
+      all,   0x0000ffffffffffffull};
+  const std::uint32_t outs[15] = {0x4000, 0, 0x4000, 0,      0x4000, 0,      0x4000, 0,
+                                  0x4000, 0, 0x4000, 0x0000, 0x1000, 0x2000, 0x3000};
   for (int i = 0; i < 15; ++i) {
     SCOPED_TRACE(i);
     EXPECT_EQ(layers[i].processors, procs[i]);
@@ -182,7 +183,7 @@ TEST(Yaml, SeedFirstLayerIsChwWithStride) {
   EXPECT_EQ(layers[0].data_format, "CHW");
   EXPECT_EQ(layers[0].processors, 0x111u);
   EXPECT_EQ(layers[0].stride, 2);
-  EXPECT_EQ(layers[8].kernel_size, 1);  // cpm1 1x1 in the seed code
+  EXPECT_EQ(layers[8].kernel_size, 1);                     // cpm1 1x1 in the seed code
   EXPECT_EQ(layers[8].processors, 0xffffffffffffffffull);  // 128 channels: 64 processors
 }
 
@@ -363,8 +364,9 @@ TEST(Export, Ai85PoseEndToEnd) {
   const fs::path out = dir / "out";
   if (fs::exists(posekd::testing::cli())) {
     std::string log;
-    int rc = run(posekd::testing::cli() + " export --checkpoint " + ck.string() + " --device MAX78000 --out " +
-                     out.string(), &log);
+    int rc =
+        run(posekd::testing::cli() + " export --checkpoint " + ck.string() + " --device MAX78000 --out " + out.string(),
+            &log);
     ASSERT_EQ(rc, 0) << log;
     EXPECT_NE(log.find("ai85pose.yaml"), std::string::npos) << log;
   } else {
@@ -464,8 +466,7 @@ TEST(Export, RealSampleImageAndNameOption) {
     const auto script = dir / "check.py";
     std::ofstream(script.string()) << kPyCheck;
     std::string pyout;
-    EXPECT_EQ(run("/usr/bin/python3 " + script.string() + " " + (dir / "o").string() + " posefit", &pyout), 0)
-        << pyout;
+    EXPECT_EQ(run("/usr/bin/python3 " + script.string() + " " + (dir / "o").string() + " posefit", &pyout), 0) << pyout;
   }
   if (!HasFailure()) fs::remove_all(dir);
 }

@@ -6,9 +6,9 @@
 using namespace posekd::deploy;
 
 TEST(Fit, KernelWordsFollowTheSynthesisArithmetic) {
-  EXPECT_EQ(kernel_words(64, 64, 3, 8), 64);    // Cin <= 64: Cout words
-  EXPECT_EQ(kernel_words(96, 96, 3, 8), 192);   // 64 < Cin <= 128: 2*Cout
-  EXPECT_EQ(kernel_words(128, 96, 1, 8), 22);   // 1x1: nine weights per word: ceil(192/9)
+  EXPECT_EQ(kernel_words(64, 64, 3, 8), 64);   // Cin <= 64: Cout words
+  EXPECT_EQ(kernel_words(96, 96, 3, 8), 192);  // 64 < Cin <= 128: 2*Cout
+  EXPECT_EQ(kernel_words(128, 96, 1, 8), 22);  // 1x1: nine weights per word: ceil(192/9)
   EXPECT_EQ(kernel_words(64, 19, 1, 8), 3);
   EXPECT_EQ(input_processors(96), 48);
   EXPECT_EQ(input_processors(12), 12);
@@ -18,9 +18,9 @@ TEST(Fit, SeedStudentDoesNotFitMax78000ForBothReasons) {
   auto s = posekd::model::make_student("seed");
   auto r = check_fit(*s, device_limits("MAX78000"));
   EXPECT_EQ(r.parameters, 659136);
-  EXPECT_EQ(r.total_weight_bytes, 655776);   // seed-pipeline.md
-  EXPECT_EQ(r.total_words_proc0, 1436);      // the "about 1,436 of its 768 kernel words"
-  EXPECT_EQ(r.total_macs / 1000000, 348);  // seed-pipeline.md: "348 M multiply-adds per image"
+  EXPECT_EQ(r.total_weight_bytes, 655776);  // seed-pipeline.md
+  EXPECT_EQ(r.total_words_proc0, 1436);     // the "about 1,436 of its 768 kernel words"
+  EXPECT_EQ(r.total_macs / 1000000, 348);   // seed-pipeline.md: "348 M multiply-adds per image"
   EXPECT_FALSE(r.fits());
   bool stride = false, words = false, bytes = false;
   for (const auto& v : r.violations) {

@@ -24,14 +24,14 @@ LatencyLayer lat_layer(std::int64_t pooled, std::int64_t cout, std::int64_t k, s
 
 TEST(Latency, LayerCasesOfTheSynthesisTool) {
   // cycles of one layer (ai8xize adds 1 start-up cycle to each of its single-layer totals)
-  EXPECT_EQ(layer_latency_cycles(lat_layer(10, 16, 3, 2, 2)), 3049 - 1);        // 64x20x20, max 2x2 s2, pad 2
-  EXPECT_EQ(layer_latency_cycles(lat_layer(13, 32, 3, 1, 16)), 49010 - 1);      // 3x65x65, max 16x16 s4
-  EXPECT_EQ(layer_latency_cycles(lat_layer(32, 64, 3, 1)), 67981 - 1);          // cifar 3x32x32
-  EXPECT_EQ(layer_latency_cycles(lat_layer(32, 64, 3, 0)), 59773 - 1);          // pad 0
-  EXPECT_EQ(layer_latency_cycles(lat_layer(4, 16, 3, 1, 2, 2)), 773 - 1);       // 128 channels: 2 passes
-  EXPECT_EQ(layer_latency_cycles(lat_layer(11, 1, 3, 0, 1, 2)), 687 - 1);       // one output channel
-  EXPECT_EQ(layer_latency_cycles(lat_layer(28, 8, 3, 1)), 8189 - 1);            // mnist
-  EXPECT_EQ(layer_latency_cycles(lat_layer(1, 1, 3, 1)), 29 - 1);               // a single byte
+  EXPECT_EQ(layer_latency_cycles(lat_layer(10, 16, 3, 2, 2)), 3049 - 1);    // 64x20x20, max 2x2 s2, pad 2
+  EXPECT_EQ(layer_latency_cycles(lat_layer(13, 32, 3, 1, 16)), 49010 - 1);  // 3x65x65, max 16x16 s4
+  EXPECT_EQ(layer_latency_cycles(lat_layer(32, 64, 3, 1)), 67981 - 1);      // cifar 3x32x32
+  EXPECT_EQ(layer_latency_cycles(lat_layer(32, 64, 3, 0)), 59773 - 1);      // pad 0
+  EXPECT_EQ(layer_latency_cycles(lat_layer(4, 16, 3, 1, 2, 2)), 773 - 1);   // 128 channels: 2 passes
+  EXPECT_EQ(layer_latency_cycles(lat_layer(11, 1, 3, 0, 1, 2)), 687 - 1);   // one output channel
+  EXPECT_EQ(layer_latency_cycles(lat_layer(28, 8, 3, 1)), 8189 - 1);        // mnist
+  EXPECT_EQ(layer_latency_cycles(lat_layer(1, 1, 3, 1)), 29 - 1);           // a single byte
   auto flat = lat_layer(8, 10, 1, 0);
   flat.flatten = true;
   EXPECT_EQ(layer_latency_cycles(flat), 770 - 1);

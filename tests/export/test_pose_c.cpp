@@ -250,7 +250,7 @@ TEST(PoseC, SubcellOffsetGolden) {
   EXPECT_FLOAT_EQ(posekd::infer::subcell_offset(0.f, 1.f, 0.5f), 0.5f * -0.5f / -1.5f);
   EXPECT_FLOAT_EQ(posekd::infer::subcell_offset(0.2f, 0.2f, 0.2f), 0.f);  // flat: no vertex
   EXPECT_FLOAT_EQ(posekd::infer::subcell_offset(0.f, 1.f, 0.9f), 0.5f * -0.9f / -1.1f);
-  EXPECT_FLOAT_EQ(posekd::infer::subcell_offset(0.f, 1.f, 1.5f), 0.5f);   // clamped
+  EXPECT_FLOAT_EQ(posekd::infer::subcell_offset(0.f, 1.f, 1.5f), 0.5f);  // clamped
 }
 
 TEST(PoseC, DecoderMatchesTheCppDecoderOnSyntheticPeople) {
@@ -291,7 +291,8 @@ TEST(PoseC, DecoderMatchesOnNoiseAndEmptyMaps) {
   pc_compare(exe, dir, torch::randint(-6000, 1900, {19, 16, 16}, torch::kLong),
              torch::randint(-16384, 16384, {38, 16, 16}, torch::kLong), cfg, "noise", &peaks);
   EXPECT_GT(peaks, 40);
-  pc_compare(exe, dir, torch::zeros({19, 16, 16}, torch::kLong), torch::zeros({38, 16, 16}, torch::kLong), cfg, "zeros");
+  pc_compare(exe, dir, torch::zeros({19, 16, 16}, torch::kLong), torch::zeros({38, 16, 16}, torch::kLong), cfg,
+             "zeros");
   if (!HasFailure()) fs::remove_all(dir);
 }
 
@@ -340,11 +341,15 @@ TEST(PoseC, ExportWritesTheFirmwareAndItDecodesTheSample) {
                         "FIRMWARE.md", "pose_sample.h"})
     EXPECT_TRUE(fs::exists(fw / f)) << f;
   std::string out;
-  EXPECT_EQ(pc_run("cc -std=c99 -pedantic-errors -fsyntax-only -x c " + (fw / "pose_sample.h").string(), &out), 0) << out;
+  EXPECT_EQ(pc_run("cc -std=c99 -pedantic-errors -fsyntax-only -x c " + (fw / "pose_sample.h").string(), &out), 0)
+      << out;
   // main.c compiles against the MSDK / ai8xize names it uses (declarations only: tests/export/c/msdk_stub)
   const fs::path stub = fs::path(POSEKD_SOURCE_DIR) / "tests/export/c/msdk_stub";
   EXPECT_EQ(pc_run("cc -std=c99 -Wall -Wextra -Werror -fsyntax-only -I" + stub.string() + " -I" + fw.string() + " " +
-                       (fw / "main.c").string(), &out), 0) << out;
+                       (fw / "main.c").string(),
+                   &out),
+            0)
+      << out;
   const auto exe = pc_compile(fw);
   PoseCConfig cfg;  // as the export configures it
   std::ifstream ph(fw / "pose_params.h");
@@ -395,16 +400,17 @@ TEST(PoseC, InputPreparationMatchesThePosekdSampleByteForByte) {
     f565[2 * i] = static_cast<unsigned char>(v >> 8);
     f565[2 * i + 1] = static_cast<unsigned char>(v & 255);
     const unsigned r5 = v >> 11, g6 = (v >> 5) & 63, b5 = v & 31;
-    from565.at<cv::Vec3b>(i / 128, i % 128) = cv::Vec3b(static_cast<unsigned char>((b5 << 3) | (b5 >> 2)),
-                                                        static_cast<unsigned char>((g6 << 2) | (g6 >> 4)),
-                                                        static_cast<unsigned char>((r5 << 3) | (r5 >> 2)));
+    from565.at<cv::Vec3b>(i / 128, i % 128) =
+        cv::Vec3b(static_cast<unsigned char>((b5 << 3) | (b5 >> 2)), static_cast<unsigned char>((g6 << 2) | (g6 >> 4)),
+                  static_cast<unsigned char>((r5 << 3) | (r5 >> 2)));
   }
   struct Case {
     std::string name;
     cv::Mat bgr;
     bool is565;
   };
-  for (const Case& c : {Case{"synthetic", syn.image, false}, Case{"noise", noise, false}, Case{"rgb565", from565, true}}) {
+  for (const Case& c :
+       {Case{"synthetic", syn.image, false}, Case{"noise", noise, false}, Case{"rgb565", from565, true}}) {
     SCOPED_TRACE(c.name);
     const fs::path png = dir / (c.name + ".png"), raw = dir / (c.name + ".raw"), out = dir / (c.name + ".bin");
     ASSERT_TRUE(cv::imwrite(png.string(), c.bgr));
@@ -423,7 +429,8 @@ TEST(PoseC, InputPreparationMatchesThePosekdSampleByteForByte) {
       }
     }
     std::string log;
-    ASSERT_EQ(pc_run(exe.string() + (c.is565 ? " input565 " : " input888 ") + raw.string() + " " + out.string(), &log), 0)
+    ASSERT_EQ(pc_run(exe.string() + (c.is565 ? " input565 " : " input888 ") + raw.string() + " " + out.string(), &log),
+              0)
         << log;
     std::ifstream in(out, std::ios::binary);
     std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -479,9 +486,13 @@ TEST(Firmware, DISABLED_EmulatedCortexM4PrintsTheHostPeople) {
   std::string out;
   // the decoder and input objects (with their stack use), the start-up code
   for (const char* f : {"pose_decode", "pose_input"})
-    ASSERT_EQ(pc_run("cd " + dir.string() + " && " + cc + " -Wall -Wextra -Werror -fstack-usage -c " + f + ".c -o " + f + ".o",
-                     &out), 0) << out;
-  ASSERT_EQ(pc_run(cc + " -c " + (mps2 / "startup.c").string() + " -o " + (dir / "startup.o").string(), &out), 0) << out;
+    ASSERT_EQ(pc_run("cd " + dir.string() + " && " + cc + " -Wall -Wextra -Werror -fstack-usage -c " + f + ".c -o " +
+                         f + ".o",
+                     &out),
+              0)
+        << out;
+  ASSERT_EQ(pc_run(cc + " -c " + (mps2 / "startup.c").string() + " -o " + (dir / "startup.o").string(), &out), 0)
+      << out;
   const std::string link = std::string("arm-none-eabi-gcc ") + kPcArmFlags + " -nostartfiles --specs=rdimon.specs -T " +
                            (mps2 / "mps2.ld").string() + " -Wl,--gc-sections ";
 
@@ -502,14 +513,23 @@ TEST(Firmware, DISABLED_EmulatedCortexM4PrintsTheHostPeople) {
     ASSERT_EQ(pc_run(host.string() + " decode " + npys, &host_text), 0) << host_text;
     ASSERT_EQ(pc_run(host.string() + " embed " + npys + " > " + (dir / "pose_outputs.h").string(), &out), 0) << out;
     const fs::path elf = dir / "harness.elf";
-    ASSERT_EQ(pc_run(cc + " -DPOSE_HARNESS_EMBEDDED -c " + kPcHarness.string() + " -o " + (dir / "harness.o").string(), &out),
-              0) << out;
-    ASSERT_EQ(pc_run(link + (dir / "startup.o").string() + " " + (dir / "harness.o").string() + " " +
-                         (dir / "pose_decode.o").string() + " " + (dir / "pose_input.o").string() + " -lm -o " + elf.string(),
-                     &out), 0) << out;
+    ASSERT_EQ(
+        pc_run(cc + " -DPOSE_HARNESS_EMBEDDED -c " + kPcHarness.string() + " -o " + (dir / "harness.o").string(), &out),
+        0)
+        << out;
+    ASSERT_EQ(
+        pc_run(link + (dir / "startup.o").string() + " " + (dir / "harness.o").string() + " " +
+                   (dir / "pose_decode.o").string() + " " + (dir / "pose_input.o").string() + " -lm -o " + elf.string(),
+               &out),
+        0)
+        << out;
     std::string emu;
     ASSERT_EQ(pc_run("timeout 120 qemu-system-arm -M mps2-an386 -icount shift=0 -nographic -monitor none -serial none "
-                     "-semihosting-config enable=on,target=native -kernel " + elf.string(), &emu), 0) << emu;
+                     "-semihosting-config enable=on,target=native -kernel " +
+                         elf.string(),
+                     &emu),
+              0)
+        << emu;
     // the emulated run adds lines: the stack it measured (painted stack) during pose_decode, and the
     // SysTick ticks of pose_decode and of its peak search alone
     std::map<std::string, long> extra;
@@ -526,14 +546,16 @@ TEST(Firmware, DISABLED_EmulatedCortexM4PrintsTheHostPeople) {
     ASSERT_EQ(extra.size(), 3u) << emu;
     max_stack = std::max(max_stack, extra["stack"]);
     if (i == inputs.size() - 1) {  // the 4-person frame: the figure summary and the export README print
-      const double rel = static_cast<double>(extra["ticks"] * 40 - kDecodeInstructions4People) / kDecodeInstructions4People;
+      const double rel =
+          static_cast<double>(extra["ticks"] * 40 - kDecodeInstructions4People) / kDecodeInstructions4People;
       EXPECT_LT(std::abs(rel), 0.1) << "pose_decode now takes " << extra["ticks"] * 40
                                     << " instructions for 4 people: update kDecodeInstructions4People (latency.h) "
                                        "and docs/deploy.md";
     }
-    std::printf("input %zu: %d people, pose_decode ~%ld instructions (peak search ~%ld; SysTick ticks of 40 "
-                "instructions under -icount shift=0)\n", i, static_cast<int>(pc_parse(host_text).people.size()),
-                extra["ticks"] * 40, extra["ticks_peaks"] * 40);
+    std::printf(
+        "input %zu: %d people, pose_decode ~%ld instructions (peak search ~%ld; SysTick ticks of 40 "
+        "instructions under -icount shift=0)\n",
+        i, static_cast<int>(pc_parse(host_text).people.size()), extra["ticks"] * 40, extra["ticks_peaks"] * 40);
     emu = rest;
     EXPECT_EQ(emu, host_text);
   }
@@ -545,9 +567,12 @@ TEST(Firmware, DISABLED_EmulatedCortexM4PrintsTheHostPeople) {
   std::array<long, 3> sz[2];
   for (int with = 0; with < 2; ++with) {
     const fs::path elf = dir / (with ? "probe_decode.elf" : "probe_empty.elf");
-    ASSERT_EQ(pc_run(link + (with ? "-DPOSE_PROBE_DECODE " : "") + "-I" + dir.string() + " " + (dir / "startup.o").string() +
-                         " " + (mps2 / "size_probe.c").string() + " " + (dir / "pose_decode.o").string() + " -lm -o " +
-                         elf.string(), &out), 0) << out;
+    ASSERT_EQ(pc_run(link + (with ? "-DPOSE_PROBE_DECODE " : "") + "-I" + dir.string() + " " +
+                         (dir / "startup.o").string() + " " + (mps2 / "size_probe.c").string() + " " +
+                         (dir / "pose_decode.o").string() + " -lm -o " + elf.string(),
+                     &out),
+              0)
+        << out;
     sz[with] = pc_arm_size(elf);
   }
   const long flash = (sz[1][0] + sz[1][1]) - (sz[0][0] + sz[0][1]);
@@ -565,19 +590,20 @@ TEST(Firmware, DISABLED_EmulatedCortexM4PrintsTheHostPeople) {
   ASSERT_TRUE(frame.count("pose_decode") && frame.count("pose_group") && frame.count("pose_find_peaks"));
   // pose_decode -> pose_find_peaks -> pose_refine_local, or -> pose_group -> pose_new_entry / pose_cubic_pair
   // (frames of functions the compiler inlined are absent, i.e. 0)
-  const long own_stack =
-      frame["pose_decode"] + std::max(frame["pose_find_peaks"] + frame["pose_refine_local"],
-                                      frame["pose_group"] + std::max(frame["pose_new_entry"], frame["pose_cubic_pair"]));
-  std::printf("decoder frames: pose_decode %ld, pose_find_peaks %ld, pose_refine_local %ld, pose_group %ld, "
-              "pose_new_entry %ld, pose_cubic_pair %ld: deepest own chain %ld bytes\n",
-              frame["pose_decode"], frame["pose_find_peaks"], frame["pose_refine_local"], frame["pose_group"],
-              frame["pose_new_entry"], frame["pose_cubic_pair"], own_stack);
+  const long own_stack = frame["pose_decode"] +
+                         std::max(frame["pose_find_peaks"] + frame["pose_refine_local"],
+                                  frame["pose_group"] + std::max(frame["pose_new_entry"], frame["pose_cubic_pair"]));
+  std::printf(
+      "decoder frames: pose_decode %ld, pose_find_peaks %ld, pose_refine_local %ld, pose_group %ld, "
+      "pose_new_entry %ld, pose_cubic_pair %ld: deepest own chain %ld bytes\n",
+      frame["pose_decode"], frame["pose_find_peaks"], frame["pose_refine_local"], frame["pose_group"],
+      frame["pose_new_entry"], frame["pose_cubic_pair"], own_stack);
   EXPECT_LE(own_stack, max_stack);
   std::printf("decoder on Cortex-M4F (-Os): flash %ld bytes, static RAM %ld bytes\n", flash, ram);
   EXPECT_GT(flash, 1000);
   EXPECT_LE(flash, 16 * 1024);
   std::printf("decoder RAM: static %ld + stack %ld = %ld bytes\n", ram, max_stack, ram + max_stack);
-  EXPECT_LE(ram + max_stack, 24 * 1024);  // the goal: at most 24 KB of RAM, buffers and stack
+  EXPECT_LE(ram + max_stack, 24 * 1024);    // the goal: at most 24 KB of RAM, buffers and stack
   if (std::getenv("POSEKD_FIRMWARE_KEEP"))  // harness.elf (the 4-person frame) for scripts/m4_cycle_estimate.py
     std::printf("kept %s\n", dir.string().c_str());
   else if (!HasFailure())
@@ -605,7 +631,10 @@ TEST(PoseC, DISABLED_TrainedStudentOnImages) {
     const auto dir = posekd::testing::temp_dir("posec_trained");
     std::string out;
     ASSERT_EQ(pc_run(std::string(POSEKD_CLI) + " export --checkpoint " + ckpt + " --out " + dir.string() +
-                         " --sample-image " + img.string(), &out), 0) << out;
+                         " --sample-image " + img.string(),
+                     &out),
+              0)
+        << out;
     const fs::path fw = dir / "firmware";
     PoseCConfig cfg;
     std::ifstream ph(fw / "pose_params.h");

@@ -77,12 +77,19 @@ TEST(CocoEval, OksHandComputed) {
   CocoPerson g;
   g.area = 400.f;
   g.num_keypoints = 2;
-  g.keypoints[0] = 100; g.keypoints[1] = 100; g.keypoints[2] = 2;   // nose
-  g.keypoints[15] = 120; g.keypoints[16] = 90; g.keypoints[17] = 1; // left shoulder (occluded counts)
+  g.keypoints[0] = 100;
+  g.keypoints[1] = 100;
+  g.keypoints[2] = 2;  // nose
+  g.keypoints[15] = 120;
+  g.keypoints[16] = 90;
+  g.keypoints[17] = 1;  // left shoulder (occluded counts)
   std::array<float, 51> d{};
-  d[0] = 103; d[1] = 96;   // nose off by (3,-4): d^2 = 25
-  d[15] = 120; d[16] = 90; // exact
-  d[30] = 5; d[31] = 5;    // an unlabeled gt keypoint: ignored
+  d[0] = 103;
+  d[1] = 96;  // nose off by (3,-4): d^2 = 25
+  d[15] = 120;
+  d[16] = 90;  // exact
+  d[30] = 5;
+  d[31] = 5;  // an unlabeled gt keypoint: ignored
   const double s0 = 0.026, s5 = 0.079;
   const double e0 = 25.0 / (4 * s0 * s0) / 400.0 / 2, e5 = 0.0;
   EXPECT_NEAR(compute_oks(g, d), (std::exp(-e0) + std::exp(-e5)) / 2, 1e-12);
@@ -94,7 +101,10 @@ TEST(CocoEval, OksWithoutLabeledKeypointsUsesDoubledBox) {
   g.bbox = {10, 20, 30, 40};
   g.area = 1000.f;
   std::array<float, 51> d{};
-  for (int k = 0; k < 17; ++k) { d[3 * k] = 50; d[3 * k + 1] = 50; }
+  for (int k = 0; k < 17; ++k) {
+    d[3 * k] = 50;
+    d[3 * k + 1] = 50;
+  }
   EXPECT_NEAR(compute_oks(g, d), 1.0, 1e-12);  // every keypoint inside the region
   d[0] = 80;                                   // nose 10 px right of x1 = 70
   const double e = 100.0 / (4 * .026 * .026) / 1000.0 / 2;
@@ -103,7 +113,11 @@ TEST(CocoEval, OksWithoutLabeledKeypointsUsesDoubledBox) {
 
 TEST(CocoEval, DetectionAreaIncludesPlaceholders) {
   std::array<float, 51> d{};
-  for (int k = 0; k < 16; ++k) { d[3 * k] = 100 + k; d[3 * k + 1] = 200 + k; d[3 * k + 2] = 1; }
+  for (int k = 0; k < 16; ++k) {
+    d[3 * k] = 100 + k;
+    d[3 * k + 1] = 200 + k;
+    d[3 * k + 2] = 1;
+  }
   // keypoint 16 missing at (0,0): box from (0,0) to (115,215)
   EXPECT_DOUBLE_EQ(detection_area(d), 115.0 * 215.0);
   auto b = detection_bbox(d);
@@ -140,9 +154,9 @@ TEST(CocoEval, FalsePositiveBetweenTruePositivesHandComputed) {
   const double ap = (51.0 + 50.0 * two_thirds) / 101.0;
   EXPECT_NEAR(r.stats[0], ap, 1e-12);
   EXPECT_NEAR(r.stats[1], ap, 1e-12);
-  EXPECT_NEAR(r.stats[3], ap, 1e-12);   // both gt are medium (area 5000)
-  EXPECT_DOUBLE_EQ(r.stats[4], -1.0);   // no large gt
-  EXPECT_DOUBLE_EQ(r.stats[5], 1.0);    // recall
+  EXPECT_NEAR(r.stats[3], ap, 1e-12);  // both gt are medium (area 5000)
+  EXPECT_DOUBLE_EQ(r.stats[4], -1.0);  // no large gt
+  EXPECT_DOUBLE_EQ(r.stats[5], 1.0);   // recall
   EXPECT_DOUBLE_EQ(r.stats[9], -1.0);
 }
 
@@ -152,7 +166,8 @@ TEST(CocoEval, PerturbedKeypointsMatchOnlyAtLowThresholds) {
   auto d = as_detection(1, ds.images[0].persons[0], 0.9f, 3, 0);
   const double oks = compute_oks(ds.images[0].persons[0], d.keypoints);
   double expect = 0;
-  const double sig[17] = {.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089};
+  const double sig[17] = {.026, .025, .025, .035, .035, .079, .079, .072, .072,
+                          .062, .062, .107, .107, .087, .087, .089, .089};
   for (double s : sig) expect += std::exp(-9.0 / (8 * s * s * 5000.0));
   EXPECT_NEAR(oks, expect / 17, 1e-12);
   auto r = evaluate_keypoints(ds, {d});
@@ -182,8 +197,10 @@ TEST(CocoEval, GreedyMatchingByScoreTakesBestOksAndBlocksReuse) {
   for (int t = 0; t < kNumIouThrs; ++t) {
     const double thr = iou_threshold(t);
     double expect_recall = 0;
-    if (o12 >= thr) expect_recall += 0.5;
-    else if (o11 >= thr) expect_recall += 0.5;  // falls back to gt 1
+    if (o12 >= thr)
+      expect_recall += 0.5;
+    else if (o11 >= thr)
+      expect_recall += 0.5;  // falls back to gt 1
     const bool first_took_g2 = o12 >= thr;
     const bool second_matches = first_took_g2 ? o21 >= thr : (o11 >= thr ? 1.0 >= thr : true);
     if (second_matches) expect_recall += 0.5;
@@ -314,8 +331,8 @@ TEST(CocoResults, JsonRoundTripAndErrors) {
 
   // category filtering
   const auto p2 = (dir / "cat.json").string();
-  std::ofstream(p2) << R"([{"image_id":1,"category_id":2,"keypoints":)" << nlohmann::json(std::vector<float>(51, 0.f)).dump()
-                    << R"(,"score":1}])";
+  std::ofstream(p2) << R"([{"image_id":1,"category_id":2,"keypoints":)"
+                    << nlohmann::json(std::vector<float>(51, 0.f)).dump() << R"(,"score":1}])";
   int64_t dropped = 0;
   EXPECT_TRUE(read_results_json(p2, &dropped).empty());
   EXPECT_EQ(dropped, 1);
@@ -449,9 +466,14 @@ void write_gt_json(const CocoDataset& ds, const std::string& path) {
     j["images"].push_back({{"id", im.id}, {"file_name", im.file_name}, {"width", im.width}, {"height", im.height}});
     for (const auto* list : {&im.persons, &im.crowds})
       for (const auto& p : *list)
-        j["annotations"].push_back({{"id", p.ann_id}, {"image_id", im.id}, {"category_id", 1},
-                                    {"keypoints", p.keypoints}, {"bbox", p.bbox}, {"area", p.area},
-                                    {"num_keypoints", p.num_keypoints}, {"iscrowd", p.iscrowd ? 1 : 0}});
+        j["annotations"].push_back({{"id", p.ann_id},
+                                    {"image_id", im.id},
+                                    {"category_id", 1},
+                                    {"keypoints", p.keypoints},
+                                    {"bbox", p.bbox},
+                                    {"area", p.area},
+                                    {"num_keypoints", p.num_keypoints},
+                                    {"iscrowd", p.iscrowd ? 1 : 0}});
   }
   std::ofstream(path) << j.dump();
 }
@@ -464,7 +486,10 @@ std::string python() {
 std::string run(const std::string& cmd, int* status) {
   std::string out;
   FILE* f = popen(cmd.c_str(), "r");
-  if (!f) { *status = -1; return out; }
+  if (!f) {
+    *status = -1;
+    return out;
+  }
   char buf[4096];
   size_t n;
   while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
@@ -528,7 +553,8 @@ TEST(CocoResults, StatsMatchPycocotools) {
     }
     EXPECT_GT(r.stats[0], 0.05);  // a meaningful, non-degenerate set
     EXPECT_LT(r.stats[0], 0.95);
-    std::printf("seed %u: AP %.4f AP50 %.4f AR %.4f (%zu detections)\n", seed, r.stats[0], r.stats[1], r.stats[5], dts.size());
+    std::printf("seed %u: AP %.4f AP50 %.4f AR %.4f (%zu detections)\n", seed, r.stats[0], r.stats[1], r.stats[5],
+                dts.size());
   }
   std::filesystem::remove_all(dir);
 }
@@ -541,7 +567,8 @@ TEST(CocoResults, EvalCliScoresAResultsFile) {
   const auto dt = (dir / "dt.json").string();
   write_results_json(dt, gt_as_detections(ds));
   int st = 0;
-  std::string out = run(posekd::testing::cli() + " eval --ann " + ann.string() + " --results " + dt + " 2>/dev/null", &st);
+  std::string out =
+      run(posekd::testing::cli() + " eval --ann " + ann.string() + " --results " + dt + " 2>/dev/null", &st);
   EXPECT_EQ(st, 0);
   std::array<double, 10> ones;
   ones.fill(1.0);

@@ -80,10 +80,9 @@ Targets draw_targets(const std::vector<Person18>& people, int g) {
 
 // A standing person, facing the camera, `h` pixels tall, top-centre at (cx, top).
 Person18 person(double cx, double top, double h) {
-  static const double tpl[18][2] = {
-      {0, .06},    {0, .20},    {-.13, .20}, {-.18, .38}, {-.20, .55}, {.13, .20},
-      {.18, .38},  {.20, .55},  {-.08, .55}, {-.09, .76}, {-.10, .97}, {.08, .55},
-      {.09, .76},  {.10, .97},  {-.04, .03}, {.04, .03},  {-.09, .06}, {.09, .06}};
+  static const double tpl[18][2] = {{0, .06},   {0, .20},   {-.13, .20}, {-.18, .38}, {-.20, .55}, {.13, .20},
+                                    {.18, .38}, {.20, .55}, {-.08, .55}, {-.09, .76}, {-.10, .97}, {.08, .55},
+                                    {.09, .76}, {.10, .97}, {-.04, .03}, {.04, .03},  {-.09, .06}, {.09, .06}};
   Person18 p;
   for (int k = 0; k < 18; ++k) p[k] = {cx + tpl[k][0] * h, top + tpl[k][1] * h};
   return p;
@@ -131,8 +130,8 @@ TEST(Grouping, ConnectionsNmsKeepsBestScoringPair) {
     paf[15 * h * w + i] = 1.f;
   }
   double ratio = 0;
-  EXPECT_NEAR(limb_affinity(&paf[12 * h * w], &paf[13 * h * w], h, w, 5, 12, 15, 10, &ratio),
-              10 / std::sqrt(104.0), 1e-5);
+  EXPECT_NEAR(limb_affinity(&paf[12 * h * w], &paf[13 * h * w], h, w, 5, 12, 15, 10, &ratio), 10 / std::sqrt(104.0),
+              1e-5);
   EXPECT_DOUBLE_EQ(ratio, 1.0);
   std::vector<std::vector<std::array<int, 2>>> xy(18);
   xy[1] = {{5, 12}, {5, 10}};
@@ -153,7 +152,9 @@ TEST(Grouping, ConnectionsNmsKeepsBestScoringPair) {
 TEST(Grouping, EarPartsFillGapsWithoutCountAndShortPosesAreDropped) {
   const int h = 40, w = 40;
   std::vector<float> paf(38 * h * w, 0.f);
-  auto fill = [&](int ch, float v) { for (int i = 0; i < h * w; ++i) paf[ch * h * w + i] = v; };
+  auto fill = [&](int ch, float v) {
+    for (int i = 0; i < h * w; ++i) paf[ch * h * w + i] = v;
+  };
   // neck(20,20) -> r_sho(10,20): part 0 (ch 12,13) points -x.
   fill(12, -1.f);
   // r_sho(10,20) -> r_elb(10,30): part 2 (ch 14,15) points +y.
@@ -168,8 +169,8 @@ TEST(Grouping, EarPartsFillGapsWithoutCountAndShortPosesAreDropped) {
   auto peaks = make_peaks(xy, 0.5f);
   auto poses = group_keypoints(peaks, paf.data(), h, w);
   ASSERT_EQ(poses.size(), 1u);
-  EXPECT_EQ(poses[0].kpt[16], 3);   // ear attached by part 17
-  EXPECT_EQ(poses[0].count, 3);     // ... without counting it
+  EXPECT_EQ(poses[0].kpt[16], 3);  // ear attached by part 17
+  EXPECT_EQ(poses[0].count, 3);    // ... without counting it
   // Without the elbow the pose has count 2 and is filtered out.
   xy[3].clear();
   peaks = make_peaks(xy, 0.5f);
@@ -181,7 +182,10 @@ TEST(Grouping, LowMeanScoreIsFilteredOut) {
   // score = 3*0.1 + 2*0.06 = 0.42, count 3 -> 0.14 < 0.2 -> dropped.
   const int h = 30, w = 30;
   std::vector<float> paf(38 * h * w, 0.f);
-  for (int i = 0; i < h * w; ++i) { paf[12 * h * w + i] = 0.06f; paf[15 * h * w + i] = 0.06f; }
+  for (int i = 0; i < h * w; ++i) {
+    paf[12 * h * w + i] = 0.06f;
+    paf[15 * h * w + i] = 0.06f;
+  }
   std::vector<std::vector<std::array<int, 2>>> xy(18);
   xy[1] = {{5, 5}};
   xy[2] = {{15, 5}};
@@ -221,7 +225,7 @@ TEST(Decode, UpsampleMatchesCvResizeCubic) {
 
 struct RoundTrip {
   int matched = 0;
-  double max_err = 0;    // input pixels
+  double max_err = 0;  // input pixels
   double sum_dx = 0, sum_dy = 0;
   int n = 0;
 };
@@ -244,9 +248,15 @@ RoundTrip round_trip(const std::vector<Person18>& people, int input, const Decod
       if (!poses[i].has(1)) continue;
       const double dx = poses[i].points[2] * p.scale + p.pad_left - gt[1][0];
       const double dy = poses[i].points[3] * p.scale + p.pad_top - gt[1][1];
-      if (dx * dx + dy * dy < bd) { bd = dx * dx + dy * dy; best = static_cast<int>(i); }
+      if (dx * dx + dy * dy < bd) {
+        bd = dx * dx + dy * dy;
+        best = static_cast<int>(i);
+      }
     }
-    if (best < 0) { ADD_FAILURE() << "no pose with a neck"; continue; }
+    if (best < 0) {
+      ADD_FAILURE() << "no pose with a neck";
+      continue;
+    }
     EXPECT_FALSE(used[best]) << "two GT people got the same pose";
     used[best] = 1;
     ++rt.matched;
@@ -291,8 +301,7 @@ TEST(Decode, TeacherThreePeopleRoundTripAllKeypoints) {
   // 368x368 teacher input of a 480x640 (w x h) original: s = 368/640, letterboxed.
   auto p = letterbox_params(480, 640, 368);
   // Side by side with ~20 px between their hands.
-  std::vector<Person18> people = {person(65.2, 20.7, 250.3), person(185.6, 40.1, 240.9),
-                                  person(305.4, 30.5, 255.2)};
+  std::vector<Person18> people = {person(65.2, 20.7, 250.3), person(185.6, 40.1, 240.9), person(305.4, 30.5, 255.2)};
   auto rt = round_trip(people, 368, p, kAll, kTolInputPx);
   EXPECT_EQ(rt.matched, 3);
 }

@@ -88,7 +88,7 @@ TEST(Evaluate, GroundTruthMapsDecodeBackToTheAnnotationsInOriginalCoordinates) {
       for (const auto& p : im.persons)
         if (p.keypoints[3 * k + 2] > 0)
           best = std::min<double>(best, std::hypot(p.keypoints[3 * k] - d.keypoints[3 * k],
-                                           p.keypoints[3 * k + 1] - d.keypoints[3 * k + 1]));
+                                                   p.keypoints[3 * k + 1] - d.keypoints[3 * k + 1]));
       // one map cell is 8 input pixels = 8 / scale original pixels (scale = 368 / 640)
       if (best < 8.0 * 640 / 368) ++close;
     }
@@ -151,7 +151,8 @@ TEST(Evaluate, Int8StudentEqualsQatStudentOnPreparedImages) {
   policy.start_epoch = 1;
   int n = 0;
   model::fuse_and_calibrate(
-      *s, [&]() -> std::optional<torch::Tensor> {
+      *s,
+      [&]() -> std::optional<torch::Tensor> {
         if (n++ == 1) return std::nullopt;
         return data::fold_input(batch, 2);
       },

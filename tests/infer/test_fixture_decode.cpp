@@ -47,7 +47,8 @@ TEST(FixtureDecode, GoldenStudentTargetsDecodeToTheSamplePeople) {
   }
   ASSERT_EQ(images, 4);
   const auto r = evaluate_keypoints(gt, dts);
-  std::printf("oracle decode of the golden 16x16 targets (%zu poses):\n%s", dts.size(), format_summary(r.stats).c_str());
+  std::printf("oracle decode of the golden 16x16 targets (%zu poses):\n%s", dts.size(),
+              format_summary(r.stats).c_str());
   // The one large, fully labeled person of image 785 must come back with a high OKS.
   double best = 0;
   for (const auto& dt : dts)

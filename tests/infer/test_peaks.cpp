@@ -35,7 +35,7 @@ TEST(Peaks, StrictMaximumAndBordersCountAsZero) {
   m.at(0, 9) = 0.3f;  // corner: outside neighbours are 0 -> a peak
   m.at(4, 0) = 0.4f;  // lower than its right neighbour -> not a peak
   m.at(4, 1) = 0.6f;
-  m.at(9, 9) = 0.05f; // below threshold
+  m.at(9, 9) = 0.05f;  // below threshold
   auto p = extract_keypoints(m.v.data(), m.h, m.w, 0);
   ASSERT_EQ(p.size(), 2u);
   EXPECT_EQ(p[0].x, 1);  // x-ordered: (1,4) before (9,0)
@@ -63,10 +63,18 @@ TEST(Peaks, SuppressionIsPositionOrderedNotScoreOrdered) {
   m.at(20, 16) = 0.5f;  // E
   auto p = extract_keypoints(m.v.data(), m.h, m.w, 7);
   ASSERT_EQ(p.size(), 4u);
-  EXPECT_EQ(p[0].x, 2);  EXPECT_EQ(p[0].y, 2);  EXPECT_EQ(p[0].id, 7);
-  EXPECT_EQ(p[1].x, 6);  EXPECT_EQ(p[1].y, 8);  EXPECT_EQ(p[1].id, 8);
-  EXPECT_EQ(p[2].x, 10); EXPECT_EQ(p[2].y, 20); EXPECT_EQ(p[2].id, 9);
-  EXPECT_EQ(p[3].x, 16); EXPECT_EQ(p[3].y, 20); EXPECT_EQ(p[3].id, 10);
+  EXPECT_EQ(p[0].x, 2);
+  EXPECT_EQ(p[0].y, 2);
+  EXPECT_EQ(p[0].id, 7);
+  EXPECT_EQ(p[1].x, 6);
+  EXPECT_EQ(p[1].y, 8);
+  EXPECT_EQ(p[1].id, 8);
+  EXPECT_EQ(p[2].x, 10);
+  EXPECT_EQ(p[2].y, 20);
+  EXPECT_EQ(p[2].id, 9);
+  EXPECT_EQ(p[3].x, 16);
+  EXPECT_EQ(p[3].y, 20);
+  EXPECT_EQ(p[3].id, 10);
 }
 
 TEST(Peaks, EqualXIsOrderedByYAndTheUpperOneSuppresses) {

@@ -12,7 +12,6 @@
 #include "python_util.h"
 #include "test_util.h"
 
-
 namespace {
 
 using posekd::io::Value;
@@ -42,7 +41,8 @@ TEST(Pickle, ProtocolsTwoToFiveFromPython) {
       "       'l': [None, True, False], 'a': shared, 'b': shared, 'od': od, 'ik': {1: 'one', -2: 'minus'},\n"
       "       'set': {3}, 'long': list(range(1500)), 'long_s': 'x' * 300}\n"
       "for p in (2, 3, 4, 5):\n"
-      "    open('" + dir.string() + "/p%d.pkl' % p, 'wb').write(pickle.dumps(obj, protocol=p))\n";
+      "    open('" +
+      dir.string() + "/p%d.pkl' % p, 'wb').write(pickle.dumps(obj, protocol=p))\n";
   ASSERT_EQ(run_python(py, dir, script, &out), 0) << out;
   for (int p = 2; p <= 5; ++p) {
     SCOPED_TRACE("protocol " + std::to_string(p));
@@ -92,7 +92,17 @@ TEST(Pickle, ProtocolsTwoToFiveFromPython) {
 
 TEST(Pickle, HandMadeStreamAndPlaceholders) {
   // PROTO 2, GLOBAL 'foo Bar', MARK, BININT1 3, TUPLE, REDUCE, EMPTY_DICT, BUILD-state ... STOP
-  std::string s = "\x80\x02" "cfoo\nBar\n" "(K\x03t" "R" "}" "X\x01\x00\x00\x00k" "K\x09" "s" "b" "."s;
+  std::string s =
+      "\x80\x02"
+      "cfoo\nBar\n"
+      "(K\x03t"
+      "R"
+      "}"
+      "X\x01\x00\x00\x00k"
+      "K\x09"
+      "s"
+      "b"
+      "."s;
   Value v = unpickle_bytes(s);
   ASSERT_TRUE(v.is_object());
   EXPECT_EQ(v.object_data().qualified(), "foo.Bar");
@@ -105,7 +115,8 @@ TEST(Pickle, HandMadeStreamAndPlaceholders) {
     v.as_int("file.pth: scheduler");
     FAIL() << "expected an error";
   } catch (const posekd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("file.pth: scheduler: expected int, got foo.Bar"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("file.pth: scheduler: expected int, got foo.Bar"), std::string::npos)
+        << e.what();
   }
   // Protocol 0 text opcodes: INT, LONG, FLOAT, STRING, LIST, DICT via MARK.
   std::string t = "(lp0\nI42\naL-7L\naF0.25\naS'abc'\naI01\na.";
@@ -130,8 +141,14 @@ TEST(Pickle, CorruptInputGivesOffsets) {
     }
   };
   expect_error("\x80\x02K", "truncated pickle (need 1 bytes) at offset 3");
-  expect_error("\x80\x02X\xff\xff\xff\x7f" "abc", "truncated pickle");
-  expect_error("\x80\x02" "a.", "stack underflow at offset 2");
+  expect_error(
+      "\x80\x02X\xff\xff\xff\x7f"
+      "abc",
+      "truncated pickle");
+  expect_error(
+      "\x80\x02"
+      "a.",
+      "stack underflow at offset 2");
   expect_error("\x80\x02h\x05.", "memo index 5 is undefined at offset 2");
   expect_error("\x80\x02\xff", "invalid pickle opcode 0xff at offset 2");
   expect_error("\x80\x02K\x05(K\x01K\x02u.", "SETITEM on a");
@@ -140,7 +157,10 @@ TEST(Pickle, CorruptInputGivesOffsets) {
   expect_error("\x80\x02}K\x01s.", "stack underflow");
   expect_error(std::string("\x80\x02", 2), "truncated pickle");
   // Every truncation of a valid pickle is an error, never a crash.
-  std::string good = "\x80\x02}q\x00(X\x01\x00\x00\x00" "aq\x01]q\x02(K\x01G?\xf8\x00\x00\x00\x00\x00\x00" "eu."s;
+  std::string good =
+      "\x80\x02}q\x00(X\x01\x00\x00\x00"
+      "aq\x01]q\x02(K\x01G?\xf8\x00\x00\x00\x00\x00\x00"
+      "eu."s;
   ASSERT_NO_THROW(unpickle_bytes(good));
   for (size_t n = 0; n + 1 < good.size(); ++n) EXPECT_THROW(unpickle_bytes(good.substr(0, n)), posekd::Error) << n;
   // Random byte flips: either a value or a posekd::Error.

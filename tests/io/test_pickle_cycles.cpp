@@ -19,7 +19,10 @@ Value run(const std::string& bytes) {
 
 TEST(PickleCycles, AListContainingItselfIsAnError) {
   // PROTO 2, EMPTY_LIST, BINPUT 0, BINGET 0, APPEND, STOP: l = []; l.append(l)
-  const std::string self_list("\x80\x02]q\x00h\x00" "a.", 9);
+  const std::string self_list(
+      "\x80\x02]q\x00h\x00"
+      "a.",
+      9);
   try {
     run(self_list);
     FAIL() << "expected an error";
@@ -54,7 +57,11 @@ TEST(PickleCycles, ACycleDroppedBeforeTheEndIsFreedAndTheResultKept) {
   // cyclic list is reachable from neither the result, the stack nor the memo. It used to leak
   // (LeakSanitizer in `make asan`, fuzz_torch_file_replay); this test fails there if it comes back.
   // PROTO 2, EMPTY_LIST, BINPUT 0, BINGET 0, APPEND, POP, EMPTY_LIST, BINPUT 0, BININT1 1, APPEND, STOP
-  const std::string dropped("\x80\x02]q\x00h\x00" "a0]q\x00K\x01" "a.", 16);
+  const std::string dropped(
+      "\x80\x02]q\x00h\x00"
+      "a0]q\x00K\x01"
+      "a.",
+      16);
   Value v = run(dropped);
   ASSERT_TRUE(v.is_list());
   ASSERT_EQ(v.items().size(), 1u);  // the result is not emptied by the clean-up

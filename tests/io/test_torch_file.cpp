@@ -2,18 +2,17 @@
 // truncated/corrupted files, save->load round trips, atomic writes, and Python reading our files.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <sstream>
-#include <unistd.h>
 
 #include "posekd/core/error.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/io/value.h"
 #include "python_util.h"
 #include "test_util.h"
-
 
 namespace {
 
@@ -47,8 +46,10 @@ d = {'x': x, 'view': x[1:, 2:], 'tr': x.t(),
      'param': torch.nn.Parameter(torch.ones(2)),
      'od': collections.OrderedDict([('w', torch.ones(1)), ('v', torch.zeros(2))]),
      'n': 5, 'name': 'abc', 'lst': [1, 2.5]}
-torch.save(d, ')" + (d / "zip.pth").string() + R"(')
-torch.save(d, ')" + (d / "legacy.pth").string() + R"(', _use_new_zipfile_serialization=False)
+torch.save(d, ')" + (d / "zip.pth").string() +
+                         R"(')
+torch.save(d, ')" + (d / "legacy.pth").string() +
+                         R"(', _use_new_zipfile_serialization=False)
 )";
     if (run_python(py, d, script, &out) != 0) {
       std::fprintf(stderr, "python failed: %s\n", out.c_str());
@@ -243,7 +244,7 @@ Value sample_value() {
   v.set("big", Value::integer(-(int64_t(1) << 45)));
   v.set("name", Value::string("posekd \xc3\xa9"));
   v.set("flags", Value::list({Value::boolean(true), Value::none(), Value::integer(-1), Value::integer(300),
-                             Value::integer(70000)}));
+                              Value::integer(70000)}));
   v.set("shape", Value::tuple({Value::integer(1), Value::integer(2)}));
   Value ik = Value::dict();
   ik.set(Value::integer(3), Value::string("three"));

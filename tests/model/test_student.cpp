@@ -105,8 +105,10 @@ TEST(Student, SeedFloatMatchesPython) {
   for (const auto& kv : bn_after) {
     SCOPED_TRACE(kv.key().toStringRef());
     const auto& g = find(got, kv.key().toStringRef(), "model");
-    if (g.is_floating_point()) EXPECT_LT(rel_err(g, kv.value().toTensor()), 1e-5);
-    else EXPECT_TRUE(g.equal(kv.value().toTensor()));
+    if (g.is_floating_point())
+      EXPECT_LT(rel_err(g, kv.value().toTensor()), 1e-5);
+    else
+      EXPECT_TRUE(g.equal(kv.value().toTensor()));
   }
 }
 
@@ -124,7 +126,8 @@ TEST(Student, SeedQatTransitionMatchesPython) {
   policy.start_epoch = 30;
   // The trainer's entry point: fuse, calibrate on the 4 stored batches, apply_scales, initiate_qat.
   model::fuse_and_calibrate(
-      *s, [&]() -> std::optional<torch::Tensor> {
+      *s,
+      [&]() -> std::optional<torch::Tensor> {
         if (next == calib.size(0)) return std::nullopt;
         return calib[next++];
       },
@@ -218,7 +221,8 @@ TEST(Student, Ai85PoseShapesAndBudget) {
   EXPECT_EQ(s->layer_names()[8], "cpm1");
   EXPECT_EQ(s->layer_names()[10], "cpm3");
   // ai8x.md 5.3 run C: 384,048 bytes of 8-bit weights, <= 442,368
-  EXPECT_EQ(s->weight_bytes(), 12 * 32 * 9 + 32 * 32 * 9 + 32 * 64 * 9 + 8 * 64 * 64 * 9 + 2 * 64 * 48 * 9 + 48 * 19 + 48 * 38);
+  EXPECT_EQ(s->weight_bytes(),
+            12 * 32 * 9 + 32 * 32 * 9 + 32 * 64 * 9 + 8 * 64 * 64 * 9 + 2 * 64 * 48 * 9 + 48 * 19 + 48 * 38);
   EXPECT_EQ(s->weight_bytes(), 384048);
   EXPECT_LE(s->weight_bytes(), 442368);
   EXPECT_GT(make_student("seed")->weight_bytes(), 442368);  // the seed model does not fit
@@ -245,14 +249,13 @@ TEST(Student, Ai85PoseQatEqualsIntegerInference) {
   // End to end on the deployable arch: calibrate, QAT forward, quantize.py, integer forward.
   torch::manual_seed(5);
   auto s = make_student("ai85pose");
-  auto grid = [](std::vector<int64_t> shape) {
-    return torch::randint(-128, 128, shape).to(torch::kFloat) / 128;
-  };
+  auto grid = [](std::vector<int64_t> shape) { return torch::randint(-128, 128, shape).to(torch::kFloat) / 128; };
   int n = 0;
   QatPolicy policy;
   policy.start_epoch = 1;
   model::fuse_and_calibrate(
-      *s, [&]() -> std::optional<torch::Tensor> {
+      *s,
+      [&]() -> std::optional<torch::Tensor> {
         if (n++ == 1) return std::nullopt;
         return grid({2, 12, 64, 64});
       },

@@ -67,7 +67,8 @@ std::pair<std::shared_ptr<model::Student>, torch::Tensor> generated_seed_qat_stu
   QatPolicy policy;
   policy.start_epoch = 1;
   model::fuse_and_calibrate(
-      *s, [&]() -> std::optional<torch::Tensor> {
+      *s,
+      [&]() -> std::optional<torch::Tensor> {
         if (n++ == 2) return std::nullopt;
         return grid_tensor({2, 3, 128, 128});
       },
@@ -161,7 +162,8 @@ TEST(StudentBf16, QatLayersWithABf16DestinationFlipOutputs) {
     const int64_t f = (bf16dst != outs[i]).sum().item<int64_t>();
     const int64_t f32 = (mixed != outs[i]).sum().item<int64_t>();
     const double step = std::ldexp(1.0, -7) * std::ldexp(1.0, static_cast<int>(layers[i]->final_scale.item<float>()));
-    const double steps = (bf16dst - outs[i]).abs().max().item<double>() / (layers[i]->spec().wide ? std::ldexp(1.0, -14) : step);
+    const double steps =
+        (bf16dst - outs[i]).abs().max().item<double>() / (layers[i]->spec().wide ? std::ldexp(1.0, -14) : step);
     std::printf("  %-10s %8lld outputs: bf16 destination flips %6lld (%.2f%%, max %.0f steps); fp32 destination %lld\n",
                 s->layer_names()[i].c_str(), static_cast<long long>(outs[i].numel()), static_cast<long long>(f),
                 100.0 * f / outs[i].numel(), steps, static_cast<long long>(f32));
@@ -170,10 +172,11 @@ TEST(StudentBf16, QatLayersWithABf16DestinationFlipOutputs) {
     flips_fp32dst += f32;
     max_steps = std::max(max_steps, steps);
   }
-  std::printf("seed QAT layers: %lld of %lld outputs flip with a bf16 destination (%.2f%%), max %.0f steps; "
-              "%lld with conv2d_bf16's fp32 destination\n",
-              static_cast<long long>(flips), static_cast<long long>(total), 100.0 * flips / total, max_steps,
-              static_cast<long long>(flips_fp32dst));
+  std::printf(
+      "seed QAT layers: %lld of %lld outputs flip with a bf16 destination (%.2f%%), max %.0f steps; "
+      "%lld with conv2d_bf16's fp32 destination\n",
+      static_cast<long long>(flips), static_cast<long long>(total), 100.0 * flips / total, max_steps,
+      static_cast<long long>(flips_fp32dst));
   RecordProperty("bf16_destination_flips", std::to_string(flips));
   RecordProperty("outputs", std::to_string(total));
   EXPECT_EQ(flips_fp32dst, 0);
@@ -237,7 +240,8 @@ TEST(StudentBf16, Ai85PoseBf16QatEqualsIntegerInference) {
   QatPolicy policy;
   policy.start_epoch = 1;
   model::fuse_and_calibrate(
-      *s, [&]() -> std::optional<torch::Tensor> {
+      *s,
+      [&]() -> std::optional<torch::Tensor> {
         if (n++ == 1) return std::nullopt;
         return grid({2, 12, 64, 64});
       },

@@ -28,12 +28,12 @@ TEST(Teacher, StateDictNamesAndCounts) {
   auto buffers = net->named_buffers(true);
   EXPECT_EQ(named.size(), 151u);
   EXPECT_EQ(named.size() + buffers.size(), 250u);
-  for (const char* k : {"model.0.0.weight", "model.0.1.running_var", "model.7.0.weight", "model.11.4.bias",
-                        "cpm.align.0.weight", "cpm.align.0.bias", "cpm.trunk.2.2.weight", "cpm.conv.0.bias",
-                        "initial_stage.trunk.2.0.bias", "initial_stage.heatmaps.1.0.weight",
-                        "initial_stage.pafs.0.0.weight", "refinement_stages.0.trunk.0.initial.0.weight",
-                        "refinement_stages.0.trunk.4.trunk.1.1.running_mean",
-                        "refinement_stages.0.heatmaps.1.0.bias", "refinement_stages.0.pafs.1.0.weight"}) {
+  for (const char* k :
+       {"model.0.0.weight", "model.0.1.running_var", "model.7.0.weight", "model.11.4.bias", "cpm.align.0.weight",
+        "cpm.align.0.bias", "cpm.trunk.2.2.weight", "cpm.conv.0.bias", "initial_stage.trunk.2.0.bias",
+        "initial_stage.heatmaps.1.0.weight", "initial_stage.pafs.0.0.weight",
+        "refinement_stages.0.trunk.0.initial.0.weight", "refinement_stages.0.trunk.4.trunk.1.1.running_mean",
+        "refinement_stages.0.heatmaps.1.0.bias", "refinement_stages.0.pafs.1.0.weight"}) {
     EXPECT_TRUE(named.contains(k) || buffers.contains(k)) << k;
   }
   EXPECT_TRUE(buffers.contains("model.0.1.num_batches_tracked"));
@@ -115,12 +115,12 @@ TEST(Teacher, LegacyCheckpointWrappedMatchesReference) {
   torch::Tensor x1 = ref.at("input_128").as_tensor().slice(0, 0, 1);
   auto o2 = t2->forward(x1);
   namespace F = torch::nn::functional;
-  auto resized = F::interpolate(x1,
-                                F::InterpolateFuncOptions().size(std::vector<int64_t>{368, 368})
-                                    .mode(torch::kBilinear).align_corners(false));
+  auto resized = F::interpolate(
+      x1, F::InterpolateFuncOptions().size(std::vector<int64_t>{368, 368}).mode(torch::kBilinear).align_corners(false));
   auto direct = teacher->net()->forward(resized * 0.5);
-  auto direct16 = F::interpolate(direct[2], F::InterpolateFuncOptions().size(std::vector<int64_t>{16, 16})
-                                                .mode(torch::kBilinear).align_corners(false));
+  auto direct16 = F::interpolate(
+      direct[2],
+      F::InterpolateFuncOptions().size(std::vector<int64_t>{16, 16}).mode(torch::kBilinear).align_corners(false));
   EXPECT_LT(norm_rel_err(o2[0], direct16), 1e-6);
 }
 

@@ -93,7 +93,8 @@ TEST(Amp, ShortTrainingRunTracksFp32) {
   posekd::ai8x::QatPolicy policy;
   int calib = 0;
   posekd::model::fuse_and_calibrate(
-      *s32, [&]() -> std::optional<torch::Tensor> { return calib++ == 0 ? std::optional<torch::Tensor>(d.x) : std::nullopt; },
+      *s32,
+      [&]() -> std::optional<torch::Tensor> { return calib++ == 0 ? std::optional<torch::Tensor>(d.x) : std::nullopt; },
       policy);
   auto q16 = amp_student();
   q16->fuse_bn();
@@ -104,10 +105,11 @@ TEST(Amp, ShortTrainingRunTracksFp32) {
   const double worst_qat = amp_worst(l32, l16, 0.02, "QAT");
   EXPECT_LT(l32.back(), l32.front());
   EXPECT_LT(l16.back(), l16.front());
-  std::printf("ai85pose, batch 4: %d float steps, loss fp32 %.1f -> %.1f, bf16 %.1f -> %.1f (worst step %.2f%%); "
-              "%d QAT steps, fp32 %.1f -> %.1f, bf16 %.1f -> %.1f (worst step %.2f%%)\n",
-              float_steps, f32.front(), f32.back(), f16.front(), f16.back(), 100 * worst_float, qat_steps, l32.front(),
-              l32.back(), l16.front(), l16.back(), 100 * worst_qat);
+  std::printf(
+      "ai85pose, batch 4: %d float steps, loss fp32 %.1f -> %.1f, bf16 %.1f -> %.1f (worst step %.2f%%); "
+      "%d QAT steps, fp32 %.1f -> %.1f, bf16 %.1f -> %.1f (worst step %.2f%%)\n",
+      float_steps, f32.front(), f32.back(), f16.front(), f16.back(), 100 * worst_float, qat_steps, l32.front(),
+      l32.back(), l16.front(), l16.back(), 100 * worst_qat);
 }
 
 // The teacher's training step under AutocastGuard (what teacher training would run): bf16
@@ -153,9 +155,10 @@ TEST(Amp, TeacherTrainingUnderAutocastTracksFp32) {
   EXPECT_LT(a.back(), a.front());
   EXPECT_LT(b.back(), b.front());
   EXPECT_FALSE(at::autocast::is_cpu_enabled());  // the guard restored the state
-  std::printf("teacher (no refinement stage) at 64x64, batch 4, %d steps: loss fp32 %.4f -> %.4f, autocast bf16 "
-              "%.4f -> %.4f (worst step %.2f%%)\n",
-              steps, a.front(), a.back(), b.front(), b.back(), 100 * worst);
+  std::printf(
+      "teacher (no refinement stage) at 64x64, batch 4, %d steps: loss fp32 %.4f -> %.4f, autocast bf16 "
+      "%.4f -> %.4f (worst step %.2f%%)\n",
+      steps, a.front(), a.back(), b.front(), b.back(), 100 * worst);
 }
 
 TEST(Amp, GuardIsScopedAndFp32DoesNothing) {

@@ -97,9 +97,10 @@ TEST(ConfigIo, DemoOptionsRoundTripsEveryField) { round_trip<DemoOptions>(); }
 
 TEST(ConfigIo, KeysOfTheTrainTableNameTheirFields) {
   TrainConfig c;
-  from_yaml("batch_size: 3\nlr: 2.5e-4\nval_images: /v\nteacher_cache: t.bin\nno_qat: true\nseed: 9\n"
-            "rank: 1\nmaster_addr: h\ndist_timeout: 7\n",
-            "x.yaml", c);
+  from_yaml(
+      "batch_size: 3\nlr: 2.5e-4\nval_images: /v\nteacher_cache: t.bin\nno_qat: true\nseed: 9\n"
+      "rank: 1\nmaster_addr: h\ndist_timeout: 7\n",
+      "x.yaml", c);
   EXPECT_EQ(c.batch_size, 3);
   EXPECT_DOUBLE_EQ(c.lr, 2.5e-4);
   EXPECT_EQ(c.val_images, "/v");

@@ -47,9 +47,14 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   auto r = posekd::train::run_demo(o);
 
   // the table: the ground-truth ceiling, teacher, KD float/QAT/int8, no-teacher float/QAT/int8
-  const char* names[] = {"ground-truth maps", "teacher", "student KD, float (before QAT)", "student KD, QAT",
-                         "student KD, int8 (MAX78000 arithmetic)", "student without teacher, float (before QAT)",
-                         "student without teacher, QAT", "student without teacher, int8"};
+  const char* names[] = {"ground-truth maps",
+                         "teacher",
+                         "student KD, float (before QAT)",
+                         "student KD, QAT",
+                         "student KD, int8 (MAX78000 arithmetic)",
+                         "student without teacher, float (before QAT)",
+                         "student without teacher, QAT",
+                         "student without teacher, int8"};
   ASSERT_EQ(r.rows.size(), 8u);
   for (size_t i = 0; i < 8; ++i) {
     EXPECT_EQ(r.rows[i].model.rfind(names[i], 0), 0u) << r.rows[i].model;
@@ -69,8 +74,8 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   EXPECT_EQ(r.rows[4].stats[0], r.rows[3].stats[0]) << r.table_markdown;
   EXPECT_EQ(r.rows[7].stats[0], r.rows[6].stats[0]) << r.table_markdown;
   // rows.csv holds the same numbers for scripts.
-  EXPECT_NE(posekd::testing::read_text(out / "rows.csv").find(fmt::format("\"{}\",{:.4f}", r.rows[3].model,
-                                                                          r.rows[3].stats[0])),
+  EXPECT_NE(posekd::testing::read_text(out / "rows.csv")
+                .find(fmt::format("\"{}\",{:.4f}", r.rows[3].model, r.rows[3].stats[0])),
             std::string::npos);
 
   // both students ran their QAT phase at the lowered learning rate (the schedule's, decayed by the end)
@@ -85,10 +90,10 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
   double sum = 0;
   for (double s : r.step_seconds) sum += s;
   EXPECT_NEAR(sum, r.seconds, 1.0);
-  for (const char* f : {"table.md", "results.csv", "results.png", "teacher/teacher.pth", "teacher/results.csv",
-                        "student_kd/latest.pth", "student_gt/latest.pth", "export/ai85pose.yaml",
-                        "export/ai85pose-q8.pth.tar", "export/ai85pose-qat.pth.tar", "predictions/sheet.jpg",
-                        "data/contact_sheet.jpg", "data/annotations/person_keypoints_val.json"})
+  for (const char* f :
+       {"table.md", "results.csv", "results.png", "teacher/teacher.pth", "teacher/results.csv", "student_kd/latest.pth",
+        "student_gt/latest.pth", "export/ai85pose.yaml", "export/ai85pose-q8.pth.tar", "export/ai85pose-qat.pth.tar",
+        "predictions/sheet.jpg", "data/contact_sheet.jpg", "data/annotations/person_keypoints_val.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   int pictures = 0;
   for (const auto& e : fs::directory_iterator(out / "predictions")) pictures += e.path().extension() == ".jpg";

@@ -139,7 +139,7 @@ TEST(GradSync, AverageOverRanksEqualsTheWholeBatchGradient) {
   run_ranks(2, [&](Distributed& d) {
     Net net = nets[static_cast<size_t>(d.rank())];
     GradSync sync(d, net->parameters(), /*bucket_bytes=*/256);  // many small buckets
-    for (int step = 0; step < 2; ++step) {  // the second step shows that the buckets reset
+    for (int step = 0; step < 2; ++step) {                      // the second step shows that the buckets reset
       for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();
       loss_of(net, x.narrow(0, 4 * d.rank(), 4), y.narrow(0, 4 * d.rank(), 4)).backward();
       sync.finish();
@@ -152,7 +152,8 @@ TEST(GradSync, AverageOverRanksEqualsTheWholeBatchGradient) {
   for (int r = 0; r < 2; ++r) {
     ASSERT_EQ(got[static_cast<size_t>(r)].size(), want.size());
     for (size_t i = 0; i < want.size(); ++i)
-      EXPECT_TRUE(torch::allclose(got[static_cast<size_t>(r)][i], want[i], 1e-5, 1e-6)) << "rank " << r << " param " << i;
+      EXPECT_TRUE(torch::allclose(got[static_cast<size_t>(r)][i], want[i], 1e-5, 1e-6))
+          << "rank " << r << " param " << i;
     EXPECT_GT(buckets[static_cast<size_t>(r)], 2);
     // Buckets that became complete during backward were sent before backward returned.
     EXPECT_GE(overlap[static_cast<size_t>(r)], 1);

@@ -41,8 +41,8 @@ TEST(FusedAdam, MatchesAdamStepIncludingState) {
     train_steps(a, o, false, 5);
     train_steps(b, o, true, 5);
     for (size_t i = 0; i < a.size(); ++i)
-      EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-6, 1e-7)) << "param " << i << " wd " << wd << ": max diff "
-                                                           << (a[i] - b[i]).abs().max().item<float>();
+      EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-6, 1e-7))
+          << "param " << i << " wd " << wd << ": max diff " << (a[i] - b[i]).abs().max().item<float>();
   }
 }
 

@@ -69,7 +69,8 @@ TEST(PythonFiles, ASeedCheckpointWrittenByPythonResumesWeightsAdamStateAndBatch)
   }
   const std::string script = R"(
 import collections, torch
-sd = torch.load(')" + student.string() + R"(')['state_dict']
+sd = torch.load(')" + student.string() +
+                             R"(')['state_dict']
 buffers = ('running_mean', 'running_var', 'num_batches_tracked')
 trainable = ('op.weight', 'op.bias', 'bn.weight', 'bn.bias')
 params = collections.OrderedDict()
@@ -133,7 +134,8 @@ TEST(PythonFiles, TrainsFromThePreparedAnnotationPickle) {
   // prepare_train_labels.py's record layout (openpose.md 2.3), from the sample's JSON
   const std::string script = R"(
 import json, pickle
-j = json.load(open(')" + (coco / "annotations" / "person_keypoints_val2017.json").string() + R"('))
+j = json.load(open(')" + (coco / "annotations" / "person_keypoints_val2017.json").string() +
+                             R"('))
 imgs = {i['id']: i for i in j['images']}
 remap = {0: 2, 1: 0, 2: 1}
 def rec(a):
@@ -202,18 +204,23 @@ TEST(PythonFiles, PythonLoadsALatestPthWrittenByTraining) {
   const auto& w = posekd::ai8x::find(ck.model, "conv1.op.weight", "latest.pth");
   const std::string script = R"(
 import torch
-d = torch.load(')" + latest.string() + R"(')
+d = torch.load(')" + latest.string() +
+                             R"(')
 assert type(d) is dict, type(d)
 for k in ('batch', 'model', 'optimizer', 'loss', 'best_loss', 'posekd'):
     assert k in d, k
 assert d['batch'] == 2, d['batch']
 assert type(d['loss']) is float and type(d['best_loss']) is float, (type(d['loss']), type(d['best_loss']))
-assert abs(d['loss'] - )" + fmt_double(ck.loss) + R"() <= 1e-12 * max(1.0, abs(d['loss'])), d['loss']
+assert abs(d['loss'] - )" + fmt_double(ck.loss) +
+                             R"() <= 1e-12 * max(1.0, abs(d['loss'])), d['loss']
 sd = d['model']
-assert len(sd) == )" + std::to_string(ck.model.size()) + R"(, len(sd)
+assert len(sd) == )" + std::to_string(ck.model.size()) +
+                             R"(, len(sd)
 w = sd['conv1.op.weight']
-assert tuple(w.shape) == )" + shape_tuple(w) + R"(, w.shape
-assert abs(float(w.double().sum()) - )" + fmt_double(w.to(torch::kDouble).sum().item<double>()) + R"() < 1e-9
+assert tuple(w.shape) == )" + shape_tuple(w) +
+                             R"(, w.shape
+assert abs(float(w.double().sum()) - )" +
+                             fmt_double(w.to(torch::kDouble).sum().item<double>()) + R"() < 1e-9
 opt = d['optimizer']
 assert len(opt['param_groups']) == 1 and opt['param_groups'][0]['lr'] > 0
 steps = {int(s['step']) for s in opt['state'].values()}

@@ -62,8 +62,8 @@ TEST(Schedule, AutomaticWarmUpsAndDefaultsFromTheTrainConfig) {
   c.total_batches = 15000;
   LrSchedule s = posekd::train::schedule_of(c, 9000);
   EXPECT_EQ(s.kind, "constant");  // the seed's, measured best on short runs
-  EXPECT_EQ(s.warmup, 180);      // 2% of the 9000 float batches
-  EXPECT_EQ(s.qat_warmup, 200);  // 5% of 6000 = 300, at most 200
+  EXPECT_EQ(s.warmup, 180);       // 2% of the 9000 float batches
+  EXPECT_EQ(s.qat_warmup, 200);   // 5% of 6000 = 300, at most 200
   EXPECT_DOUBLE_EQ(s.qat_lr, 1e-4);
   s = posekd::train::schedule_of(c, -1);
   EXPECT_EQ(s.qat_start, -1);

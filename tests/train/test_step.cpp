@@ -48,10 +48,13 @@ TEST(Step, ANonFiniteLossStepsNothing) {
   // A stop request is passed through.
   StepOptions so;
   so.stop_requested = true;
-  const StepOutcome s = train_step(opt, [&] {
-    auto l = (w * w).sum();
-    return LossParts{l, l.detach(), torch::zeros({})};
-  }, so);
+  const StepOutcome s = train_step(
+      opt,
+      [&] {
+        auto l = (w * w).sum();
+        return LossParts{l, l.detach(), torch::zeros({})};
+      },
+      so);
   EXPECT_TRUE(s.finite);
   EXPECT_TRUE(s.stop);
   EXPECT_FALSE(torch::equal(w, torch::ones({3})));

@@ -384,9 +384,8 @@ TEST(TeacherCache, WrittenByOneProcessReadByAnother) {
   auto dir = posekd::testing::temp_dir("tcache");
   const std::string path = (dir / "t.cache").string();
   const std::string self = fs::read_symlink("/proc/self/exe").string();
-  const std::string cmd = "POSEKD_TEST_CACHE_CHILD='" + path + "' '" + self +
-                          "' > '" + (dir / "child.log").string() +
-                          "' 2>&1";
+  const std::string cmd =
+      "POSEKD_TEST_CACHE_CHILD='" + path + "' '" + self + "' > '" + (dir / "child.log").string() + "' 2>&1";
   const int rc = std::system(cmd.c_str());
   ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 0) << cmd;
   LogCapture log;
@@ -410,7 +409,8 @@ TEST(TeacherCache, CliBuildsACacheTheTrainerCanUse) {
   POSEKD_REQUIRE_FIXTURE(ann, "coco-sample/annotations/person_keypoints_val2017.json");
   POSEKD_REQUIRE_FIXTURE(images, "coco-sample/val2017");
   POSEKD_REQUIRE_FIXTURE(teacher_path, "teacher/teacher_state_zip.pth");
-  if (!fs::exists(posekd::testing::cli())) GTEST_SKIP() << "the posekd program is not built: " << posekd::testing::cli();
+  if (!fs::exists(posekd::testing::cli()))
+    GTEST_SKIP() << "the posekd program is not built: " << posekd::testing::cli();
   auto dir = posekd::testing::temp_dir("tcache-cli");
   const std::string out = (dir / "teacher.cache").string();
   const std::string cmd = "'" + posekd::testing::cli() + "' cache-teacher --threads 2 --precision fp32 --teacher '" +

@@ -74,6 +74,5 @@ TEST(TeacherTrain, LearningRateScheduleWarmsUpThenDecays) {
   EXPECT_DOUBLE_EQ(posekd::train::teacher_lr_at(c, 10), 1e-3);
   EXPECT_NEAR(posekd::train::teacher_lr_at(c, 55), 0.55e-3, 1e-12);  // half way: the mean of lr and lr/10
   EXPECT_NEAR(posekd::train::teacher_lr_at(c, 100), 1e-4, 1e-12);
-  for (int b = 11; b < 100; ++b)
-    EXPECT_LE(posekd::train::teacher_lr_at(c, b), posekd::train::teacher_lr_at(c, b - 1));
+  for (int b = 11; b < 100; ++b) EXPECT_LE(posekd::train::teacher_lr_at(c, b), posekd::train::teacher_lr_at(c, b - 1));
 }

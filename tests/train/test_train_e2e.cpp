@@ -22,7 +22,6 @@ using namespace posekd::train;
 
 namespace {
 
-
 // Mean loss of every "Batch n/N | Loss: x" line, in order.
 std::vector<double> logged_losses(const fs::path& log) {
   std::vector<double> out;
@@ -60,8 +59,8 @@ TEST(TrainE2E, DistillsFromTheTeacherLossFallsFilesWrittenRerunResumes) {
   c.save_every = 2;
   auto r = run_training(c);
   EXPECT_EQ(r.batches_done, 4);
-  for (const char* f : {"batch_000002.pth", "batch_000004.pth", "latest.pth", "best.pth", "log.txt", "results.csv",
-                        "args.yaml"})
+  for (const char* f :
+       {"batch_000002.pth", "batch_000004.pth", "latest.pth", "best.pth", "log.txt", "results.csv", "args.yaml"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   auto losses = logged_losses(out / "log.txt");
   ASSERT_EQ(losses.size(), 4u);
@@ -100,7 +99,7 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
 
   TrainConfig cb = ca;
   cb.output = b.string();
-  cb.workers = 0;        // the batch sequence does not depend on the number of workers
+  cb.workers = 0;     // the batch sequence does not depend on the number of workers
   cb.stop_after = 3;  // interrupted before the QAT switch (batch 3)...
   EXPECT_TRUE(run_training(cb).interrupted);
   cb.stop_after = 2;  // ...and after it (batch 5)
@@ -135,8 +134,8 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
   for (const auto& row : posekd::train::read_results_csv((b / "results.csv").string())) lrb.push_back(row.lr);
   ASSERT_EQ(lra.size(), 7u);
   EXPECT_EQ(lra, lrb);
-  EXPECT_DOUBLE_EQ(lra[0], ca.lr / 4);          // warm-up 1/4
-  EXPECT_DOUBLE_EQ(lra[4], ca.lr / 10 / 2);     // QAT rate lr/10, warm-up 1/2
+  EXPECT_DOUBLE_EQ(lra[0], ca.lr / 4);       // warm-up 1/4
+  EXPECT_DOUBLE_EQ(lra[4], ca.lr / 10 / 2);  // QAT rate lr/10, warm-up 1/2
   fs::remove_all(a);
   fs::remove_all(b);
 }

@@ -37,8 +37,7 @@ struct IntegerOutputs {
 };
 
 // trunk = chain of layers; head_a / head_b each read the trunk output. x: int-valued input.
-IntegerOutputs integer_forward(const std::vector<IntegerLayer>& trunk,
-                               const std::vector<IntegerLayer>& head_a,
+IntegerOutputs integer_forward(const std::vector<IntegerLayer>& trunk, const std::vector<IntegerLayer>& head_a,
                                const std::vector<IntegerLayer>& head_b, const torch::Tensor& x,
                                bool keep_activations = false);
 

@@ -32,14 +32,12 @@ struct LayerSpec {
   bool has_pool() const { return pool_size > 0; }
 };
 
-LayerSpec fused_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
-                               int64_t stride = 1);
-LayerSpec fused_maxpool_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
-                                       int64_t pool_size = 2, int64_t pool_stride = 2);
-LayerSpec fused_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
-                            int64_t stride = 1);
-LayerSpec fused_maxpool_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding,
-                                    int64_t pool_size = 2, int64_t pool_stride = 2);
+LayerSpec fused_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t stride = 1);
+LayerSpec fused_maxpool_conv2d_bn_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t pool_size = 2,
+                                       int64_t pool_stride = 2);
+LayerSpec fused_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t stride = 1);
+LayerSpec fused_maxpool_conv2d_relu(int64_t cin, int64_t cout, int64_t k, int64_t padding, int64_t pool_size = 2,
+                                    int64_t pool_stride = 2);
 LayerSpec conv2d(int64_t cin, int64_t cout, int64_t k, int64_t padding, bool wide = false);
 LayerSpec max_pool2d(int64_t pool_size, int64_t pool_stride);
 
@@ -91,8 +89,8 @@ class Layer : public torch::nn::Module {
   void clear_calibration() { hist_.clear(); }
 
   // ai8x state (registered parameters, requires_grad = false).
-  torch::Tensor output_shift, activation_threshold, final_scale, weight_bits, bias_bits,
-      quantize_activation, clamp_activation, adjust_output_shift, shift_quantile;
+  torch::Tensor output_shift, activation_threshold, final_scale, weight_bits, bias_bits, quantize_activation,
+      clamp_activation, adjust_output_shift, shift_quantile;
 
  private:
   void record(const torch::Tensor& y);
@@ -103,7 +101,7 @@ class Layer : public torch::nn::Module {
   torch::nn::BatchNorm2d bn_{nullptr};
   bool calibrating_ = false;
   std::vector<HistogramBatch> hist_;
-  Collective* sync_bn_ = nullptr;  // not owned
+  Collective* sync_bn_ = nullptr;      // not owned
   Collective* calib_group_ = nullptr;  // not owned
 };
 

@@ -37,16 +37,16 @@ constexpr double kActHi = 127.0 / 128.0;
 // This is the QAT forward of ai8x (Scaler, activation, quantize, clamp, final scale) in one pass,
 // and with relu=false, out_scale=1 it is clamp_weight(quantize_weight(W * 2^-os)).
 // in_scale and out_scale must be powers of two (they are in ai8x), so every step is exact.
-torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo,
-                                 double hi, bool relu, double out_scale);
+torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo, double hi, bool relu,
+                                 double out_scale);
 
 namespace kernels {
 // The raw kernels behind quantize_clamp_ste, over contiguous float32 data (mask: 0/1 bytes), split
 // over the intra-op threads. `vectorised` picks the AVX2 form when the CPU has it, else the
 // portable loop; the two give identical bits. Exposed for the tests and the benchmark.
 bool quant_kernels_vectorised();  // true when the AVX2 form exists and the CPU runs it
-void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale,
-                        float mul, float lo, float hi, bool relu, float out_scale, bool vectorised);
+void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul,
+                        float lo, float hi, bool relu, float out_scale, bool vectorised);
 // out = mask ? g * s : 0
 void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s,
                          bool vectorised);
@@ -73,8 +73,8 @@ struct FoldedConv {
 // s_c = gamma_c / sqrt(var_c + eps); W' = W * s_c; b' = (b - mean) * s_c + beta.
 // gamma / beta may be undefined (NoAffine: 1 / 0); b may be undefined (treated as 0).
 FoldedConv fold_bn(const torch::Tensor& w, const torch::Tensor& b, const torch::Tensor& gamma,
-                   const torch::Tensor& beta, const torch::Tensor& running_mean,
-                   const torch::Tensor& running_var, double eps);
+                   const torch::Tensor& beta, const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                   double eps);
 
 // ---- data folding (ai8x.fold) -------------------------------------------------------------
 // [N,C,H,W] -> [N, f*f*C, H/f, W/f]; channel (i*f+j)*C + c holds x[c, i::f, j::f]. Also [C,H,W].

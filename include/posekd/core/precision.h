@@ -38,8 +38,7 @@ const CpuFeatures& cpu_features();
 //   "fp32" -> fp32; "bf16" -> bf16 (posekd::Error if the CPU lacks AVX-512 BW/VL/DQ);
 //   "auto" -> bf16 iff f.bf16_units(), else fp32.
 // Anything else -> posekd::Error naming the flag and the accepted values. `what` names the flag.
-Precision resolve_precision(const std::string& choice, const CpuFeatures& f,
-                            const std::string& what = "--precision");
+Precision resolve_precision(const std::string& choice, const CpuFeatures& f, const std::string& what = "--precision");
 Precision resolve_precision(const std::string& choice, const std::string& what = "--precision");
 
 // One line for logs: "precision bf16 (auto; Intel(R) Xeon(R) ..., amx_bf16 avx512_bf16)".

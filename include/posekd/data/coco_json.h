@@ -30,8 +30,7 @@ struct CocoLoadOptions {
 // skipped and counted (skipped_annotations counts skipped annotations AND skipped image records),
 // the first few described in `warnings`. Keypoints outside their image are kept (keypoints.h
 // re-flags them as not labeled) and counted in one summary warning.
-CocoDataset load_coco(const std::string& ann_json, const std::string& image_dir,
-                      const CocoLoadOptions& options = {});
+CocoDataset load_coco(const std::string& ann_json, const std::string& image_dir, const CocoLoadOptions& options = {});
 
 // True when the image has a non-crowd person with num_keypoints > 0 (the sample criterion).
 bool has_keypoint_person(const CocoImage& image);

@@ -23,7 +23,7 @@ struct Batch {
   torch::Tensor mask;      // [B,1,G,G]
   std::vector<int64_t> image_ids;
   std::vector<int64_t> views;  // augmentation view of each sample (SampleConfig::augment; 0 without)
-  int64_t epoch = 0;       // epoch of the batch's first sample
+  int64_t epoch = 0;           // epoch of the batch's first sample
 };
 
 // Where a loader stands: the next sample to consume is position `position` of epoch `epoch`'s
@@ -82,8 +82,8 @@ class Loader {
   static std::vector<int64_t> epoch_permutation(uint64_t seed, int64_t epoch, int64_t n);
 
  private:
-  int64_t sample_index(int64_t global_seq);  // global stream sequence number -> index into images_
-  int64_t global_seq(int64_t seq) const;     // this loader's sequence number -> global stream number
+  int64_t sample_index(int64_t global_seq);     // global stream sequence number -> index into images_
+  int64_t global_seq(int64_t seq) const;        // this loader's sequence number -> global stream number
   int64_t seq_of_global(int64_t global) const;  // inverse, rounded up to a global batch boundary
   Sample prepare(int64_t seq);
   void start_workers();

@@ -37,10 +37,10 @@ struct Sample {
   torch::Tensor pafs;      // [38, S/stride, S/stride]
   torch::Tensor mask;      // [1, S/stride, S/stride] f32, 1 = use, 0 = ignore (crowd)
   int64_t image_id = 0;
-  int64_t view = 0;        // augmentation view (augment_view of the epoch), 0 without augmentation
-  double scale = 0;        // s = S / max(h, w) of the original image
+  int64_t view = 0;  // augmentation view (augment_view of the epoch), 0 without augmentation
+  double scale = 0;  // s = S / max(h, w) of the original image
   bool ok = false;
-  std::string error;       // one line naming the image path when !ok
+  std::string error;  // one line naming the image path when !ok
 };
 
 // Reads `image_dir/file_name` (any OpenCV format; grayscale, 16-bit and alpha converted to 8-bit

@@ -43,13 +43,13 @@ uint64_t synth_mix(uint64_t x);
 struct SynthConfig {
   int images = 100;
   uint64_t seed = 1;
-  int width = 160, height = 120;      // image size; with *_max > size, drawn per image in [size, max]
+  int width = 160, height = 120;  // image size; with *_max > size, drawn per image in [size, max]
   int width_max = 0, height_max = 0;
-  int min_people = 0, max_people = 4;  // labelled people per image
+  int min_people = 0, max_people = 4;        // labelled people per image
   double min_scale = 0.25, max_scale = 1.3;  // standing height / image height (log-uniform)
-  double crowd_rate = 0.08;    // probability that an image has an iscrowd=1 region
-  double occluder_rate = 0.15; // probability of a foreground (non-person) occluder
-  double blur_rate = 0.3;      // probability of a Gaussian blur
+  double crowd_rate = 0.08;                  // probability that an image has an iscrowd=1 region
+  double occluder_rate = 0.15;               // probability of a foreground (non-person) occluder
+  double blur_rate = 0.3;                    // probability of a Gaussian blur
   // Background clutter (furniture-like shapes and person-like distractors), as a fraction of the
   // default amount: 1 = the default (hard), 0 = gradients and blotches only. Values other than 1
   // change the images (the demo uses an easier setting); 1 keeps `posekd synth` byte-identical.
@@ -62,8 +62,8 @@ struct SynthConfig {
 
 // Joint angles (radians). Index 0 = person's left, 1 = person's right.
 struct BodyPose {
-  double torso_pitch = 0, torso_side = 0, torso_twist = 0;  // forward lean, side bend, shoulder twist
-  double head_yaw = 0, head_pitch = 0;                       // relative to the torso
+  double torso_pitch = 0, torso_side = 0, torso_twist = 0;               // forward lean, side bend, shoulder twist
+  double head_yaw = 0, head_pitch = 0;                                   // relative to the torso
   std::array<double, 2> arm_elev{}, arm_azim{}, elbow{}, elbow_twist{};  // shoulder: 0 hangs down,
   // pi/2 horizontal; azimuth 0 sideways, pi/2 forward, <0 backward; elbow flexion 0 straight.
   std::array<double, 2> hip_flex{}, hip_abd{}, knee{};  // hip flexion forward, abduction, knee flexion
@@ -94,8 +94,7 @@ BodyKeypoints pose_keypoints(const SynthPerson& person);
 
 // Random person (pose, view, clothes) at a pelvis position and standing height; yaw is uniform
 // in [-max_yaw, max_yaw).
-SynthPerson sample_person(SynthRng& rng, double x, double y, double height,
-                          double max_yaw = 3.14159265358979323846);
+SynthPerson sample_person(SynthRng& rng, double x, double y, double height, double max_yaw = 3.14159265358979323846);
 // Clamps the joint angles to the limits of the body model.
 BodyPose clamp_pose(BodyPose pose);
 
@@ -108,21 +107,21 @@ struct SynthOccluder {
 
 struct SynthScene {
   int width = 160, height = 120;
-  std::vector<SynthPerson> people;              // drawn in this order (far to near)
-  std::vector<std::vector<SynthPerson>> crowds; // groups of small unlabelled people (behind)
-  std::vector<SynthOccluder> occluders;         // drawn last
-  uint64_t style_seed = 0;    // background, clutter and photometric effects
-  bool plain_background = false;  // flat grey, no clutter, blur or noise (for tests)
-  double clutter = 1.0;           // SynthConfig::clutter
+  std::vector<SynthPerson> people;               // drawn in this order (far to near)
+  std::vector<std::vector<SynthPerson>> crowds;  // groups of small unlabelled people (behind)
+  std::vector<SynthOccluder> occluders;          // drawn last
+  uint64_t style_seed = 0;                       // background, clutter and photometric effects
+  bool plain_background = false;                 // flat grey, no clutter, blur or noise (for tests)
+  double clutter = 1.0;                          // SynthConfig::clutter
   double blur_sigma = 0;
 };
 
 struct SynthImage {
-  cv::Mat image;                     // BGR 8-bit
-  std::vector<CocoPerson> persons;   // annotations, same order as scene.people (dropped if invisible)
-  std::vector<int> person_index;     // scene.people index of each annotation
+  cv::Mat image;                    // BGR 8-bit
+  std::vector<CocoPerson> persons;  // annotations, same order as scene.people (dropped if invisible)
+  std::vector<int> person_index;    // scene.people index of each annotation
   std::vector<CocoPerson> crowds;
-  std::vector<cv::Mat> masks;        // full body mask of each scene.people entry (CV_8U, 0/255)
+  std::vector<cv::Mat> masks;  // full body mask of each scene.people entry (CV_8U, 0/255)
 };
 
 SynthScene sample_scene(const SynthConfig& cfg, uint64_t image_seed);
@@ -138,7 +137,6 @@ void validate_synth_config(const SynthConfig& cfg, const std::string& what);
 
 // Tiles the first `count` images of `coco_dir`/{split} with their keypoints and skeleton drawn,
 // each magnified `scale` times, `columns` per row.
-cv::Mat contact_sheet(const std::string& coco_dir, const std::string& split, int count,
-                      int columns = 4, int scale = 2);
+cv::Mat contact_sheet(const std::string& coco_dir, const std::string& split, int count, int columns = 4, int scale = 2);
 
 }  // namespace posekd::data

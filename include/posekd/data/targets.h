@@ -1,8 +1,8 @@
 // Training targets as pure functions: keypoint heatmaps, part affinity fields, crowd loss mask.
 // Grid size and stride are parameters (16x16 / stride 8 for the student, 46x46 for upstream).
 #pragma once
-#include <opencv2/core.hpp>
 #include <torch/torch.h>
+#include <opencv2/core.hpp>
 
 #include <vector>
 
@@ -44,8 +44,8 @@ cv::Mat rasterize_segmentation(const Segmentation& seg, int height, int width);
 // (grid_w*stride) x (grid_h*stride) filled with 1 at the top-left (float -> uint8 truncates, so any
 // pixel < 1 becomes 0, as upstream), reduced to the grid with INTER_AREA (rounding).
 // No crowds -> all ones.
-torch::Tensor crowd_mask(const std::vector<CocoPerson>& crowds, int img_h, int img_w, int resized_h,
-                         int resized_w, const TargetGrid& g);
+torch::Tensor crowd_mask(const std::vector<CocoPerson>& crowds, int img_h, int img_w, int resized_h, int resized_w,
+                         const TargetGrid& g);
 
 // The same loss mask for an augmented sample: the crowd regions at the original resolution moved by
 // the 2x3 affine map (original pixels -> input pixels, augment_affine) onto the

@@ -30,15 +30,15 @@ namespace posekd::deploy {
 struct YamlLayer {
   std::string name;
   std::uint64_t processors = 0;
-  std::string data_format;            // first layer only ("HWC" / "CHW"), else ""
+  std::string data_format;  // first layer only ("HWC" / "CHW"), else ""
   std::int64_t max_pool = 0, pool_stride = 0;
   std::int64_t kernel_size = 3, pad = 1, stride = 1;
-  std::string activate = "None";      // "ReLU" / "None"
+  std::string activate = "None";  // "ReLU" / "None"
   std::uint32_t out_offset = 0;
-  bool wide = false;                  // output_width: 32, output: true
-  std::uint64_t output_processors = 0;  // set on the wide output layers (Cout bits)
+  bool wide = false;                      // output_width: 32, output: true
+  std::uint64_t output_processors = 0;    // set on the wide output layers (Cout bits)
   std::vector<std::string> in_sequences;  // the second head's first layer reads the trunk output
-  std::int64_t in_offset = -1;        // explicit in_offset (-1: default = previous out_offset)
+  std::int64_t in_offset = -1;            // explicit in_offset (-1: default = previous out_offset)
 };
 
 // Processor mask of a layer's input: HWC: the first input_processors(cin) processors;
@@ -53,8 +53,7 @@ std::uint64_t output_processor_mask(std::int64_t cout);
 // posekd::Error for layers the exporter cannot express (pooling-only layers) or data-memory clashes.
 std::vector<YamlLayer> yaml_layers(const model::Student& s, const FitReport& fit);
 // The YAML text (arch, dataset, layers), block style, hex masks / offsets unquoted as in ai8x.md 5.3.
-std::string network_yaml(const std::string& arch, const std::string& dataset,
-                         const std::vector<YamlLayer>& layers);
+std::string network_yaml(const std::string& arch, const std::string& dataset, const std::vector<YamlLayer>& layers);
 
 // Throws posekd::Error naming `what` unless every layer is in QAT mode with BN folded.
 void require_qat(model::Student& s, const std::string& what);
@@ -79,12 +78,12 @@ struct HeadOutputs {
 HeadOutputs integer_heads(const model::IntegerStudent& is, const torch::Tensor& sample);
 
 struct ExportOptions {
-  std::string name;            // file stem and checkpoint/YAML arch ("" = the student's arch)
+  std::string name;  // file stem and checkpoint/YAML arch ("" = the student's arch)
   std::string dataset = "coco_pose";
   std::int64_t epoch = 0;
-  bool force = false;          // export even if the fit check fails
-  std::string sample_image;    // "" = synthetic sample
-  std::string source;          // the checkpoint path (for messages and README)
+  bool force = false;        // export even if the fit check fails
+  std::string sample_image;  // "" = synthetic sample
+  std::string source;        // the checkpoint path (for messages and README)
 };
 
 struct ExportResult {

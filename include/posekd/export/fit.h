@@ -39,7 +39,7 @@ struct LayerFit {
   std::int64_t weight_bytes = 0, bias_bytes = 0;
   std::int64_t kernel_words = 0;  // per input processor (in every processor the layer uses)
   std::int64_t processors = 0;
-  std::string data_format;        // "CHW" (first layer, <= 4 channels) or "HWC"
+  std::string data_format;                             // "CHW" (first layer, <= 4 channels) or "HWC"
   std::int64_t data_in_bytes = 0, data_out_bytes = 0;  // per memory instance
 };
 

@@ -14,13 +14,13 @@ namespace posekd::deploy {
 
 struct LatencyLayer {
   std::int64_t pooled_h = 0, pooled_w = 0;  // input rows/columns after pooling
-  std::int64_t pool = 1;                   // pooling window (1: none)
+  std::int64_t pool = 1;                    // pooling window (1: none)
   std::int64_t out_channels = 0;
   std::int64_t kernel = 3, padding = 1;
-  std::int64_t multipass = 1;              // passes over the input channels (ceil(cin / 64))
-  std::int64_t elements = 1;               // operands of an element-wise layer
-  bool passthrough = false;                // no convolution (element-wise / pooling only)
-  std::int64_t pass_out_channels = 1;      // passthrough: output time slots
+  std::int64_t multipass = 1;          // passes over the input channels (ceil(cin / 64))
+  std::int64_t elements = 1;           // operands of an element-wise layer
+  bool passthrough = false;            // no convolution (element-wise / pooling only)
+  std::int64_t pass_out_channels = 1;  // passthrough: output time slots
   bool flatten = false, streaming = false;
 };
 

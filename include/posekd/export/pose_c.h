@@ -20,13 +20,13 @@ namespace posekd::deploy {
 struct PoseCConfig {
   infer::DecodeParams decode = infer::direct_decode_params();  // must have upsample == 1
   int map_h = 16, map_w = 16;
-  int input = 128;  // square frame
-  int fold = 2;     // input fold factor (1: none)
+  int input = 128;                                // square frame
+  int fold = 2;                                   // input fold factor (1: none)
   int heat_final_scale = 0, paf_final_scale = 0;  // ai8x final_scale of the two output layers
-  bool output_scaled = true;  // cnn_unload applies final_scale (ai8xize's default)
-  int max_peaks = 20;         // per keypoint type
-  int max_entries = 32;       // partial skeletons while grouping
-  int max_people = 8;         // people main.c asks for
+  bool output_scaled = true;                      // cnn_unload applies final_scale (ai8xize's default)
+  int max_peaks = 20;                             // per keypoint type
+  int max_entries = 32;                           // partial skeletons while grouping
+  int max_people = 8;                             // people main.c asks for
 };
 
 struct CSource {
@@ -78,7 +78,7 @@ std::string pose_sample_header(const torch::Tensor& image_int, const std::vector
 
 // Writes pose_params.h, pose_sample.h and the verbatim sources into dir (created).
 // Returns the written paths.
-std::vector<std::string> write_pose_c(const std::string& dir, const PoseCConfig& cfg,
-                                      const torch::Tensor& image_int, const std::vector<infer::Pose>& people);
+std::vector<std::string> write_pose_c(const std::string& dir, const PoseCConfig& cfg, const torch::Tensor& image_int,
+                                      const std::vector<infer::Pose>& people);
 
 }  // namespace posekd::deploy

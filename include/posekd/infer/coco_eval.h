@@ -50,9 +50,9 @@ double compute_oks(const data::CocoPerson& gt, const std::array<float, 51>& dt_k
 
 struct KeypointEvalResult {
   // precision[t][r][a] and recall[t][a]; -1 where the area range has no non-ignored gt.
-  std::vector<double> precision;  // kNumIouThrs * kNumRecThrs * kNumAreaRngs
-  std::vector<double> recall;     // kNumIouThrs * kNumAreaRngs
-  std::array<double, 10> stats{}; // AP, AP50, AP75, AP_M, AP_L, AR, AR50, AR75, AR_M, AR_L
+  std::vector<double> precision;   // kNumIouThrs * kNumRecThrs * kNumAreaRngs
+  std::vector<double> recall;      // kNumIouThrs * kNumAreaRngs
+  std::array<double, 10> stats{};  // AP, AP50, AP75, AP_M, AP_L, AR, AR50, AR75, AR_M, AR_L
   int64_t num_images = 0, num_gt = 0, num_ignored_gt = 0, num_detections = 0;
   double precision_at(int t, int r, int a) const { return precision[(t * kNumRecThrs + r) * kNumAreaRngs + a]; }
   double recall_at(int t, int a) const { return recall[t * kNumAreaRngs + a]; }

@@ -21,12 +21,12 @@
 namespace posekd::infer {
 
 struct DecodeParams {
-  int input_w = 128, input_h = 128;  // network input size (letterboxed)
-  int stride = 8;                    // input pixels per map cell
-  int upsample = 4;                  // cubic upsampling of the maps before peak search (upstream demo)
-  float scale = 1.f;                 // input pixels per original pixel
+  int input_w = 128, input_h = 128;     // network input size (letterboxed)
+  int stride = 8;                       // input pixels per map cell
+  int upsample = 4;                     // cubic upsampling of the maps before peak search (upstream demo)
+  float scale = 1.f;                    // input pixels per original pixel
   float pad_left = 0.f, pad_top = 0.f;  // padding before the image in the input (letterbox: 0)
-  PeakParams peaks{};                // radius is in upsampled-map pixels (as upstream)
+  PeakParams peaks{};                   // radius is in upsampled-map pixels (as upstream)
   GroupParams grouping{};
   // Sub-cell refinement: each peak moves by the vertex of the parabola through it and its two
   // neighbours, along x and along y separately (raw map values, offset clamped to +-0.5 map pixel;
@@ -57,15 +57,14 @@ float subcell_offset(float l, float c, float r);
 
 // Letterbox parameters of posekd's data prep: resize the longest side to `input` (s = input /
 // max(w, h)), pad bottom/right. Returns DecodeParams for a width x height original image.
-DecodeParams letterbox_params(int width, int height, int input = 128, int stride = 8,
-                              int upsample = 4);
+DecodeParams letterbox_params(int width, int height, int input = 128, int stride = 8, int upsample = 4);
 
 struct Pose {
-  std::array<float, 51> keypoints{};  // COCO-17 x, y, v: found (x, y, 1), missing (0, 0, 0)
-  float score = 0;                    // COCO person score: entry score * max(0, count - 1)
-  int count = 0;                      // upstream count
-  std::array<float, 18> kpt_scores{}; // heatmap peak value per OpenPose-18 keypoint (0 if missing)
-  std::array<float, 36> points{};     // OpenPose-18 (x, y) in COCO coordinates, (0, 0) if missing
+  std::array<float, 51> keypoints{};   // COCO-17 x, y, v: found (x, y, 1), missing (0, 0, 0)
+  float score = 0;                     // COCO person score: entry score * max(0, count - 1)
+  int count = 0;                       // upstream count
+  std::array<float, 18> kpt_scores{};  // heatmap peak value per OpenPose-18 keypoint (0 if missing)
+  std::array<float, 36> points{};      // OpenPose-18 (x, y) in COCO coordinates, (0, 0) if missing
   bool has(int openpose_kpt) const { return kpt_scores[openpose_kpt] > 0.f; }
 };
 

@@ -14,7 +14,6 @@ cv::Scalar limb_color(int limb);
 // A copy of `image` (8-bit, 1 or 3 channels; grey is converted to BGR) with every pose's limbs
 // (skeleton::kLimbs, both ends found, one colour per limb) and keypoint dots drawn. Coordinates
 // are Pose::points (original-image COCO coordinates). Throws posekd::Error on an empty/non-8-bit image.
-cv::Mat draw_poses(const cv::Mat& image, const std::vector<Pose>& poses, int thickness = 2,
-                   int radius = 3);
+cv::Mat draw_poses(const cv::Mat& image, const std::vector<Pose>& poses, int thickness = 2, int radius = 3);
 
 }  // namespace posekd::infer

@@ -45,11 +45,11 @@ struct EvalConfig {
   int stride = 8;                      // input pixels per map cell
   int upsample = 4;                    // map upsampling before the peak search (decode.h)
   int batch_size = 8;
-  bool reduced_decode = true;          // data::SampleConfig::reduced_decode (faster JPEG decode)
+  bool reduced_decode = true;  // data::SampleConfig::reduced_decode (faster JPEG decode)
   PeakParams peaks{};
   GroupParams grouping{};
-  bool subcell = false;                // DecodeParams::subcell
-  int local_upsample = 0;              // DecodeParams::local_upsample
+  bool subcell = false;    // DecodeParams::subcell
+  int local_upsample = 0;  // DecodeParams::local_upsample
   // Called after every batch with (images done, total). Optional.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -85,9 +85,9 @@ PredictFn teacher_predictor(const model::LoadedTeacher& t, Precision precision =
 PredictFn ground_truth_predictor(const data::CocoDataset& dataset, const EvalConfig& config);
 
 struct PredictStats {
-  int64_t images = 0;      // images attempted
-  int64_t unreadable = 0;  // skipped: missing / corrupt / not an image
-  int64_t people = 0;      // decoded poses
+  int64_t images = 0;               // images attempted
+  int64_t unreadable = 0;           // skipped: missing / corrupt / not an image
+  int64_t people = 0;               // decoded poses
   std::vector<std::string> errors;  // the first few unreadable-image messages (one line each)
 };
 
@@ -95,16 +95,16 @@ struct PredictStats {
 struct ImagePrediction {
   int64_t image_id = 0;
   bool ok = false;
-  std::string error;   // when !ok
+  std::string error;  // when !ok
   std::vector<Pose> poses;
 };
 
 // Prepares, batches, predicts and decodes every image of `images` (read from image_dir/file_name).
 // Unreadable images give ok = false (never a throw). A PredictFn returning maps of the wrong shape
 // throws posekd::Error.
-std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& images,
-                                            const std::string& image_dir, const PredictFn& predict,
-                                            const EvalConfig& config, PredictStats* stats = nullptr);
+std::vector<ImagePrediction> predict_images(const std::vector<data::CocoImage>& images, const std::string& image_dir,
+                                            const PredictFn& predict, const EvalConfig& config,
+                                            PredictStats* stats = nullptr);
 
 // The poses in in-memory 8-bit BGR images (video frames, camera pictures), prepared like files
 // (data::prepare_input) and run in batches of config.batch_size; keypoints in each frame's pixels.
@@ -118,9 +118,8 @@ std::vector<Detection> predict_dataset(const data::CocoDataset& dataset, const P
 
 // predict_dataset + evaluate_keypoints over the whole dataset (unreadable images count as images
 // without detections, as in pycocotools). *detections receives the detections when given.
-KeypointEvalResult evaluate_model(const data::CocoDataset& dataset, const PredictFn& predict,
-                                  const EvalConfig& config, std::vector<Detection>* detections = nullptr,
-                                  PredictStats* stats = nullptr);
+KeypointEvalResult evaluate_model(const data::CocoDataset& dataset, const PredictFn& predict, const EvalConfig& config,
+                                  std::vector<Detection>* detections = nullptr, PredictStats* stats = nullptr);
 
 // The 17 COCO keypoint heatmap scores of a pose (0 where missing), COCO order.
 std::array<float, 17> coco_keypoint_scores(const Pose& pose);

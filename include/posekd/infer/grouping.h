@@ -16,8 +16,8 @@ struct PoseEntry {
 };
 
 struct GroupParams {
-  float min_paf_score = 0.05f;  // a sample counts when dot(paf, unit limb) > this
-  int points_per_limb = 10;     // samples incl. both endpoints, rounded with nearbyint
+  float min_paf_score = 0.05f;     // a sample counts when dot(paf, unit limb) > this
+  int points_per_limb = 10;        // samples incl. both endpoints, rounded with nearbyint
   double min_success_ratio = 0.8;  // fraction of passing samples must exceed this
   int min_count = 3;               // final filter: count >= min_count
   double min_mean_score = 0.2;     // final filter: score / count >= this
@@ -26,14 +26,13 @@ struct GroupParams {
 // Affinity of one candidate limb a->b on the PAF pair (px, py), both [h, w]: returns the mean
 // passing dot product (0 if none; float32 sums, float64 division as upstream's numpy) and sets
 // *ratio to the passing fraction. Exposed for tests.
-double limb_affinity(const float* px, const float* py, int h, int w, float ax, float ay, float bx,
-                     float by, double* ratio, const GroupParams& params = {});
+double limb_affinity(const float* px, const float* py, int h, int w, float ax, float ay, float bx, float by,
+                     double* ratio, const GroupParams& params = {});
 
 // Peaks by OpenPose keypoint type (18 lists, ids = position in their concatenation) and PAFs
 // [38, h, w] -> the surviving poses, in upstream order.
-std::vector<PoseEntry> group_keypoints(const std::vector<std::vector<Peak>>& peaks_by_type,
-                                       const float* pafs, int h, int w,
-                                       const GroupParams& params = {});
+std::vector<PoseEntry> group_keypoints(const std::vector<std::vector<Peak>>& peaks_by_type, const float* pafs, int h,
+                                       int w, const GroupParams& params = {});
 
 // The concatenation of peaks_by_type (index == Peak::id when ids were assigned by
 // extract_all_keypoints).

@@ -19,8 +19,7 @@ struct PeakParams {
 // Peaks of one map [h, w] (row-major): values < threshold count as 0; a peak is strictly greater
 // than its 4 neighbours (outside the map = 0). Peaks are ordered by x ascending, then y ascending,
 // and greedily suppressed in that order (not by score). Ids are first_id, first_id+1, ...
-std::vector<Peak> extract_keypoints(const float* map, int h, int w, int first_id,
-                                    const PeakParams& params = {});
+std::vector<Peak> extract_keypoints(const float* map, int h, int w, int first_id, const PeakParams& params = {});
 
 // extract_keypoints over channels 0..channels-1 of maps [channels, h, w] with running global ids.
 std::vector<std::vector<Peak>> extract_all_keypoints(const float* maps, int channels, int h, int w,

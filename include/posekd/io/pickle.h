@@ -28,8 +28,7 @@ struct PickleSource {
 
 // Runs the pickle machine from data[0] to STOP. Returns the object; *end (if given) receives the
 // position just past STOP (relative to data). Without persistent_load, persistent ids are an error.
-Value unpickle(const PickleSource& src, const PersistentLoad& persistent_load = nullptr,
-               size_t* end = nullptr);
+Value unpickle(const PickleSource& src, const PersistentLoad& persistent_load = nullptr, size_t* end = nullptr);
 
 // The whole file; posekd::Error "PATH: cannot open ..." on failure.
 std::string read_file_bytes(const std::string& path);

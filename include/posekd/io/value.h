@@ -27,11 +27,11 @@ struct DictData {
 // A class we do not construct: module.name plus whatever the pickle gave it.
 struct ObjectData {
   std::string module, name;
-  std::shared_ptr<Value> args;   // REDUCE/NEWOBJ arguments (a tuple), may be null
-  std::shared_ptr<Value> state;  // BUILD state, may be null
-  std::vector<Value> list_items;                      // APPEND(S) on the object
-  std::vector<std::pair<Value, Value>> dict_items;    // SETITEM(S) on the object
-  bool is_class = false;  // a bare global reference (not called)
+  std::shared_ptr<Value> args;                      // REDUCE/NEWOBJ arguments (a tuple), may be null
+  std::shared_ptr<Value> state;                     // BUILD state, may be null
+  std::vector<Value> list_items;                    // APPEND(S) on the object
+  std::vector<std::pair<Value, Value>> dict_items;  // SETITEM(S) on the object
+  bool is_class = false;                            // a bare global reference (not called)
   std::string qualified() const { return module + "." + name; }
 };
 

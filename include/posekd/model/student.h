@@ -39,7 +39,7 @@ class Student : public torch::nn::Module {
 
   StudentOutput forward(const torch::Tensor& x);
 
-  std::vector<ai8x::Layer*> layers();          // registration order
+  std::vector<ai8x::Layer*> layers();  // registration order
   const std::vector<std::string>& layer_names() const { return names_; }
   // producers()[i]: indices of the layers feeding layer i (for ai8x::apply_scales).
   std::vector<std::vector<std::size_t>> producers() const;
@@ -78,15 +78,13 @@ std::vector<std::string> student_archs();
 // With a group (data-parallel ranks), each rank passes its shard of the same global batches, in
 // the same number, and the histograms are those of the global batches (Layer::set_calibration):
 // every rank gets the thresholds one process would get on the whole batches.
-void fuse_and_calibrate(Student& student,
-                        const std::function<std::optional<torch::Tensor>()>& next_calibration_batch,
+void fuse_and_calibrate(Student& student, const std::function<std::optional<torch::Tensor>()>& next_calibration_batch,
                         const ai8x::QatPolicy& policy, Collective* group = nullptr);
 
 // ai8x update_optimizer: a new Adam with the old one's options over `params`; per-parameter state
 // is copied from the old optimizer's parameters in order, matching by shape, skipping one-element
 // parameters (so the state of W and b is kept, the BN state is dropped).
-std::unique_ptr<torch::optim::Adam> rebuild_adam(torch::optim::Adam& old,
-                                                 const std::vector<torch::Tensor>& params);
+std::unique_ptr<torch::optim::Adam> rebuild_adam(torch::optim::Adam& old, const std::vector<torch::Tensor>& params);
 
 // Integer (MAX78000 bit-exact) layers of this student from a quantize.py state dict.
 struct IntegerStudent {

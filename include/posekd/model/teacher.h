@@ -44,6 +44,7 @@ class CpmImpl : public TeacherModuleBase {
  public:
   CpmImpl(int in_channels, int out_channels);
   torch::Tensor forward(torch::Tensor x);
+
  private:
   TeacherConvSeq align_, trunk_[3], conv_;
   friend class PoseEstimationWithMobileNetImpl;
@@ -54,6 +55,7 @@ class InitialStageImpl : public TeacherModuleBase {
  public:
   InitialStageImpl(int num_channels, int num_heatmaps, int num_pafs);
   std::vector<torch::Tensor> forward(torch::Tensor x);
+
  private:
   TeacherConvSeq trunk_[3], heatmaps_[2], pafs_[2];
   friend class PoseEstimationWithMobileNetImpl;
@@ -64,6 +66,7 @@ class RefinementStageBlockImpl : public TeacherModuleBase {
  public:
   RefinementStageBlockImpl(int in_channels, int out_channels);
   torch::Tensor forward(torch::Tensor x);
+
  private:
   TeacherConvSeq initial_, trunk_[2];
   friend class PoseEstimationWithMobileNetImpl;
@@ -74,6 +77,7 @@ class RefinementStageImpl : public TeacherModuleBase {
  public:
   RefinementStageImpl(int in_channels, int out_channels, int num_heatmaps, int num_pafs);
   std::vector<torch::Tensor> forward(torch::Tensor x);
+
  private:
   std::vector<RefinementStageBlock> blocks5_;
   TeacherConvSeq heatmaps_[2], pafs_[2];
@@ -83,8 +87,8 @@ TORCH_MODULE(RefinementStage);
 
 class PoseEstimationWithMobileNetImpl : public torch::nn::Module {
  public:
-  explicit PoseEstimationWithMobileNetImpl(int num_refinement_stages = 1, int num_channels = 128,
-                                           int num_heatmaps = 19, int num_pafs = 38);
+  explicit PoseEstimationWithMobileNetImpl(int num_refinement_stages = 1, int num_channels = 128, int num_heatmaps = 19,
+                                           int num_pafs = 38);
   // [hm_0, paf_0, hm_1, paf_1, ...]: 2 * (R + 1) tensors at ceil(H/8) x ceil(W/8).
   std::vector<torch::Tensor> forward(torch::Tensor x);
 
@@ -108,9 +112,9 @@ TORCH_MODULE(PoseEstimationWithMobileNet);
 
 struct TeacherOptions {
   int num_refinement_stages = 1;
-  int input_size = 368;       // the teacher's input resolution (bilinear resize, align_corners=false)
-  double input_scale = 0.5;   // student input (x-128)/128 -> teacher's (x-128)/256; 1.0 = seed
-  int output_size = 16;       // resize of the last heatmaps/PAFs (bilinear, align_corners=false)
+  int input_size = 368;      // the teacher's input resolution (bilinear resize, align_corners=false)
+  double input_scale = 0.5;  // student input (x-128)/128 -> teacher's (x-128)/256; 1.0 = seed
+  int output_size = 16;      // resize of the last heatmaps/PAFs (bilinear, align_corners=false)
   bool fuse_bn = true;
   // bf16: the fused net runs in bf16 channels-last (oneDNN's bf16 convolutions; the resize, the
   // input scaling and the returned maps stay fp32). Needs fuse_bn. Part of the teacher cache key.
@@ -145,9 +149,9 @@ LoadReport load_teacher(PoseEstimationWithMobileNet& net, const std::string& pat
 // three; the extra ones are ignored, as upstream's load_state does).
 struct TeacherInfo {
   int num_refinement_stages = 1;
-  int input_size = 368;       // square input the network was trained at (bilinear resize to it)
-  double input_scale = 0.5;   // factor on the student's (x-128)/128 input: 0.5 = upstream's (x-128)/256
-  bool from_metadata = false; // true: the values above come from 'posekd_teacher'
+  int input_size = 368;        // square input the network was trained at (bilinear resize to it)
+  double input_scale = 0.5;    // factor on the student's (x-128)/128 input: 0.5 = upstream's (x-128)/256
+  bool from_metadata = false;  // true: the values above come from 'posekd_teacher'
 };
 
 // A teacher network loaded from a file, in eval mode, with what the file says about it.
@@ -165,7 +169,6 @@ struct LoadedTeacher {
 // (train's --teacher-input-scale). Errors name PATH.
 LoadedTeacher load_teacher(const std::string& path, double default_input_scale = 0.5, bool fuse = true);
 
-
 // The frozen teacher used for distillation: resize -> scale -> net -> last two outputs resized.
 class TeacherWrapperImpl : public torch::nn::Module {
  public:
@@ -176,6 +179,7 @@ class TeacherWrapperImpl : public torch::nn::Module {
   const TeacherOptions& options() const { return options_; }
   // Frozen: stays in eval mode even when a parent module calls train().
   void train(bool on = true) override;
+
  private:
   PoseEstimationWithMobileNet net_;
   TeacherOptions options_;

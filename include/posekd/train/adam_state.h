@@ -19,7 +19,7 @@ struct AdamSlot {
 struct AdamSnapshot {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   bool amsgrad = false;
-  std::int64_t num_params = 0;        // length of param_groups[0]['params']
+  std::int64_t num_params = 0;             // length of param_groups[0]['params']
   std::map<std::int64_t, AdamSlot> state;  // by parameter index
 };
 

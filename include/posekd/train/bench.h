@@ -7,11 +7,11 @@
 namespace posekd::train {
 
 struct BenchOptions {
-  int threads = 0;        // 0 = all cores
-  double seconds = 3.0;   // minimum time per figure
+  int threads = 0;       // 0 = all cores
+  double seconds = 3.0;  // minimum time per figure
   std::string arch = "seed";
-  bool quick = false;     // fewer repetitions (tests)
-  std::string work_dir;   // scratch folder for generated JPEGs ("" = a temp dir)
+  bool quick = false;       // fewer repetitions (tests)
+  std::string work_dir;     // scratch folder for generated JPEGs ("" = a temp dir)
   std::string profile_dir;  // "": no profile; else Chrome traces of 5 float and 5 QAT steps go here
 };
 
@@ -27,9 +27,9 @@ std::vector<OpTime> self_times_from_trace(const std::string& trace_json);
 
 struct BenchFigure {
   std::string name;
-  double value = 0;       // in `unit`
-  std::string unit;       // "img/s", "samples/s", "GFLOP/s", "h"
-  double gflops = 0;      // achieved GFLOP/s where meaningful (0 otherwise)
+  double value = 0;   // in `unit`
+  std::string unit;   // "img/s", "samples/s", "GFLOP/s", "h"
+  double gflops = 0;  // achieved GFLOP/s where meaningful (0 otherwise)
   double fraction_of_peak = 0;
 };
 

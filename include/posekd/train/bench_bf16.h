@@ -14,15 +14,15 @@ struct PrecisionBenchOptions {
   int threads = 0;       // 0 = all cores
   double seconds = 3.0;  // minimum time per figure
   std::string arch = "seed";
-  bool quick = false;    // short run (tests)
+  bool quick = false;       // short run (tests)
   std::string profile_dir;  // "": no profile; else Chrome traces of 5 bf16 float and QAT steps go here
 };
 
 struct PrecisionBenchRow {
   std::string name;
-  std::string unit;    // "GFLOP/s", "img/s", "h"
-  double fp32 = 0;     // the figure computed in fp32
-  double bf16 = 0;     // the same figure in bf16 (mixed precision for training steps)
+  std::string unit;  // "GFLOP/s", "img/s", "h"
+  double fp32 = 0;   // the figure computed in fp32
+  double bf16 = 0;   // the same figure in bf16 (mixed precision for training steps)
 };
 
 struct PrecisionBenchReport {

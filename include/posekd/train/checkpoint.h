@@ -23,14 +23,14 @@ struct Checkpoint {
   double loss = 0, best_loss = 1e30;
   // posekd extras (absent in seed checkpoints: then defaults)
   bool has_extras = false;
-  std::string arch;                 // student architecture
-  std::string phase = "float";      // "float" or "qat"
+  std::string arch;             // student architecture
+  std::string phase = "float";  // "float" or "qat"
   std::int64_t qat_start_batch = -1;
-  data::LoaderState loader;         // where the data stream stands (and the bad samples so far)
-  RunningAverage avg;               // the running sums since the last log line
+  data::LoaderState loader;  // where the data stream stands (and the bad samples so far)
+  RunningAverage avg;        // the running sums since the last log line
   std::int64_t nonfinite_skipped = 0;
-  double best_metric = -1;          // best validation AP (-1: none yet)
-  std::string teacher_id;           // identity of the teacher the run distils from ("" = none)
+  double best_metric = -1;  // best validation AP (-1: none yet)
+  std::string teacher_id;   // identity of the teacher the run distils from ("" = none)
   std::uint64_t seed = 0;
 };
 

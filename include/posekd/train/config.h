@@ -9,11 +9,11 @@ namespace posekd::train {
 
 struct TrainConfig {
   // --- data
-  std::string data;     // COCO root: annotations/person_keypoints_<split>.json and <split>/ images
+  std::string data;  // COCO root: annotations/person_keypoints_<split>.json and <split>/ images
   std::string split = "train2017";
-  std::string ann;      // explicit annotation JSON (overrides --data)
-  std::string images;   // explicit image folder (overrides --data)
-  std::string prepared; // teacher repo's prepared_train_annotation.pkl (alternative to --ann)
+  std::string ann;          // explicit annotation JSON (overrides --data)
+  std::string images;       // explicit image folder (overrides --data)
+  std::string prepared;     // teacher repo's prepared_train_annotation.pkl (alternative to --ann)
   std::int64_t subset = 0;  // first N images with at least one keypointed person; 0 = all
   std::string val_data, val_split = "val2017", val_ann, val_images;
   std::int64_t val_every = 0;
@@ -21,9 +21,9 @@ struct TrainConfig {
   std::string arch = "seed";
   std::string teacher;  // teacher checkpoint; empty = student loss only
   double teacher_input_scale = 0.5;
-  std::string teacher_cache;     // teacher-output cache file ("" = <output>/teacher_cache.bin)
+  std::string teacher_cache;      // teacher-output cache file ("" = <output>/teacher_cache.bin)
   bool no_teacher_cache = false;  // run the teacher on every batch
-  std::int64_t val_subset = 0;  // validate on the first N validation images (0 = all)
+  std::int64_t val_subset = 0;    // validate on the first N validation images (0 = all)
   // --- optimisation (the seed's batch, length and rate; its constant rate became a schedule)
   int batch_size = 8;
   std::int64_t total_batches = 15000;
@@ -31,11 +31,11 @@ struct TrainConfig {
   // constant | cosine | step (train/schedule.h). Constant, as the seed: on 1,100-batch runs a cosine
   // decay cut the student's AP (docs/accuracy.md); the QAT phase still gets its own lower rate.
   std::string lr_schedule = "constant";
-  std::int64_t warmup = -1;            // warm-up batches; -1 = 2% of the float phase, at most 500
-  double lr_end_factor = 0.05;         // the rate at the end of each phase, relative to its start
-  double weight_decay = 0;             // Adam's L2 weight decay
-  double qat_lr = -1;                  // rate after the QAT switch; -1 = lr / 10
-  std::int64_t qat_warmup = -1;        // warm-up after the switch; -1 = 5% of the QAT phase, at most 200
+  std::int64_t warmup = -1;      // warm-up batches; -1 = 2% of the float phase, at most 500
+  double lr_end_factor = 0.05;   // the rate at the end of each phase, relative to its start
+  double weight_decay = 0;       // Adam's L2 weight decay
+  double qat_lr = -1;            // rate after the QAT switch; -1 = lr / 10
+  std::int64_t qat_warmup = -1;  // warm-up after the switch; -1 = 5% of the QAT phase, at most 200
   // --- augmentation (data/augment.h); no_augment = the seed's fixed letterboxed images
   bool no_augment = false;
   data::AugmentConfig augment{true};
@@ -52,7 +52,7 @@ struct TrainConfig {
   int calib_batches = 8;
   // --- runtime
   std::string precision = "auto";  // auto | fp32 | bf16 (core/precision.h): the student's convolutions, the teacher
-  int threads = 0;  // 0 = all cores
+  int threads = 0;                 // 0 = all cores
   int workers = 2;
   std::uint64_t seed = 0;
   bool deterministic = false;

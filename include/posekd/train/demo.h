@@ -37,18 +37,18 @@ data::SynthConfig demo_synth_config(int images, std::uint64_t seed);
 
 struct DemoOptions {
   std::string out = "demo-out";
-  bool quick = false;   // ~2 minutes (used by the test suite)
-  int threads = 0;      // 0 = all cores
+  bool quick = false;              // ~2 minutes (used by the test suite)
+  int threads = 0;                 // 0 = all cores
   std::string precision = "auto";  // teacher and students (core/precision.h)
   std::uint64_t seed = 1;
-  bool quiet = false;   // no per-batch lines on the console
+  bool quiet = false;         // no per-batch lines on the console
   bool hard_data = false;     // `posekd synth`'s default (hard) data instead of demo_synth_config
   bool teacher_only = false;  // stop after training and evaluating the teacher (for tuning)
   // The demo trains without augmentation unless asked (--augment): on its short budget, train's
   // default augmentation made both students collapse at the QAT switch (docs/accuracy.md).
   bool no_augment = true;
   data::AugmentConfig augment{true};  // with --augment: teacher and students (train's defaults)
-  DemoBudget overrides;       // fields > 0 replace the preset's
+  DemoBudget overrides;               // fields > 0 replace the preset's
 };
 
 struct DemoRow {
@@ -57,8 +57,8 @@ struct DemoRow {
 };
 
 struct DemoResult {
-  DemoBudget budget;                // what was run
-  std::vector<DemoRow> rows;        // teacher, KD float/QAT/int8, no-teacher float/QAT/int8
+  DemoBudget budget;          // what was run
+  std::vector<DemoRow> rows;  // teacher, KD float/QAT/int8, no-teacher float/QAT/int8
   std::string table_markdown;
   bool export_fits = false;
   double teacher_first_loss = 0, teacher_last_loss = 0;

@@ -94,9 +94,9 @@ class GradSync {
 
  private:
   struct Bucket {
-    std::vector<int> params;        // indices into params_
+    std::vector<int> params;  // indices into params_
     std::vector<std::int64_t> offsets;
-    torch::Tensor flat;             // f32, sum of sizes
+    torch::Tensor flat;  // f32, sum of sizes
     int pending = 0;
     bool launched = false;
     std::shared_ptr<Distributed::Pending> work;

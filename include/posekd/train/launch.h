@@ -9,13 +9,13 @@
 namespace posekd::train {
 
 struct LaunchOptions {
-  int nproc = 1;                 // processes on this machine
-  int nnodes = 1;                // machines
-  int node_rank = 0;             // this machine's index
+  int nproc = 1;      // processes on this machine
+  int nnodes = 1;     // machines
+  int node_rank = 0;  // this machine's index
   std::string master_addr = "127.0.0.1";
-  int master_port = 0;           // 0: a free port (one machine only; several machines must agree on one)
-  double grace_s = 30;           // after a failure: seconds between SIGTERM and SIGKILL for the others
-  std::string program;           // the posekd executable ("" = this process's own, /proc/self/exe)
+  int master_port = 0;  // 0: a free port (one machine only; several machines must agree on one)
+  double grace_s = 30;  // after a failure: seconds between SIGTERM and SIGKILL for the others
+  std::string program;  // the posekd executable ("" = this process's own, /proc/self/exe)
 };
 
 // Runs `args` (a posekd subcommand and its options, e.g. {"train", "--data", ...}) as

@@ -32,7 +32,11 @@ struct RunningAverage {
   double loss = 0, student = 0, distill = 0, seconds = 0;
   std::int64_t count = 0;
   void add(double l, double s, double d, double sec) {
-    loss += l; student += s; distill += d; seconds += sec; ++count;
+    loss += l;
+    student += s;
+    distill += d;
+    seconds += sec;
+    ++count;
   }
   void reset() { *this = RunningAverage{}; }
 };
@@ -50,8 +54,8 @@ class TrainLog {
   // A per-batch line: printed only when there is no progress bar.
   void batch_line(const std::string& text);
   // Redraws the progress bar (no-op without a terminal).
-  void progress(std::int64_t batch, std::int64_t total, double loss, double student, double distill,
-                double img_per_s, double eta_seconds);
+  void progress(std::int64_t batch, std::int64_t total, double loss, double student, double distill, double img_per_s,
+                double eta_seconds);
   bool has_progress_bar() const { return bar_; }
   // results.csv: batch,loss,student,distill,img_per_s,lr,phase,val_ap
   void csv(std::int64_t batch, double loss, double student, double distill, double img_per_s, double lr,

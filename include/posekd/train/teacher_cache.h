@@ -47,23 +47,22 @@ uint64_t dataset_identity(const std::string& annotation_path, const std::string&
 
 // Everything the cached outputs depend on. Two keys are equal iff every field is.
 struct CacheKey {
-  uint64_t teacher_checksum = 0;   // state_dict_checksum of the teacher net
-  double input_scale = 0.5;        // TeacherOptions::input_scale
+  uint64_t teacher_checksum = 0;  // state_dict_checksum of the teacher net
+  double input_scale = 0.5;       // TeacherOptions::input_scale
   int32_t teacher_input_size = 368;
-  int32_t output_size = 16;        // grid G of the stored maps
+  int32_t output_size = 16;  // grid G of the stored maps
   int32_t num_refinement_stages = 1;
-  int32_t sample_input_size = 128; // SampleConfig fields that change the image
+  int32_t sample_input_size = 128;  // SampleConfig fields that change the image
   int32_t reduced_decode = 1;
-  int32_t teacher_precision = 0;   // TeacherOptions::precision: 0 fp32, 1 bf16
-  uint64_t dataset_id = 0;         // dataset_identity(...)
+  int32_t teacher_precision = 0;  // TeacherOptions::precision: 0 fp32, 1 bf16
+  uint64_t dataset_id = 0;        // dataset_identity(...)
   bool operator==(const CacheKey& o) const;
   bool operator!=(const CacheKey& o) const { return !(*this == o); }
-  std::string describe() const;    // one line, for logs
+  std::string describe() const;  // one line, for logs
 };
 
 // The key of a loaded teacher with a sample config and dataset identity.
-CacheKey make_cache_key(model::TeacherWrapper& teacher, const data::SampleConfig& sample_config,
-                        uint64_t dataset_id);
+CacheKey make_cache_key(model::TeacherWrapper& teacher, const data::SampleConfig& sample_config, uint64_t dataset_id);
 
 class TeacherCache {
  public:

@@ -42,7 +42,7 @@ struct TeacherTrainConfig {
 struct TeacherTrainResult {
   std::int64_t batches_done = 0, batches_run = 0;
   double first_loss = 0, last_loss = 0;
-  double seconds = 0;  // wall time of this run
+  double seconds = 0;      // wall time of this run
   std::string checkpoint;  // <output>/teacher.pth
 };
 

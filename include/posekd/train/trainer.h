@@ -28,12 +28,12 @@
 namespace posekd::train {
 
 struct TrainResult {
-  std::int64_t batches_done = 0;     // batch counter at exit
-  std::int64_t batches_run = 0;      // batches run by this invocation
+  std::int64_t batches_done = 0;  // batch counter at exit
+  std::int64_t batches_run = 0;   // batches run by this invocation
   double last_loss = 0;
-  bool interrupted = false;          // stopped by a signal or --stop-after (checkpoint written)
-  double last_val_ap = -1;           // the last validation AP (-1: none)
-  double best_val_ap = -1;           // the best validation AP (best.pth), -1: none
+  bool interrupted = false;  // stopped by a signal or --stop-after (checkpoint written)
+  double last_val_ap = -1;   // the last validation AP (-1: none)
+  double best_val_ap = -1;   // the best validation AP (best.pth), -1: none
   std::string output_dir;
 };
 

@@ -24,7 +24,7 @@ volatile uint32_t cnn_time; /* stopwatch, set by the CNN interrupt handler in cn
 static uint32_t input_words[POSE_HWC_GROUPS * POSE_FOLD_PLANE];
 static int32_t ml_data[POSE_OUTPUT_WORDS];
 static pose_person_t people[POSE_MAX_PEOPLE];
-static const char *const kpt_names[POSE_NUM_KPTS] = POSE_KEYPOINT_NAMES_INIT;
+static const char* const kpt_names[POSE_NUM_KPTS] = POSE_KEYPOINT_NAMES_INIT;
 
 /* Streams the input into the accelerator's FIFOs, one word stream per input processor, as the
  * load_input() of an ai8xize project synthesized with --fifo does. Without --fifo, copy the body of
@@ -33,9 +33,9 @@ static void load_input(void) {
   int i, q;
   for (i = 0; i < POSE_FOLD_PLANE; ++i)
     for (q = 0; q < POSE_HWC_GROUPS; ++q) {
-      while ((*((volatile uint32_t *)(uintptr_t)0x50000004u) & (1u << q)) != 0) {
+      while ((*((volatile uint32_t*)(uintptr_t)0x50000004u) & (1u << q)) != 0) {
       } /* wait while FIFO q is full */
-      *((volatile uint32_t *)(uintptr_t)(0x50000008u + 4u * (uint32_t)q)) = input_words[q * POSE_FOLD_PLANE + i];
+      *((volatile uint32_t*)(uintptr_t)(0x50000008u + 4u * (uint32_t)q)) = input_words[q * POSE_FOLD_PLANE + i];
     }
 }
 
@@ -59,7 +59,7 @@ int main(void) {
   uint32_t t0, decode_cycles;
   pose_stats_t stats;
 
-  MXC_ICC_Enable(MXC_ICC0); /* instruction cache */
+  MXC_ICC_Enable(MXC_ICC0);                /* instruction cache */
   MXC_SYS_Clock_Select(MXC_SYS_CLOCK_IPO); /* 100 MHz */
   SystemCoreClockUpdate();
   printf("\nposekd pose estimation on the MAX78000\n");
@@ -75,7 +75,7 @@ int main(void) {
   cnn_start();
   load_input();
   while (cnn_time == 0) MXC_LP_EnterSleepMode();
-  cnn_unload((uint32_t *)ml_data);
+  cnn_unload((uint32_t*)ml_data);
   cnn_disable();
   printf("CNN: %u us\n", (unsigned)cnn_time);
 
@@ -84,10 +84,10 @@ int main(void) {
   DWT->CYCCNT = 0;
   DWT->CTRL |= DWT_CTRL_CYCCNTENA_Msk;
   t0 = DWT->CYCCNT;
-  n = pose_decode(ml_data, ml_data + POSE_NUM_HEATMAPS * POSE_MAP_H * POSE_MAP_W, people, POSE_MAX_PEOPLE,
-                  &stats);
+  n = pose_decode(ml_data, ml_data + POSE_NUM_HEATMAPS * POSE_MAP_H * POSE_MAP_W, people, POSE_MAX_PEOPLE, &stats);
   decode_cycles = DWT->CYCCNT - t0;
-  printf("decode: %u cycles (%u us)\n", (unsigned)decode_cycles, (unsigned)(decode_cycles / (SystemCoreClock / 1000000)));
+  printf("decode: %u cycles (%u us)\n", (unsigned)decode_cycles,
+         (unsigned)(decode_cycles / (SystemCoreClock / 1000000)));
 
   printf("people %d\n", n);
   for (i = 0; i < n; ++i) {

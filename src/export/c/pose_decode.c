@@ -32,11 +32,11 @@ typedef struct {
 /* All working memory (fixed, static). */
 static struct {
 #if POSE_F > 1
-  const int32_t *paf[2]; /* the PAF pair of the limb being grouped */
-  float at[2][POSE_MAX_PEAKS][2]; /* that pair at the pixels of the limb's peaks (a, b), word units */
-  uint8_t have[2][POSE_MAX_PEAKS];  /* at[e][i] computed */
+  const int32_t* paf[2];           /* the PAF pair of the limb being grouped */
+  float at[2][POSE_MAX_PEAKS][2];  /* that pair at the pixels of the limb's peaks (a, b), word units */
+  uint8_t have[2][POSE_MAX_PEAKS]; /* at[e][i] computed */
 #endif
-  double cand_score[POSE_MAX_CANDIDATES];   /* candidate connections of one limb */
+  double cand_score[POSE_MAX_CANDIDATES]; /* candidate connections of one limb */
   uint8_t cand_a[POSE_MAX_CANDIDATES], cand_b[POSE_MAX_CANDIDATES];
   uint16_t order[POSE_MAX_CANDIDATES];
   uint8_t used_a[POSE_MAX_PEAKS], used_b[POSE_MAX_PEAKS];
@@ -54,7 +54,7 @@ static uint8_t pose_sample_order[POSE_POINTS_PER_LIMB];
 /* The smallest output word whose heatmap value reaches the peak threshold: pose_heat_value is
  * non-decreasing, so `word >= pose_thr_word` is `pose_heat_value(word) >= POSE_PEAK_THRESHOLD`. */
 static int32_t pose_thr_word;
-static int pose_thr_none; /* no word reaches the threshold */
+static int pose_thr_none;                           /* no word reaches the threshold */
 static double pose_denom[POSE_POINTS_PER_LIMB + 1]; /* (double)n + 1e-6, the affinity's divisor */
 /* The divisors as integers for pose_div: denom = mant * 2^exp (mant in [2^52, 2^53)), and
  * recip = floor(2^116 / mant) (0: use the plain division). */
@@ -123,7 +123,7 @@ static void pose_tables(void) {
 }
 
 #if POSE_F > 1
-#define POSE_WIN (POSE_F + 2 * (POSE_F / 2)) /* refinement window, upsampled pixels per side */
+#define POSE_WIN (POSE_F + 2 * (POSE_F / 2))       /* refinement window, upsampled pixels per side */
 #define POSE_WIN_SRC ((POSE_WIN - 1) / POSE_F + 5) /* source rows / columns a window reads, at most */
 
 /* First source row / column (before clamping) that upsampled row / column X reads; non-decreasing. */
@@ -135,7 +135,7 @@ static void pose_tables(void) {
  * horizontal pass is computed once per source row and window column, the vertical pass once per
  * pixel. In word units: the unit (a power of two) multiplies the best value only, which gives the
  * same floats and the same comparisons (scaling by a power of two commutes with rounding). */
-static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
+static void pose_refine_local(const int32_t* h, pose_peak_t* p) {
   float src[POSE_WIN_SRC][POSE_WIN_SRC]; /* source rows u0 + i, columns v0 + j (clamped to the map) */
   float hc[POSE_WIN_SRC][POSE_WIN];      /* horizontal pass: source row u0 + i, window column j */
   const int x0 = p->x * POSE_F - POSE_F / 2 < 0 ? 0 : p->x * POSE_F - POSE_F / 2;
@@ -147,12 +147,12 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
   int X, Y, i, j, bj = 0, by = y0;
   float best = -INFINITY; /* the values are finite: the first pixel replaces it */
   if (u0 >= 0 && u0 + nu <= POSE_MAP_H && v0 >= 0 && v0 + nv <= POSE_MAP_W) { /* inside the map */
-    const int32_t *row = h + u0 * POSE_MAP_W + v0;
+    const int32_t* row = h + u0 * POSE_MAP_W + v0;
     for (i = 0; i < nu; ++i, row += POSE_MAP_W)
       for (j = 0; j < nv; ++j) src[i][j] = (float)row[j];
   } else {
     for (i = 0; i < nu; ++i) {
-      const int32_t *row = h + pose_clampi(u0 + i, POSE_MAP_H - 1) * POSE_MAP_W;
+      const int32_t* row = h + pose_clampi(u0 + i, POSE_MAP_H - 1) * POSE_MAP_W;
       for (j = 0; j < nv; ++j) src[i][j] = (float)row[pose_clampi(v0 + j, POSE_MAP_W - 1)];
     }
   }
@@ -160,10 +160,10 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
    * once) */
   for (X = x0; X <= x1;) {
     const int f = POSE_CUBIC_FIRST(X);
-    const float *a = pose_cubic_coeff[X % POSE_F];
+    const float* a = pose_cubic_coeff[X % POSE_F];
     const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-    const float *s = &src[0][f - v0];
-    float *o = &hc[0][X - x0];
+    const float* s = &src[0][f - v0];
+    float* o = &hc[0][X - x0];
     if (X + 3 <= x1 && POSE_CUBIC_FIRST(X + 3) == f) {
       const float *c = pose_cubic_coeff[(X + 1) % POSE_F], *d = pose_cubic_coeff[(X + 2) % POSE_F],
                   *e = pose_cubic_coeff[(X + 3) % POSE_F];
@@ -178,7 +178,7 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
       }
       X += 4;
     } else if (X < x1 && POSE_CUBIC_FIRST(X + 1) == f) {
-      const float *c = pose_cubic_coeff[(X + 1) % POSE_F];
+      const float* c = pose_cubic_coeff[(X + 1) % POSE_F];
       const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
       for (i = 0; i < nu; ++i, s += POSE_WIN_SRC, o += POSE_WIN) {
         const float s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3];
@@ -195,16 +195,16 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
    * value, on a tie the one with the smaller column, then the earlier row. Up to four rows that
    * read the same source rows are done together (each column's four values loaded once); within a
    * column the rows come in order, so a tie at the same column keeps the earlier row. */
-#define POSE_PICK(v, row)                             \
-  if ((v) >= best && ((v) > best || j < bj)) {        \
-    best = (v);                                       \
-    bj = j;                                           \
-    by = (row);                                       \
+#define POSE_PICK(v, row)                      \
+  if ((v) >= best && ((v) > best || j < bj)) { \
+    best = (v);                                \
+    bj = j;                                    \
+    by = (row);                                \
   }
   for (Y = y0; Y <= y1;) {
     const int f = POSE_CUBIC_FIRST(Y);
-    const float *q = hc[f - u0];
-    const float *b = pose_cubic_coeff[Y % POSE_F];
+    const float* q = hc[f - u0];
+    const float* b = pose_cubic_coeff[Y % POSE_F];
     const float b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
     if (Y + 3 <= y1 && POSE_CUBIC_FIRST(Y + 3) == f) {
       const float *c = pose_cubic_coeff[(Y + 1) % POSE_F], *d = pose_cubic_coeff[(Y + 2) % POSE_F],
@@ -222,7 +222,7 @@ static void pose_refine_local(const int32_t *h, pose_peak_t *p) {
       }
       Y += 4;
     } else if (Y < y1 && POSE_CUBIC_FIRST(Y + 1) == f) {
-      const float *c = pose_cubic_coeff[(Y + 1) % POSE_F];
+      const float* c = pose_cubic_coeff[(Y + 1) % POSE_F];
       const float c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
       for (j = 0; j < nx; ++j, ++q) {
         const float h0 = q[0], h1 = q[POSE_WIN], h2 = q[2 * POSE_WIN], h3 = q[3 * POSE_WIN];
@@ -265,7 +265,7 @@ static volatile float pose_round_big = 12582912.f;
 
 /* The first word at or below pc in its column (pc, pc + W, ... before end) that reaches the
  * threshold, or end: most cells cost one load and one comparison. */
-POSE_NOINLINE static const int32_t *pose_scan(const int32_t *pc, const int32_t *end, int32_t thr) {
+POSE_NOINLINE static const int32_t* pose_scan(const int32_t* pc, const int32_t* end, int32_t thr) {
   int left = (int)(end - pc) / POSE_MAP_W;
   for (; left >= 4; left -= 4, pc += 4 * POSE_MAP_W) { /* four cells per step */
     if (pc[0] >= thr) return pc;
@@ -283,11 +283,11 @@ POSE_NOINLINE static const int32_t *pose_scan(const int32_t *pc, const int32_t *
  * only written so), so a peak's own value reaches it, and then it is larger than a thresholded
  * neighbour exactly when it is larger than the neighbour's raw value: the test runs on the words,
  * the threshold as an integer, the neighbours as floats (as exact as the float values). */
-void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *stats) {
+void pose_find_peaks(const int32_t* heat, pose_peaks_t* peaks, pose_stats_t* stats) {
   int k, x, y, i;
   if (!pose_tables_ready) pose_tables();
   for (k = 0; k < POSE_NUM_KPTS; ++k) {
-    const int32_t *h = heat + k * POSE_PLANE;
+    const int32_t* h = heat + k * POSE_PLANE;
     const int32_t thr = pose_thr_word;
     int n = 0;
     peaks->count[k] = 0;
@@ -317,7 +317,7 @@ void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *sta
           continue;
         }
         {
-          pose_peak_t *p = &peaks->peak[k][n++];
+          pose_peak_t* p = &peaks->peak[k][n++];
           p->x = p->ux = (uint8_t)x;
           p->y = p->uy = (uint8_t)y;
           p->score = c * POSE_HEAT_UNIT;
@@ -344,7 +344,7 @@ void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *sta
 }
 
 /* numpy's float32 pairwise sum of n terms (8 accumulators for 8 <= n <= 128). */
-static float pose_numpy_sum(const float *a, int n) {
+static float pose_numpy_sum(const float* a, int n) {
   float r[8], res;
   int i, k;
   if (n < 8 || n > 128) {
@@ -367,7 +367,7 @@ static float pose_numpy_sum(const float *a, int n) {
   ((float)(r)[i0] * a0 + (float)(r)[i1] * a1 + (float)(r)[i2] * a2 + (float)(r)[i3] * a3)
 
 /* The limb's PAF pair (pose_ws.paf) upsampled at grouping pixel (X, Y), in word units. */
-static void pose_cubic_pair(int X, int Y, float *out) {
+static void pose_cubic_pair(int X, int Y, float* out) {
   const float *a = pose_cubic_coeff[X % POSE_F], *b = pose_cubic_coeff[Y % POSE_F];
   const float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
   const int u = POSE_CUBIC_FIRST(Y), v = POSE_CUBIC_FIRST(X);
@@ -410,7 +410,7 @@ static void pose_cubic_pair(int X, int Y, float *out) {
 
 #if POSE_F > 1
 /* The limb's PAF pair at the pixel of peak i of end e (0 = a, 1 = b), computed once per limb. */
-static const float *pose_paf_at_peak(int e, int i, const pose_peak_t *pk) {
+static const float* pose_paf_at_peak(int e, int i, const pose_peak_t* pk) {
   if (!pose_ws.have[e][i]) {
     pose_cubic_pair(pk->ux, pk->uy, pose_ws.at[e][i]);
     pose_ws.have[e][i] = 1;
@@ -460,8 +460,8 @@ static double pose_div(float f, int n) {
  * a positive mean passing PAF projection, the mean in *score), a = peak ia of the limb's first
  * keypoint type, b = peak jb of the second. With local upsampling, the limb's PAF pair is in
  * pose_ws (pose_group). */
-static int pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t *a, int ia, const pose_peak_t *b,
-                         int jb, double *score) {
+static int pose_affinity(const int32_t* px, const int32_t* py, const pose_peak_t* a, int ia, const pose_peak_t* b,
+                         int jb, double* score) {
   float terms[POSE_POINTS_PER_LIMB];
   const float ax = (float)a->ux, ay = (float)a->uy, bx = (float)b->ux, by = (float)b->uy;
   const float vx = bx - ax, vy = by - ay;
@@ -474,7 +474,7 @@ static int pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t
 #if POSE_F > 1
   const float uxs = ux * POSE_PAF_UNIT, uys = uy * POSE_PAF_UNIT;
   float tmp[2];
-  const float *last = tmp; /* the PAF pair at the previous sample's pixel */
+  const float* last = tmp; /* the PAF pair at the previous sample's pixel */
   int last_key = -1;
 #endif
 #if POSE_F == 1
@@ -494,7 +494,7 @@ static int pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t
 #if POSE_F > 1
     {
       const int key = x | y << 8;
-      if (key != last_key) { /* on a short limb, neighbouring samples can share a pixel */
+      if (key != last_key) {          /* on a short limb, neighbouring samples can share a pixel */
         if (x == a->ux && y == a->uy) /* always sample 0 */
           last = pose_paf_at_peak(0, ia, a);
         else if (x == b->ux && y == b->uy)
@@ -530,9 +530,9 @@ static int pose_affinity(const int32_t *px, const int32_t *py, const pose_peak_t
   }
 }
 
-static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double s,
-                          const pose_peaks_t *peaks, pose_stats_t *stats) {
-  pose_entry_t *e;
+static int pose_new_entry(int* n_entries, int ka, int kb, int ia, int ib, double s, const pose_peaks_t* peaks,
+                          pose_stats_t* stats) {
+  pose_entry_t* e;
   if (*n_entries == POSE_MAX_ENTRIES) {
     if (stats) stats->dropped_entries++;
     return 0;
@@ -546,15 +546,15 @@ static int pose_new_entry(int *n_entries, int ka, int kb, int ia, int ib, double
   return 1;
 }
 
-int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *people, int max_people,
-               pose_stats_t *stats) {
+int pose_group(const pose_peaks_t* peaks, const int32_t* paf, pose_person_t* people, int max_people,
+               pose_stats_t* stats) {
   int part, n_entries = 0, n_people = 0, i, j, c;
   if (!pose_tables_ready) pose_tables();
   for (part = 0; part < POSE_NUM_LIMBS; ++part) {
     const int ka = pose_group_limbs[part][0], kb = pose_group_limbs[part][1];
     const int n = peaks->count[ka], m = peaks->count[kb];
-    const int32_t *px = paf + pose_group_pafs[part][0] * POSE_PLANE;
-    const int32_t *py = paf + pose_group_pafs[part][1] * POSE_PLANE;
+    const int32_t* px = paf + pose_group_pafs[part][0] * POSE_PLANE;
+    const int32_t* py = paf + pose_group_pafs[part][1] * POSE_PLANE;
     int nc = 0, o;
     if (n == 0 || m == 0) continue;
 #if POSE_F > 1
@@ -597,7 +597,7 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
         pose_new_entry(&n_entries, ka, kb, ia, ib, s, peaks, stats);
       } else if (part == 17 || part == 18) {
         for (e = 0; e < n_entries; ++e) {
-          pose_entry_t *p = &pose_ws.entry[e];
+          pose_entry_t* p = &pose_ws.entry[e];
           if (p->kpt[ka] == ia && p->kpt[kb] == -1)
             p->kpt[kb] = (int8_t)ib;
           else if (p->kpt[kb] == ib && p->kpt[ka] == -1)
@@ -605,7 +605,7 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
         }
       } else {
         for (e = 0; e < n_entries; ++e) {
-          pose_entry_t *p = &pose_ws.entry[e];
+          pose_entry_t* p = &pose_ws.entry[e];
           if (p->kpt[ka] == ia) {
             p->kpt[kb] = (int8_t)ib;
             p->count += 1;
@@ -618,8 +618,8 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
     }
   }
   for (i = 0; i < n_entries; ++i) {
-    const pose_entry_t *e = &pose_ws.entry[i];
-    pose_person_t *p;
+    const pose_entry_t* e = &pose_ws.entry[i];
+    pose_person_t* p;
     int k;
     if (!(e->count >= POSE_MIN_COUNT && e->score / e->count >= POSE_MIN_MEAN_SCORE)) continue;
     if (n_people == max_people) {
@@ -632,7 +632,7 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
     p->entry_score = e->score;
     p->score = (float)(e->score * (e->count > 1 ? e->count - 1 : 0));
     for (k = 0; k < POSE_NUM_KPTS; ++k) {
-      const pose_peak_t *pk;
+      const pose_peak_t* pk;
       p->peak[k] = e->kpt[k];
       if (e->kpt[k] < 0) continue;
       pk = &peaks->peak[k][e->kpt[k]];
@@ -645,8 +645,7 @@ int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *peo
   return n_people;
 }
 
-int pose_decode(const int32_t *heat, const int32_t *paf, pose_person_t *people, int max_people,
-                pose_stats_t *stats) {
+int pose_decode(const int32_t* heat, const int32_t* paf, pose_person_t* people, int max_people, pose_stats_t* stats) {
   if (stats) memset(stats, 0, sizeof *stats);
   pose_find_peaks(heat, &pose_ws.peaks, stats);
   return pose_group(&pose_ws.peaks, paf, people, max_people, stats);

@@ -60,17 +60,16 @@ typedef struct {
 } pose_stats_t;
 
 /* Peak search on the heatmaps (cnn_unload layout, POSE_NUM_HEATMAPS channels). */
-void pose_find_peaks(const int32_t *heat, pose_peaks_t *peaks, pose_stats_t *stats);
+void pose_find_peaks(const int32_t* heat, pose_peaks_t* peaks, pose_stats_t* stats);
 
 /* Groups peaks with the PAFs into people, strongest grouping order as Lightweight-OpenPose.
  * Returns the number of people written (at most max_people). */
-int pose_group(const pose_peaks_t *peaks, const int32_t *paf, pose_person_t *people, int max_people,
-               pose_stats_t *stats);
+int pose_group(const pose_peaks_t* peaks, const int32_t* paf, pose_person_t* people, int max_people,
+               pose_stats_t* stats);
 
 /* Both steps: heat = the first POSE_NUM_HEATMAPS*POSE_MAP_H*POSE_MAP_W values of cnn_unload's
  * buffer, paf = the following POSE_NUM_PAFS*POSE_MAP_H*POSE_MAP_W. stats may be NULL. */
-int pose_decode(const int32_t *heat, const int32_t *paf, pose_person_t *people, int max_people,
-                pose_stats_t *stats);
+int pose_decode(const int32_t* heat, const int32_t* paf, pose_person_t* people, int max_people, pose_stats_t* stats);
 
 /* The heatmap / PAF value of an output word, in the float units posekd's decoder sees. */
 float pose_heat_value(int32_t v);

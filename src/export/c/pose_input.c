@@ -2,7 +2,7 @@
  * ai8x::simulate_input computes it) and ai8x::fold (factor 2). */
 #include "pose_input.h"
 
-static void pose_rgb565_to_bgr(const uint8_t *p, uint8_t bgr[3]) {
+static void pose_rgb565_to_bgr(const uint8_t* p, uint8_t bgr[3]) {
   const unsigned r5 = (unsigned)p[0] >> 3;
   const unsigned g6 = (((unsigned)p[0] & 7u) << 3) | ((unsigned)p[1] >> 5);
   const unsigned b5 = (unsigned)p[1] & 31u;
@@ -12,7 +12,7 @@ static void pose_rgb565_to_bgr(const uint8_t *p, uint8_t bgr[3]) {
 }
 
 /* The 12 folded channels of folded pixel (Y, X), fold order (i*2+j)*3+c, c in B, G, R. */
-static void pose_fold_pixel(const uint8_t *frame, int rgb565, int Y, int X, int8_t v[POSE_FOLD_CHANNELS]) {
+static void pose_fold_pixel(const uint8_t* frame, int rgb565, int Y, int X, int8_t v[POSE_FOLD_CHANNELS]) {
   int i, j, c;
   for (i = 0; i < POSE_FOLD; ++i)
     for (j = 0; j < POSE_FOLD; ++j) {
@@ -29,7 +29,7 @@ static void pose_fold_pixel(const uint8_t *frame, int rgb565, int Y, int X, int8
     }
 }
 
-static void pose_prepare_chw(const uint8_t *frame, int rgb565, int8_t *out) {
+static void pose_prepare_chw(const uint8_t* frame, int rgb565, int8_t* out) {
   int Y, X, k;
   int8_t v[POSE_FOLD_CHANNELS];
   for (Y = 0; Y < POSE_FOLD_H; ++Y)
@@ -39,7 +39,7 @@ static void pose_prepare_chw(const uint8_t *frame, int rgb565, int8_t *out) {
     }
 }
 
-static void pose_prepare_hwc(const uint8_t *frame, int rgb565, uint32_t *out) {
+static void pose_prepare_hwc(const uint8_t* frame, int rgb565, uint32_t* out) {
   int Y, X, q, k;
   int8_t v[POSE_HWC_GROUPS * 4];
   for (k = 0; k < POSE_HWC_GROUPS * 4; ++k) v[k] = 0;
@@ -54,12 +54,12 @@ static void pose_prepare_hwc(const uint8_t *frame, int rgb565, uint32_t *out) {
     }
 }
 
-void pose_prepare_rgb888(const uint8_t *rgb, int8_t *out) { pose_prepare_chw(rgb, 0, out); }
-void pose_prepare_rgb565(const uint8_t *rgb565, int8_t *out) { pose_prepare_chw(rgb565, 1, out); }
-void pose_prepare_hwc_rgb888(const uint8_t *rgb, uint32_t *out) { pose_prepare_hwc(rgb, 0, out); }
-void pose_prepare_hwc_rgb565(const uint8_t *rgb565, uint32_t *out) { pose_prepare_hwc(rgb565, 1, out); }
+void pose_prepare_rgb888(const uint8_t* rgb, int8_t* out) { pose_prepare_chw(rgb, 0, out); }
+void pose_prepare_rgb565(const uint8_t* rgb565, int8_t* out) { pose_prepare_chw(rgb565, 1, out); }
+void pose_prepare_hwc_rgb888(const uint8_t* rgb, uint32_t* out) { pose_prepare_hwc(rgb, 0, out); }
+void pose_prepare_hwc_rgb565(const uint8_t* rgb565, uint32_t* out) { pose_prepare_hwc(rgb565, 1, out); }
 
-void pose_pack_hwc(const int8_t *chw, uint32_t *out) {
+void pose_pack_hwc(const int8_t* chw, uint32_t* out) {
   long p;
   int q, k;
   for (p = 0; p < POSE_FOLD_PLANE; ++p)

@@ -39,7 +39,7 @@ static __attribute__((noinline)) long unpainted(void) {
   }
   return (long)(PAINT_WORDS - i) * 4;
 }
-static __attribute__((noinline)) long decode_stack(const int32_t *heat, const int32_t *paf) {
+static __attribute__((noinline)) long decode_stack(const int32_t* heat, const int32_t* paf) {
   pose_stats_t st;
   paint();
   pose_decode(heat, paf, people, POSE_MAX_PEOPLE, &st);
@@ -48,10 +48,10 @@ static __attribute__((noinline)) long decode_stack(const int32_t *heat, const in
 
 /* Executed instructions of pose_decode: SysTick (processor clock, 25 MHz on mps2) under QEMU's
  * -icount shift=0, where every instruction advances the virtual clock by 1 ns: 40 per tick. */
-#define SYST_CSR (*(volatile uint32_t *)0xE000E010)
-#define SYST_RVR (*(volatile uint32_t *)0xE000E014)
-#define SYST_CVR (*(volatile uint32_t *)0xE000E018)
-static long decode_ticks(const int32_t *heat, const int32_t *paf) {
+#define SYST_CSR (*(volatile uint32_t*)0xE000E010)
+#define SYST_RVR (*(volatile uint32_t*)0xE000E014)
+#define SYST_CVR (*(volatile uint32_t*)0xE000E018)
+static long decode_ticks(const int32_t* heat, const int32_t* paf) {
   pose_stats_t st;
   uint32_t t0, t1;
   SYST_RVR = 0xFFFFFFu;
@@ -75,14 +75,13 @@ static long decode_ticks(const int32_t *heat, const int32_t *paf) {
 static int32_t heat_words[NHEAT], paf_words[NPAF];
 #endif
 
-
 /* cnn_unload's scaling of one accumulator */
 static int32_t unload(long long acc, int fs) {
   if (!POSE_OUTPUT_SCALED) return (int32_t)acc;
   return fs >= 0 ? (int32_t)(acc * (1LL << fs)) : (int32_t)(acc >> -fs);
 }
 
-static void print_results(const int32_t *heat, const int32_t *paf) {
+static void print_results(const int32_t* heat, const int32_t* paf) {
   pose_stats_t st;
   int k, i, n;
   memset(&st, 0, sizeof st);
@@ -107,11 +106,11 @@ static void print_results(const int32_t *heat, const int32_t *paf) {
 
 #ifndef POSE_HARNESS_EMBEDDED
 /* int64 little-endian .npy of n values -> cnn_unload words */
-static int read_npy(const char *path, int32_t *out, long n, int fs) {
+static int read_npy(const char* path, int32_t* out, long n, int fs) {
   unsigned char head[10];
   unsigned hlen;
   long i;
-  FILE *f = fopen(path, "rb");
+  FILE* f = fopen(path, "rb");
   if (!f || fread(head, 1, 10, f) != 10 || memcmp(head, "\x93NUMPY", 6) != 0 || head[6] != 1) {
     fprintf(stderr, "%s: not a version-1 .npy file\n", path);
     if (f) fclose(f);
@@ -135,20 +134,20 @@ static int read_npy(const char *path, int32_t *out, long n, int fs) {
   return 0;
 }
 
-static void print_array(const char *name, const int32_t *v, long n) {
+static void print_array(const char* name, const int32_t* v, long n) {
   long i;
   printf("static const int32_t %s[%ld] = {", name, n);
   for (i = 0; i < n; ++i) printf("%s%ld,", i % 12 == 0 ? "\n  " : " ", (long)v[i]);
   printf("\n};\n");
 }
 
-static int prepare(const char *mode, const char *in_path, const char *out_path) {
+static int prepare(const char* mode, const char* in_path, const char* out_path) {
   static uint8_t frame[POSE_INPUT_H * POSE_INPUT_W * 3];
   static int8_t chw[POSE_FOLD_CHANNELS * POSE_FOLD_PLANE];
   static uint32_t hwc[POSE_HWC_GROUPS * POSE_FOLD_PLANE], hwc2[POSE_HWC_GROUPS * POSE_FOLD_PLANE];
   const int is565 = strcmp(mode, "input565") == 0;
   const size_t bytes = (size_t)POSE_INPUT_H * POSE_INPUT_W * (is565 ? 2 : 3);
-  FILE *f = fopen(in_path, "rb");
+  FILE* f = fopen(in_path, "rb");
   long i;
   if (!f || fread(frame, 1, bytes, f) != bytes) {
     fprintf(stderr, "%s: cannot read %lu frame bytes\n", in_path, (unsigned long)bytes);
@@ -182,7 +181,7 @@ static int prepare(const char *mode, const char *in_path, const char *out_path) 
 }
 #endif
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
 #ifdef POSE_HARNESS_EMBEDDED
   (void)argc;
   (void)argv;

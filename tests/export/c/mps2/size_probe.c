@@ -7,7 +7,7 @@
 int32_t pose_probe_words[POSE_PROBE_WORDS];
 pose_person_t pose_probe_people[POSE_MAX_PEOPLE];
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   (void)argc;
   (void)argv;
 #ifdef POSE_PROBE_DECODE

@@ -9,5 +9,5 @@ int cnn_load_weights(void);
 int cnn_load_bias(void);
 int cnn_configure(void);
 int cnn_start(void);
-int cnn_unload(uint32_t *out_buf);
+int cnn_unload(uint32_t* out_buf);
 #endif
