@@ -57,7 +57,7 @@ TeacherFile read_teacher_file(const fs::path& p) {
   return f;
 }
 
-const torch::Tensor& entry(const TeacherFile& f, const std::string& k) {
+const torch::Tensor& teacher_entry(const TeacherFile& f, const std::string& k) {
   for (const auto& kv : f.sd)
     if (kv.first == k) return kv.second;
   throw std::runtime_error("no entry " + k);
@@ -169,9 +169,9 @@ TEST_F(TeacherDistributed, SyncBnTwoProcessesGiveOneProcessTeacherWhichLoadsAndR
   EXPECT_EQ(a.iter, 2);
   EXPECT_EQ(b.iter, 2);
   // BatchNorm trained over the whole global batch: the running statistics moved, and agree.
-  const torch::Tensor& rv = entry(b, "model.1.1.running_var");
+  const torch::Tensor& rv = teacher_entry(b, "model.1.1.running_var");
   EXPECT_GT((rv - 1).abs().max().item<double>(), 1e-3);
-  EXPECT_EQ(entry(b, "model.1.1.num_batches_tracked").item<std::int64_t>(), 2);
+  EXPECT_EQ(teacher_entry(b, "model.1.1.num_batches_tracked").item<std::int64_t>(), 2);
   const double stats2 = running_stats_close(a, b, 1e-4);
   rel_close(a, b, 1e-4, 2 * 2 * kLr);
   // The teacher's gradients at its random start are ill-conditioned: one process with 1 and with 2
@@ -203,7 +203,7 @@ TEST_F(TeacherDistributed, SyncBnTwoProcessesGiveOneProcessTeacherWhichLoadsAndR
   const TeacherFile a4 = read_teacher_file(dir_ / "one" / "teacher.pth");
   const TeacherFile b4 = read_teacher_file(dir_ / "two" / "teacher.pth");
   EXPECT_EQ(b4.iter, 4);
-  EXPECT_EQ(entry(b4, "model.1.1.num_batches_tracked").item<std::int64_t>(), 4);
+  EXPECT_EQ(teacher_entry(b4, "model.1.1.num_batches_tracked").item<std::int64_t>(), 4);
   running_stats_close(a4, b4, 1e-4);
   rel_close(a4, b4, 1e-4, 2 * 4 * kLr);
   EXPECT_LE(grad_distance(a4, b4), 5e-2);
