@@ -98,8 +98,9 @@ torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
         else
           y = u.bn->forward(y);
       }
-      if (u.act == Act::ReLU) y = torch::relu(y);
-      else if (u.act == Act::ELU) y = torch::elu(y);
+      // In place, as the Sequential's ReLU(inplace=True) (the BatchNorm's backward needs its input only).
+      if (u.act == Act::ReLU) y.relu_();
+      else if (u.act == Act::ELU) y = torch::elu_(y);
     }
     return y;
   }
