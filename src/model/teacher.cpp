@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <unordered_map>
 
+#include "posekd/ai8x/sync_batchnorm.h"
 #include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
 
@@ -84,7 +85,27 @@ torch::nn::ModuleList seq_of(std::initializer_list<TeacherConvSeq*> parts) {
 }  // namespace
 
 torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
-  if (!fused || units.empty() || !units[0].fused_w.defined()) return seq->forward(x);
+  const bool fused_path = fused && !units.empty() && units[0].fused_w.defined();
+  if (!fused_path && sync_bn != nullptr && sync_bn->world_size() > 1) {
+    // The Sequential's modules one by one, the training BatchNorms over the global batch.
+    torch::Tensor y = x;
+    for (auto& u : units) {
+      y = u.conv->forward(y);
+      if (u.bn) {
+        if (u.bn->is_training())
+          y = ai8x::sync_batch_norm(y.scalar_type() == torch::kFloat ? y : y.to(torch::kFloat), *u.bn.get(), *sync_bn);
+        else
+          y = u.bn->forward(y);
+      }
+      // In place, as the Sequential's ReLU(inplace=True) (the BatchNorm's backward needs its input only).
+      if (u.act == Act::ReLU)
+        y.relu_();
+      else if (u.act == Act::ELU)
+        y = torch::elu_(y);
+    }
+    return y;
+  }
+  if (!fused_path) return seq->forward(x);
   torch::Tensor y = x;
   const bool bf16 = x.scalar_type() == torch::kBFloat16;
   for (auto& u : units) {
@@ -244,28 +265,41 @@ std::vector<torch::Tensor> PoseEstimationWithMobileNetImpl::forward(torch::Tenso
   return out;
 }
 
-void PoseEstimationWithMobileNetImpl::set_fused(bool f) {
-  fused_ = f;
-  auto apply = [f](TeacherConvSeq& s) { f ? s.fuse() : s.unfuse(); };
+void PoseEstimationWithMobileNetImpl::for_each_seq(const std::function<void(TeacherConvSeq&)>& apply) {
   for (auto& b : backbone_) apply(b);
-  cpm_->fused = f;
   apply(cpm_->align_);
   for (auto& t : cpm_->trunk_) apply(t);
   apply(cpm_->conv_);
-  initial_stage_->fused = f;
   for (auto& t : initial_stage_->trunk_) apply(t);
   for (auto& t : initial_stage_->heatmaps_) apply(t);
   for (auto& t : initial_stage_->pafs_) apply(t);
   for (auto& st : stages_) {
-    st->fused = f;
     for (auto& b : st->blocks5_) {
-      b->fused = f;
       apply(b->initial_);
       for (auto& t : b->trunk_) apply(t);
     }
     for (auto& t : st->heatmaps_) apply(t);
     for (auto& t : st->pafs_) apply(t);
   }
+}
+
+void PoseEstimationWithMobileNetImpl::set_fused(bool f) {
+  fused_ = f;
+  cpm_->fused = f;
+  initial_stage_->fused = f;
+  for (auto& st : stages_) {
+    st->fused = f;
+    for (auto& b : st->blocks5_) b->fused = f;
+  }
+  for_each_seq([f](TeacherConvSeq& s) { f ? s.fuse() : s.unfuse(); });
+}
+
+void PoseEstimationWithMobileNetImpl::set_sync_bn(Collective* group) {
+  for_each_seq([group](TeacherConvSeq& s) {
+    bool has_bn = false;
+    for (const auto& u : s.units) has_bn = has_bn || static_cast<bool>(u.bn);
+    s.sync_bn = has_bn ? group : nullptr;
+  });
 }
 
 void PoseEstimationWithMobileNetImpl::fuse() { set_fused(true); }

@@ -116,6 +116,13 @@ const std::vector<ConfigField<TeacherTrainConfig>>& config_fields(const TeacherT
       FIELD("seed", seed),
       FIELD("quiet", quiet),
       FIELD("stop_after", stop_after),
+      FIELD("rank", dist_rank),
+      FIELD("world_size", dist_world_size),
+      FIELD("local_rank", dist_local_rank),
+      FIELD("master_addr", dist_master_addr),
+      FIELD("master_port", dist_master_port),
+      FIELD("dist_timeout", dist_timeout),
+      FIELD("sync_bn", sync_bn),
   };
 #undef FIELD
   return fields;

@@ -62,7 +62,7 @@ void expect_every_option_has_a_key(const std::string& cmd, const std::set<std::s
 TEST(ConfigCli, EveryOptionHasAYamlKey) {
   // train's --no-sync-bn is `sync_bn: false` in a file.
   expect_every_option_has_a_key<posekd::train::TrainConfig>("train", {"no-sync-bn"});
-  expect_every_option_has_a_key<posekd::train::TeacherTrainConfig>("train-teacher", {"data", "split"});
+  expect_every_option_has_a_key<posekd::train::TeacherTrainConfig>("train-teacher", {"data", "split", "no-sync-bn"});
   // demo's --augment is `no_augment: false` in a file.
   expect_every_option_has_a_key<posekd::train::DemoOptions>("demo", {"augment"});
 }

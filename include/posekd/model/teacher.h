@@ -6,12 +6,19 @@
 // Speed: fuse() folds every eval-mode BatchNorm into its conv (weights computed once, kept outside
 // the state dict) and the forward then runs plain conv2d + activation. The unfused module path stays
 // available (unfuse()) as the reference. Loading new weights drops the fused copies.
+//
+// Data-parallel training: set_sync_bn(group) makes every BatchNorm of a training forward normalise
+// with the statistics of the global batch over the group's ranks (ai8x/sync_batchnorm.h, the same
+// arithmetic as the student's SyncBN). The modules and their state-dict names stay torch's
+// BatchNorm2d; only the unfused forward of a conv()/conv_dw() Sequential runs its units itself.
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "posekd/core/collective.h"
 #include "posekd/core/precision.h"
 #include "posekd/io/torch_file.h"
 #include "posekd/io/value.h"
@@ -30,6 +37,7 @@ struct TeacherConvSeq {
   };
   torch::nn::Sequential seq;
   std::vector<Unit> units;
+  Collective* sync_bn = nullptr;  // set: training-mode BatchNorm over the global batch (SyncBN)
   torch::Tensor run(const torch::Tensor& x, bool fused);
   void fuse();
   void unfuse();
@@ -97,9 +105,13 @@ class PoseEstimationWithMobileNetImpl : public torch::nn::Module {
   void unfuse();
   bool is_fused() const { return fused_; }
   int num_refinement_stages() const { return num_refinement_stages_; }
+  // SyncBN over `group` for every BatchNorm in training mode (nullptr: each process's own batch).
+  // Every rank must then run the same forwards and backwards. The state dict is unchanged.
+  void set_sync_bn(Collective* group);
 
  private:
   void set_fused(bool f);
+  void for_each_seq(const std::function<void(TeacherConvSeq&)>& f);
   int num_refinement_stages_;
   bool fused_ = false;
   std::vector<TeacherConvSeq> backbone_;  // model.0 .. model.11

@@ -4,6 +4,11 @@
 // teacher exists; the result loads with `--teacher` like the released checkpoint (upstream layout:
 // {'state_dict', 'optimizer', 'iter'}), plus 'posekd_teacher' {input_size, input_scale} so the
 // distillation feeds it what it was trained on.
+//
+// Data-parallel (under `posekd launch`, torchrun's environment, or the dist_* fields): as `posekd
+// train` does (train/distributed.h), --batch-size is the global batch and each rank trains on its
+// slice of it, gradients are averaged over the ranks while backward runs, the BatchNorms use the
+// global batch's statistics unless sync_bn is false, and rank 0 alone writes teacher.pth and the log.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -37,6 +42,12 @@ struct TeacherTrainConfig {
   std::uint64_t seed = 0;
   bool quiet = false;
   std::int64_t stop_after = 0;
+  // Data-parallel group (-1 / "": from RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
+  int dist_rank = -1, dist_world_size = -1, dist_local_rank = -1;
+  std::string dist_master_addr;
+  int dist_master_port = -1;
+  double dist_timeout = 1800;
+  bool sync_bn = true;  // with several processes: BatchNorm over the global batch (SyncBN)
 };
 
 struct TeacherTrainResult {
