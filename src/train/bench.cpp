@@ -115,27 +115,45 @@ std::string BenchReport::text() const {
   return s;
 }
 
-BenchReport run_bench(const BenchOptions& o) {
-  BenchReport r;
-  const std::string alloc = tune_allocator();
-  r.threads = set_compute_threads(o.threads);
-  double prep_per_sample = 0;
-  const double secs = o.quick ? 0.2 : o.seconds;
-  r.conv_peak_gflops = conv_peak(secs);
-  r.figures.push_back(BenchFigure{alloc, allocator_tuned() ? 1.0 : 0.0, "(1 = glibc tuned)"});
-  auto add = [&](std::string name, double value, std::string unit, double flop_per_unit) {
+namespace {
+
+// One run of `posekd bench`; each group of figures is a method, called in order by run().
+class BenchRun {
+ public:
+  explicit BenchRun(const BenchOptions& o) : o_(o), secs_(o.quick ? 0.2 : o.seconds) {}
+
+  BenchReport run() {
+    const std::string alloc = tune_allocator();
+    r_.threads = set_compute_threads(o_.threads);
+    r_.conv_peak_gflops = conv_peak(secs_);
+    r_.figures.push_back(BenchFigure{alloc, allocator_tuned() ? 1.0 : 0.0, "(1 = glibc tuned)"});
+    sample_preparation();
+    make_student_batch();
+    adam_steps();
+    student_float_step();
+    student_qat_step();
+    teacher_forward();
+    kd_steps_and_projection();
+    add("peak resident memory (getrusage ru_maxrss)", static_cast<double>(peak_rss_bytes()) / (1 << 20), "MB", 0);
+    return r_;
+  }
+
+ private:
+  static constexpr int kBatch = 8;
+
+  void add(std::string name, double value, std::string unit, double flop_per_unit) {
     BenchFigure f{std::move(name), value, std::move(unit)};
     if (flop_per_unit > 0) {
       f.gflops = value * flop_per_unit / 1e9;
-      f.fraction_of_peak = f.gflops / r.conv_peak_gflops;
+      f.fraction_of_peak = f.gflops / r_.conv_peak_gflops;
     }
-    r.figures.push_back(f);
-  };
+    r_.figures.push_back(f);
+  }
 
-  // ---- sample preparation, one thread, 640x480 JPEGs with 3 people each
-  {
-    fs::path dir = o.work_dir.empty() ? fs::temp_directory_path() / fmt::format("posekd-bench-{}", ::getpid())
-                                      : fs::path(o.work_dir);
+  // One thread, 640x480 JPEGs with 3 people each.
+  void sample_preparation() {
+    fs::path dir = o_.work_dir.empty() ? fs::temp_directory_path() / fmt::format("posekd-bench-{}", ::getpid())
+                                       : fs::path(o_.work_dir);
     fs::create_directories(dir);
     std::mt19937 rng(1);
     std::vector<data::CocoImage> images;
@@ -167,36 +185,39 @@ BenchReport run_bench(const BenchOptions& o) {
     data::SampleConfig sc;
     at::set_num_threads(1);
     size_t k = 0;
-    double t =
-        time_per_call([&] { (void)data::prepare_sample(images[k++ % images.size()], dir.string(), sc); }, secs, 16);
-    at::set_num_threads(r.threads);
-    prep_per_sample = t;
-    add("sample preparation, 1 thread, 640x480 JPEG", 1.0 / t, "samples/s", 0);
-    if (o.work_dir.empty()) fs::remove_all(dir);
+    prep_per_sample_ =
+        time_per_call([&] { (void)data::prepare_sample(images[k++ % images.size()], dir.string(), sc); }, secs_, 16);
+    at::set_num_threads(r_.threads);
+    add("sample preparation, 1 thread, 640x480 JPEG", 1.0 / prep_per_sample_, "samples/s", 0);
+    if (o_.work_dir.empty()) fs::remove_all(dir);
   }
 
-  // ---- student steps, batch 8
-  const int B = 8;
-  auto student = model::make_student(o.arch);
-  auto in_shape = student->input_shape();
-  auto x = torch::rand({B, in_shape[0], in_shape[1], in_shape[2]}) * 2 - 1;
-  auto gh = torch::rand({B, 19, 16, 16}), gp = torch::rand({B, 38, 16, 16}) - 0.5;
-  auto th = torch::rand({B, 19, 16, 16}), tp = torch::rand({B, 38, 16, 16}) - 0.5;
-  auto mask = torch::ones({B, 1, 16, 16});
-  // The trainer's own step (train/step.h) on a fixed batch.
-  auto kd_step = [&](model::Student& s, torch::optim::Adam& opt, const torch::Tensor& input,
-                     const torch::Tensor& t_heat, const torch::Tensor& t_paf) {
+  // The student and one fixed batch: input, ground truth, teacher outputs, mask.
+  void make_student_batch() {
+    student_ = model::make_student(o_.arch);
+    auto in_shape = student_->input_shape();
+    x_ = torch::rand({kBatch, in_shape[0], in_shape[1], in_shape[2]}) * 2 - 1;
+    gh_ = torch::rand({kBatch, 19, 16, 16});
+    gp_ = torch::rand({kBatch, 38, 16, 16}) - 0.5;
+    th_ = torch::rand({kBatch, 19, 16, 16});
+    tp_ = torch::rand({kBatch, 38, 16, 16}) - 0.5;
+    mask_ = torch::ones({kBatch, 1, 16, 16});
+  }
+
+  // The trainer's own step (train/step.h) on the fixed batch.
+  void kd_step(model::Student& s, torch::optim::Adam& opt, const torch::Tensor& input, const torch::Tensor& t_heat,
+               const torch::Tensor& t_paf) {
     (void)train_step(opt, [&] {
       auto out = s.forward(s.folded_input() && input.size(1) == 3 ? data::fold_input(input) : input);
-      return pose_loss(out.heat, out.paf, gh, gp, mask, t_heat, t_paf, {0.3, 0.7});
+      return pose_loss(out.heat, out.paf, gh_, gp_, mask_, t_heat, t_paf, {0.3, 0.7});
     });
-  };
-  auto step_fn = [&](model::Student& s, torch::optim::Adam& opt) { kd_step(s, opt, x, th, tp); };
+  }
+
   // --profile: a Chrome trace of a few steps plus a table of the operators' self times.
-  auto profile = [&](const std::string& name, const std::function<void()>& step) {
-    if (o.profile_dir.empty()) return;
-    fs::create_directories(o.profile_dir);
-    const std::string path = (fs::path(o.profile_dir) / (name + ".json")).string();
+  void profile(const std::string& name, const std::function<void()>& step) {
+    if (o_.profile_dir.empty()) return;
+    fs::create_directories(o_.profile_dir);
+    const std::string path = (fs::path(o_.profile_dir) / (name + ".json")).string();
     step();  // warm
     {
       torch::autograd::profiler::RecordProfile rec(path);
@@ -214,62 +235,67 @@ BenchReport run_bench(const BenchOptions& o) {
                            100.0 * ops[i].self_us / total, ops[i].calls / 5, ops[i].name);
     std::printf("%s", table.c_str());
     std::fflush(stdout);
-  };
-  {  // the optimizer alone: LibTorch's Adam::step against the fused single pass, same parameters
+  }
+
+  // The optimizer alone: LibTorch's Adam::step against the fused single pass, same parameters.
+  void adam_steps() {
     std::vector<torch::Tensor> ps;
-    for (auto& p : student->parameters())
+    for (auto& p : student_->parameters())
       if (p.requires_grad()) ps.push_back(p);
     for (auto& p : ps) p.mutable_grad() = torch::randn_like(p) * 1e-3;
     torch::optim::Adam a(ps, torch::optim::AdamOptions(1e-7)), f(ps, torch::optim::AdamOptions(1e-7));
-    const double t_torch = time_per_call([&] { a.step(); }, secs / 2);
-    const double t_fused = time_per_call([&] { fused_adam_step(f); }, secs / 2);
+    const double t_torch = time_per_call([&] { a.step(); }, secs_ / 2);
+    const double t_fused = time_per_call([&] { fused_adam_step(f); }, secs_ / 2);
     add(fmt::format("Adam step, {} tensors: LibTorch Adam::step", ps.size()), t_torch * 1e3, "ms", 0);
     add("Adam step: fused_adam_step", t_fused * 1e3, "ms", 0);
     for (auto& p : ps) p.mutable_grad() = torch::Tensor();
   }
-  double float_step;
-  {
-    student->train();
-    torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
-    profile("float_step", [&] { step_fn(*student, opt); });
-    float_step = time_per_call([&] { step_fn(*student, opt); }, secs);
-    add("student float train step, batch 8", B / float_step, "img/s", 0);
+
+  void student_float_step() {
+    student_->train();
+    torch::optim::Adam opt(student_->parameters(), torch::optim::AdamOptions(1e-4));
+    auto step = [&] { kd_step(*student_, opt, x_, th_, tp_); };
+    profile("float_step", step);
+    float_step_ = time_per_call(step, secs_);
+    add("student float train step, batch 8", kBatch / float_step_, "img/s", 0);
   }
-  double qat_step;
-  {
+
+  // The same student fused and calibrated on the fixed batch (ai8x's default policy).
+  void student_qat_step() {
     ai8x::QatPolicy pol;
     int left = 2;
     model::fuse_and_calibrate(
-        *student,
+        *student_,
         [&]() -> std::optional<torch::Tensor> {
           if (left-- <= 0) return std::nullopt;
-          return x;
+          return x_;
         },
         pol);
-    student->train();
-    torch::optim::Adam opt(student->parameters(), torch::optim::AdamOptions(1e-4));
-    profile("qat_step", [&] { step_fn(*student, opt); });
-    qat_step = time_per_call([&] { step_fn(*student, opt); }, secs);
-    add("student QAT train step, batch 8", B / qat_step, "img/s", 0);
-    add("QAT step / float step", qat_step / float_step, "x", 0);
+    student_->train();
+    torch::optim::Adam opt(student_->parameters(), torch::optim::AdamOptions(1e-4));
+    auto step = [&] { kd_step(*student_, opt, x_, th_, tp_); };
+    profile("qat_step", step);
+    qat_step_ = time_per_call(step, secs_);
+    add("student QAT train step, batch 8", kBatch / qat_step_, "img/s", 0);
+    add("QAT step / float step", qat_step_ / float_step_, "x", 0);
   }
 
-  // ---- teacher forward at 368 (random weights, BN folded as when loaded)
-  double teacher_per_img;
-  {
+  // The teacher at 368 (random weights, BN folded as when loaded).
+  void teacher_forward() {
     torch::NoGradGuard ng;
     model::PoseEstimationWithMobileNet net(1, 128);
     net->eval();
     net->fuse();
-    auto xt = torch::rand({B, 3, 368, 368}) - 0.5;
-    double t = time_per_call([&] { (void)net->forward(xt); }, secs, 2);
-    teacher_per_img = t / B;
-    add("teacher forward at 368, batch 8", B / t, "img/s", kTeacherFlop368);
+    auto xt = torch::rand({kBatch, 3, 368, 368}) - 0.5;
+    const double t = time_per_call([&] { (void)net->forward(xt); }, secs_, 2);
+    teacher_per_img_ = t / kBatch;
+    add("teacher forward at 368, batch 8", kBatch / t, "img/s", kTeacherFlop368);
   }
 
-  // ---- full KD step: teacher running (cold) vs teacher outputs cached (warm)
-  {
-    auto s2 = model::make_student(o.arch);
+  // The full KD step with the teacher running (cold) and with its outputs cached (warm), and the
+  // projected seed job.
+  void kd_steps_and_projection() {
+    auto s2 = model::make_student(o_.arch);
     s2->train();
     torch::optim::Adam opt(s2->parameters(), torch::optim::AdamOptions(1e-4));
     model::PoseEstimationWithMobileNet net(1, 128);
@@ -278,8 +304,8 @@ BenchReport run_bench(const BenchOptions& o) {
     model::TeacherOptions to;
     model::TeacherWrapper tw(net, to);
     tw->eval();
-    auto x128 = torch::rand({B, 3, 128, 128}) * 2 - 1;
-    double cold = time_per_call(
+    auto x128 = torch::rand({kBatch, 3, 128, 128}) * 2 - 1;
+    const double cold = time_per_call(
         [&] {
           torch::Tensor h, p;
           {
@@ -290,13 +316,13 @@ BenchReport run_bench(const BenchOptions& o) {
           }
           kd_step(*s2, opt, x128, h, p);
         },
-        secs, 2);
-    add("full KD step, teacher running (cold), batch 8", B / cold, "img/s", 0);
+        secs_, 2);
+    add("full KD step, teacher running (cold), batch 8", kBatch / cold, "img/s", 0);
 
     // Warm: the teacher outputs come from a real teacher cache (mmap'ed fp16 file).
     const fs::path cpath = fs::temp_directory_path() / fmt::format("posekd-bench-tcache-{}.bin", ::getpid());
     std::vector<int64_t> ids;
-    for (int i = 0; i < B; ++i) ids.push_back(i);
+    for (int i = 0; i < kBatch; ++i) ids.push_back(i);
     CacheKey key;
     key.teacher_checksum = state_dict_checksum(*tw->net());
     double warm = 0, fetch = 0;
@@ -306,32 +332,41 @@ BenchReport run_bench(const BenchOptions& o) {
       auto never = [](const torch::Tensor&) -> std::vector<torch::Tensor> {
         throw Error("bench: unexpected teacher cache miss");
       };
-      fetch = time_per_call([&] { (void)cache.fetch_or_compute(ids, x128, never); }, secs / 4, 20);
+      fetch = time_per_call([&] { (void)cache.fetch_or_compute(ids, x128, never); }, secs_ / 4, 20);
       warm = time_per_call(
           [&] {
             auto t = cache.fetch_or_compute(ids, x128, never);
             kd_step(*s2, opt, x128, t.first, t.second);
           },
-          secs, 3);
+          secs_, 3);
     }
     fs::remove(cpath);
-    add("teacher cache fetch (8 hits, fp16 -> f32)", B / fetch, "img/s", 0);
-    add("full KD step, teacher cached (warm), batch 8", B / warm, "img/s", 0);
+    add("teacher cache fetch (8 hits, fp16 -> f32)", kBatch / fetch, "img/s", 0);
+    add("full KD step, teacher cached (warm), batch 8", kBatch / warm, "img/s", 0);
     // The seed job: 15,000 batches of 8 over a 15,000-image subset (8 epochs): each image sees the
     // teacher once (cache), then every step is warm; 60% of the steps float, 40% QAT (the default
     // policy). Sample preparation is counted as if it did not overlap (it runs on loader threads
     // sharing the same cores): 120,000 samples at the measured one-thread rate.
-    const double steps_s = 15000 * (0.6 * (float_step + fetch) + 0.4 * (qat_step + fetch));
-    const double teacher_s = 15000.0 * teacher_per_img;
-    const double prep_s = 120000.0 * prep_per_sample;
+    const double steps_s = 15000 * (0.6 * (float_step_ + fetch) + 0.4 * (qat_step_ + fetch));
+    const double teacher_s = 15000.0 * teacher_per_img_;
+    const double prep_s = 120000.0 * prep_per_sample_;
     add("projected seed job: teacher once per image", teacher_s / 3600.0, "h", 0);
     add("projected seed job: student steps (60% float, 40% QAT)", steps_s / 3600.0, "h", 0);
     add("projected seed job: sample preparation (not overlapped)", prep_s / 3600.0, "h", 0);
     add("projected seed job (15,000 batches of 8, teacher cached)", (teacher_s + steps_s + prep_s) / 3600.0, "h", 0);
     add("projected seed job without the cache", (15000 * cold + prep_s) / 3600.0, "h", 0);
   }
-  add("peak resident memory (getrusage ru_maxrss)", static_cast<double>(peak_rss_bytes()) / (1 << 20), "MB", 0);
-  return r;
-}
+
+  const BenchOptions& o_;
+  const double secs_;
+  BenchReport r_;
+  double prep_per_sample_ = 0, float_step_ = 0, qat_step_ = 0, teacher_per_img_ = 0;
+  std::shared_ptr<model::Student> student_;
+  torch::Tensor x_, gh_, gp_, th_, tp_, mask_;
+};
+
+}  // namespace
+
+BenchReport run_bench(const BenchOptions& o) { return BenchRun(o).run(); }
 
 }  // namespace posekd::train

@@ -171,237 +171,300 @@ void write_rows_csv(const std::string& path, const std::vector<DemoRow>& rows) {
 
 }  // namespace
 
-DemoResult run_demo(const DemoOptions& o) {
-  using clock = std::chrono::steady_clock;
-  const auto t_start = clock::now();
-  auto lap = [t = clock::now()]() mutable {
-    const auto now = clock::now();
-    const double s = std::chrono::duration<double>(now - t).count();
-    t = now;
-    return s;
-  };
-  const int threads = set_compute_threads(o.threads);
-  const DemoBudget b = resolve_budget(o);
-  const fs::path out(o.out);
-  fs::create_directories(out);
-  // A fresh run: the trainers resume from what they find, so clear the demo's own folders.
-  for (const char* d : {"data", "teacher", "student_kd", "student_gt", "export", "predictions"})
-    fs::remove_all(out / d);
-  for (const char* f : {"table.md", "results.csv", "results.png"}) fs::remove(out / f);
-  DemoResult res;
-  res.budget = b;
+namespace {
 
-  // 1. data
-  const fs::path data_dir = out / "data";
-  say(fmt::format("1/6 synthetic people ({}): {} train + {} val images -> {}",
-                  o.hard_data ? "posekd synth's hard defaults" : "the demo's easier setting", b.train_images,
-                  b.val_images, data_dir.string()));
-  data::SynthConfig tr, va;
-  if (o.hard_data) {
-    tr.images = b.train_images;
-    tr.seed = o.seed;
-    va.images = b.val_images;
-  } else {
-    tr = demo_synth_config(b.train_images, o.seed);
-    va = demo_synth_config(b.val_images, 0);
+// One run of the demo; its phases are the methods, called in order by run().
+class DemoRun {
+ public:
+  explicit DemoRun(const DemoOptions& o)
+      : o_(o), b_(resolve_budget(o)), out_(o.out), threads_(set_compute_threads(o.threads)) {
+    res_.budget = b_;
   }
-  va.seed = data::synth_mix(o.seed ^ 0x7661);
-  data::generate_synth(data_dir.string(), tr, va);
-  cv::imwrite((data_dir / "contact_sheet.jpg").string(), data::contact_sheet(data_dir.string(), "train", 12, 4, 2),
-              {cv::IMWRITE_JPEG_QUALITY, 85});
-  const std::string train_ann = data::coco_annotation_path(data_dir.string(), "train");
-  const std::string val_ann = data::coco_annotation_path(data_dir.string(), "val");
-  const std::string train_img = data::coco_image_dir(data_dir.string(), "train");
-  const std::string val_img = data::coco_image_dir(data_dir.string(), "val");
-  res.step_seconds[0] = lap();
 
-  // 2. teacher from scratch
-  say(
-      fmt::format("2/6 teacher (Lightweight OpenPose, {} refinement stage(s)) from scratch at 128x128: {} batches of "
-                  "{}, lr {} (warm-up {}, cosine decay)",
-                  b.teacher_stages, b.teacher_batches, b.teacher_batch, b.teacher_lr, b.teacher_warmup));
-  TeacherTrainConfig tc;
-  tc.ann = train_ann;
-  tc.images = train_img;
-  tc.input_size = 128;
-  tc.num_refinement_stages = b.teacher_stages;
-  tc.batch_size = b.teacher_batch;
-  tc.total_batches = b.teacher_batches;
-  tc.save_every = b.teacher_batches;
-  tc.lr = b.teacher_lr;
-  tc.warmup_batches = b.teacher_warmup;
-  tc.lr_end_factor = 0.05;
-  tc.no_augment = o.no_augment;
-  tc.augment = o.augment;
-  tc.output = (out / "teacher").string();
-  tc.threads = threads;
-  tc.precision = o.precision;
-  tc.seed = o.seed;
-  tc.quiet = o.quiet;
-  auto tres = run_teacher_training(tc);
-  res.teacher_first_loss = tres.first_loss;
-  res.teacher_last_loss = tres.last_loss;
-  res.step_seconds[1] = lap();
+  DemoResult run() {
+    prepare_output();
+    make_data();
+    train_teacher();
+    evaluate_teacher();
+    if (o_.teacher_only) return finish_teacher_only();
+    write_qat_policy();
+    say(fmt::format(
+        "3/6 student ai85pose distilled from the teacher: {} batches of {}, lr {}, QAT from batch {} at lr {}",
+        b_.student_batches, b_.student_batch, b_.student_lr, qat_start_, b_.student_qat_lr));
+    train_student("student_kd", true);
+    res_.step_seconds[2] = lap();
+    say(fmt::format("4/6 student ai85pose without the teacher (same budget): {} batches", b_.student_batches));
+    train_student("student_gt", false);
+    res_.step_seconds[3] = lap();
+    evaluate_students();
+    export_and_pictures();
+    write_table_and_report();
+    return res_;
+  }
 
-  data::CocoDataset val = data::load_coco(val_ann, val_img);
-  infer::EvalConfig ec;
-  auto eval_row = [&](const std::string& name, const infer::PredictFn& fn) {
+ private:
+  using clock = std::chrono::steady_clock;
+
+  // Seconds since the previous lap.
+  double lap() {
+    const auto now = clock::now();
+    const double s = std::chrono::duration<double>(now - lap_start_).count();
+    lap_start_ = now;
+    return s;
+  }
+
+  // A fresh run: the trainers resume from what they find, so clear the demo's own folders.
+  void prepare_output() {
+    fs::create_directories(out_);
+    for (const char* d : {"data", "teacher", "student_kd", "student_gt", "export", "predictions"})
+      fs::remove_all(out_ / d);
+    for (const char* f : {"table.md", "results.csv", "results.png"}) fs::remove(out_ / f);
+  }
+
+  // 1. synthetic people: the demo's easier setting or posekd synth's defaults.
+  void make_data() {
+    data_dir_ = out_ / "data";
+    say(fmt::format("1/6 synthetic people ({}): {} train + {} val images -> {}",
+                    o_.hard_data ? "posekd synth's hard defaults" : "the demo's easier setting", b_.train_images,
+                    b_.val_images, data_dir_.string()));
+    data::SynthConfig tr, va;
+    if (o_.hard_data) {
+      tr.images = b_.train_images;
+      tr.seed = o_.seed;
+      va.images = b_.val_images;
+    } else {
+      tr = demo_synth_config(b_.train_images, o_.seed);
+      va = demo_synth_config(b_.val_images, 0);
+    }
+    va.seed = data::synth_mix(o_.seed ^ 0x7661);
+    data::generate_synth(data_dir_.string(), tr, va);
+    cv::imwrite((data_dir_ / "contact_sheet.jpg").string(), data::contact_sheet(data_dir_.string(), "train", 12, 4, 2),
+                {cv::IMWRITE_JPEG_QUALITY, 85});
+    train_ann_ = data::coco_annotation_path(data_dir_.string(), "train");
+    val_ann_ = data::coco_annotation_path(data_dir_.string(), "val");
+    train_img_ = data::coco_image_dir(data_dir_.string(), "train");
+    val_img_ = data::coco_image_dir(data_dir_.string(), "val");
+    res_.step_seconds[0] = lap();
+  }
+
+  // 2. the teacher from scratch at 128x128.
+  void train_teacher() {
+    say(
+        fmt::format("2/6 teacher (Lightweight OpenPose, {} refinement stage(s)) from scratch at 128x128: {} batches of "
+                    "{}, lr {} (warm-up {}, cosine decay)",
+                    b_.teacher_stages, b_.teacher_batches, b_.teacher_batch, b_.teacher_lr, b_.teacher_warmup));
+    TeacherTrainConfig tc;
+    tc.ann = train_ann_;
+    tc.images = train_img_;
+    tc.input_size = 128;
+    tc.num_refinement_stages = b_.teacher_stages;
+    tc.batch_size = b_.teacher_batch;
+    tc.total_batches = b_.teacher_batches;
+    tc.save_every = b_.teacher_batches;
+    tc.lr = b_.teacher_lr;
+    tc.warmup_batches = b_.teacher_warmup;
+    tc.lr_end_factor = 0.05;
+    tc.no_augment = o_.no_augment;
+    tc.augment = o_.augment;
+    tc.output = (out_ / "teacher").string();
+    tc.threads = threads_;
+    tc.precision = o_.precision;
+    tc.seed = o_.seed;
+    tc.quiet = o_.quiet;
+    const auto tres = run_teacher_training(tc);
+    teacher_checkpoint_ = tres.checkpoint;
+    res_.teacher_first_loss = tres.first_loss;
+    res_.teacher_last_loss = tres.last_loss;
+    res_.step_seconds[1] = lap();
+  }
+
+  // One row of the table: COCO keypoint AP of `fn` on the validation images.
+  void eval_row(const std::string& name, const infer::PredictFn& fn) {
     infer::PredictStats ps;
-    auto r = infer::evaluate_model(val, fn, ec, nullptr, &ps);
-    res.rows.push_back({name, r.stats});
+    auto r = infer::evaluate_model(val_, fn, ec_, nullptr, &ps);
+    res_.rows.push_back({name, r.stats});
     say(fmt::format("    {}: AP {:.3f} | AP50 {:.3f} | AR {:.3f} | {} people found in {} images", name, r.stats[0],
                     r.stats[1], r.stats[5], ps.people, ps.images));
-  };
-  // The ceiling: the ground-truth target maps of the validation images through the same decoder.
-  eval_row("ground-truth maps (the ceiling at 16x16)", infer::ground_truth_predictor(val, ec));
-  const auto teacher_fn = demo_teacher_predictor(tres.checkpoint);
-  eval_row(fmt::format("teacher ({} refinement stage(s), float, 128x128)", b.teacher_stages), teacher_fn);
-  double eval_seconds = lap();
-  if (o.teacher_only) {
-    write_rows_csv((out / "rows.csv").string(), res.rows);
-    res.step_seconds[4] = eval_seconds;
-    res.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
-    say(fmt::format("teacher only: done in {:.0f} s (teacher {:.0f} s)", res.seconds, res.step_seconds[1]));
-    return res;
   }
 
-  // 3. distilled student (ai85pose fits MAX78000), QAT switched on part way; 4. the same budget
-  // without the teacher. One run each, with train's recipe: augmentation, a cosine schedule, and the
-  // QAT switch at its own lower rate with a short warm-up (--qat-lr, --qat-warmup). ai8x's README:
+  // The ceiling (the ground-truth target maps of the validation images through the same decoder),
+  // then the teacher.
+  void evaluate_teacher() {
+    val_ = data::load_coco(val_ann_, val_img_);
+    eval_row("ground-truth maps (the ceiling at 16x16)", infer::ground_truth_predictor(val_, ec_));
+    teacher_fn_ = demo_teacher_predictor(teacher_checkpoint_);
+    eval_row(fmt::format("teacher ({} refinement stage(s), float, 128x128)", b_.teacher_stages), teacher_fn_);
+    eval_seconds_ = lap();
+  }
+
+  DemoResult finish_teacher_only() {
+    write_rows_csv((out_ / "rows.csv").string(), res_.rows);
+    res_.step_seconds[4] = eval_seconds_;
+    res_.seconds = std::chrono::duration<double>(clock::now() - start_).count();
+    say(fmt::format("teacher only: done in {:.0f} s (teacher {:.0f} s)", res_.seconds, res_.step_seconds[1]));
+    return res_;
+  }
+
+  // The students switch to QAT part way (ai8x's defaults: 8-bit weights, shift quantile 1, outlier
+  // z-score 8), at their own lower rate with a short warm-up (--qat-lr, --qat-warmup). ai8x's README:
   // keep the learning rate small after the switch; the switch multiplies the wide heads' outputs by
   // 2^-output_shift (4 here) and the loss jumps: at the float rate the QAT students collapse.
-  const std::int64_t qat_start =
-      std::max<std::int64_t>(1, static_cast<std::int64_t>(b.qat_fraction * b.student_batches));
-  const std::string policy_path = (out / "qat_policy.yaml").string();
-  {
-    ai8x::QatPolicy pol;  // ai8x's defaults: 8-bit weights, shift quantile 1, outlier z-score 8
-    pol.start_batch = qat_start;
-    ai8x::save_qat_policy(pol, policy_path);
+  void write_qat_policy() {
+    qat_start_ = std::max<std::int64_t>(1, static_cast<std::int64_t>(b_.qat_fraction * b_.student_batches));
+    policy_path_ = (out_ / "qat_policy.yaml").string();
+    ai8x::QatPolicy pol;
+    pol.start_batch = qat_start_;
+    ai8x::save_qat_policy(pol, policy_path_);
   }
-  auto student_cfg = [&](const std::string& name, bool with_teacher) {
+
+  TrainConfig student_config(const std::string& name, bool with_teacher) const {
     TrainConfig c;
-    c.ann = train_ann;
-    c.images = train_img;
-    c.val_ann = val_ann;
-    c.val_images = val_img;
-    c.val_every = std::max<std::int64_t>(1, b.student_batches / 5);
+    c.ann = train_ann_;
+    c.images = train_img_;
+    c.val_ann = val_ann_;
+    c.val_images = val_img_;
+    c.val_every = std::max<std::int64_t>(1, b_.student_batches / 5);
     c.arch = "ai85pose";
-    c.teacher = with_teacher ? tres.checkpoint : "";
-    c.batch_size = b.student_batch;
-    c.total_batches = b.student_batches;
-    c.lr = b.student_lr;
-    c.qat_lr = b.student_qat_lr;
-    c.qat_policy = policy_path;
-    c.save_every = qat_start;  // batch_<qat_start>.pth is the last float checkpoint
-    c.output = (out / name).string();
-    c.threads = threads;
-    c.precision = o.precision;
-    c.seed = o.seed;
-    c.quiet = o.quiet;
+    c.teacher = with_teacher ? teacher_checkpoint_ : "";
+    c.batch_size = b_.student_batch;
+    c.total_batches = b_.student_batches;
+    c.lr = b_.student_lr;
+    c.qat_lr = b_.student_qat_lr;
+    c.qat_policy = policy_path_;
+    c.save_every = qat_start_;  // batch_<qat_start>.pth is the last float checkpoint
+    c.output = (out_ / name).string();
+    c.threads = threads_;
+    c.precision = o_.precision;
+    c.seed = o_.seed;
+    c.quiet = o_.quiet;
     c.calib_batches = 8;
-    c.no_augment = o.no_augment;
-    c.augment = o.augment;
+    c.no_augment = o_.no_augment;
+    c.augment = o_.augment;
     return c;
-  };
-  auto train_student = [&](const std::string& name, bool with_teacher) {
-    const TrainConfig c = student_cfg(name, with_teacher);
-    auto r = run_training(c);
-    if (r.batches_done != b.student_batches)
-      throw Error(fmt::format("demo: student {} stopped at batch {} of {}", name, r.batches_done, b.student_batches));
-  };
-  say(fmt::format(
-      "3/6 student ai85pose distilled from the teacher: {} batches of {}, lr {}, QAT from batch {} at lr {}",
-      b.student_batches, b.student_batch, b.student_lr, qat_start, b.student_qat_lr));
-  train_student("student_kd", true);
-  res.step_seconds[2] = lap();
-  say(fmt::format("4/6 student ai85pose without the teacher (same budget): {} batches", b.student_batches));
-  train_student("student_gt", false);
-  res.step_seconds[3] = lap();
-
-  // 5. evaluation table
-  say("5/6 evaluating on the validation images (COCO keypoint AP)");
-  const std::string kd_float = (out / "student_kd" / batch_checkpoint_name(qat_start)).string();
-  const std::string kd_qat = (out / "student_kd" / "latest.pth").string();
-  const std::string gt_float = (out / "student_gt" / batch_checkpoint_name(qat_start)).string();
-  const std::string gt_qat = (out / "student_gt" / "latest.pth").string();
-  auto kd_student = load_student(kd_qat);
-  auto gt_student = load_student(gt_qat);
-  eval_row("student KD, float (before QAT)", infer::student_predictor(load_student(kd_float)));
-  eval_row("student KD, QAT", infer::student_predictor(kd_student));
-  eval_row("student KD, int8 (MAX78000 arithmetic)", infer::int8_predictor(*kd_student, kd_qat));
-  eval_row("student without teacher, float (before QAT)", infer::student_predictor(load_student(gt_float)));
-  eval_row("student without teacher, QAT", infer::student_predictor(gt_student));
-  eval_row("student without teacher, int8", infer::int8_predictor(*gt_student, gt_qat));
-  std::string t = "| model | AP | AP50 | AP75 | AR | AR50 |\n|---|---|---|---|---|---|\n";
-  for (const auto& r : res.rows)
-    t += fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n", r.model, r.stats[0], r.stats[1],
-                     r.stats[2], r.stats[5], r.stats[6]);
-  res.table_markdown = t;
-  write_rows_csv((out / "rows.csv").string(), res.rows);
-  res.step_seconds[4] = eval_seconds + lap();
-
-  // 6. export, predictions, plots
-  say("6/6 export for MAX78000, prediction pictures, results.png");
-  deploy::ExportOptions eo;
-  eo.source = kd_qat;
-  eo.epoch = b.student_batches;
-  auto ex = deploy::export_ai8x(*kd_student, deploy::device_limits("MAX78000"), (out / "export").string(), eo);
-  res.export_fits = ex.fit.fits();
-  fs::create_directories(out / "predictions");
-  std::vector<data::CocoImage> few(val.images.begin(), val.images.begin() + std::min<size_t>(6, val.images.size()));
-  const auto kd_preds = infer::predict_images(few, val.image_dir, infer::student_predictor(kd_student), ec);
-  const auto int8_preds = infer::predict_images(few, val.image_dir, infer::int8_predictor(*kd_student, kd_qat), ec);
-  const auto teacher_preds = infer::predict_images(few, val.image_dir, teacher_fn, ec);
-  for (size_t i = 0; i < kd_preds.size(); ++i) {
-    if (!kd_preds[i].ok) continue;
-    cv::Mat img = cv::imread((fs::path(val.image_dir) / few[i].file_name).string(), cv::IMREAD_COLOR);
-    cv::Mat big;
-    cv::resize(img, big, cv::Size(), 3, 3, cv::INTER_LINEAR);
-    cv::Mat drawn = infer::draw_poses(big, scaled(kd_preds[i].poses, 3.f), 2, 4);
-    cv::imwrite((out / "predictions" / (fs::path(few[i].file_name).stem().string() + "_pose.jpg")).string(), drawn);
   }
-  const std::vector<data::CocoImage> four(few.begin(), few.begin() + std::min<size_t>(4, few.size()));
-  auto first4 = [&](const std::vector<infer::ImagePrediction>& p) {
-    return std::vector<infer::ImagePrediction>(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(four.size()));
-  };
-  cv::imwrite((out / "predictions" / "sheet.jpg").string(),
-              prediction_sheet(four, val.image_dir,
-                               {{"teacher (float)", first4(teacher_preds)},
-                                {"student KD, QAT (ai85pose)", first4(kd_preds)},
-                                {"student KD, int8 in the MAX78000's arithmetic", first4(int8_preds)}},
-                               2),
-              {cv::IMWRITE_JPEG_QUALITY, 85});
-  fs::copy_file(out / "student_kd" / "results.csv", out / "results.csv", fs::copy_options::overwrite_existing);
-  plot_results(read_results_csv((out / "results.csv").string()), (out / "results.png").string(),
-               "posekd demo: ai85pose distilled from the teacher");
-  res.step_seconds[5] = lap();
 
-  res.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
-  std::string timing = fmt::format(
-      "data {:.0f} s, teacher {:.0f} s, student KD {:.0f} s, student without teacher {:.0f} s, evaluation {:.0f} s, "
-      "export and pictures {:.0f} s; total {:.0f} s on {} threads",
-      res.step_seconds[0], res.step_seconds[1], res.step_seconds[2], res.step_seconds[3], res.step_seconds[4],
-      res.step_seconds[5], res.seconds, threads);
-  {
-    std::ofstream f(out / "table.md");
-    f << t << "\n"
-      << fmt::format(
-             "Budget: {} train + {} val synthetic images ({}); teacher {} batches of {}; students {} batches "
-             "of {} (lr {}), QAT from batch {} (lr {}).\n",
-             b.train_images, b.val_images, o.hard_data ? "hard" : "easy", b.teacher_batches, b.teacher_batch,
-             b.student_batches, b.student_batch, b.student_lr, qat_start, b.student_qat_lr)
-      << "Time: " << timing << ".\n";
+  // 3. the distilled student (ai85pose fits MAX78000) and 4. the same budget without the teacher.
+  void train_student(const std::string& name, bool with_teacher) {
+    const auto r = run_training(student_config(name, with_teacher));
+    if (r.batches_done != b_.student_batches)
+      throw Error(fmt::format("demo: student {} stopped at batch {} of {}", name, r.batches_done, b_.student_batches));
   }
-  say(fmt::format("done in {:.0f} s ({})\n\n{}", res.seconds, timing, t));
-  say(fmt::format("data         {}", data_dir.string()));
-  say(fmt::format("teacher      {}", tres.checkpoint));
-  say(fmt::format("students     {} , {}", (out / "student_kd").string(), (out / "student_gt").string()));
-  say(fmt::format("export       {} ({})", (out / "export").string(),
-                  res.export_fits ? "fits MAX78000" : "DOES NOT FIT"));
-  say(fmt::format("predictions  {}", (out / "predictions").string()));
-  say(fmt::format("curves       {} , {}", (out / "results.csv").string(), (out / "results.png").string()));
-  say(fmt::format("table        {}", (out / "table.md").string()));
-  return res;
-}
+
+  // 5. the evaluation table: each student before QAT, after QAT and in the MAX78000's arithmetic.
+  void evaluate_students() {
+    say("5/6 evaluating on the validation images (COCO keypoint AP)");
+    const std::string kd_float = (out_ / "student_kd" / batch_checkpoint_name(qat_start_)).string();
+    const std::string gt_float = (out_ / "student_gt" / batch_checkpoint_name(qat_start_)).string();
+    kd_qat_ = (out_ / "student_kd" / "latest.pth").string();
+    const std::string gt_qat = (out_ / "student_gt" / "latest.pth").string();
+    kd_student_ = load_student(kd_qat_);
+    auto gt_student = load_student(gt_qat);
+    eval_row("student KD, float (before QAT)", infer::student_predictor(load_student(kd_float)));
+    eval_row("student KD, QAT", infer::student_predictor(kd_student_));
+    eval_row("student KD, int8 (MAX78000 arithmetic)", infer::int8_predictor(*kd_student_, kd_qat_));
+    eval_row("student without teacher, float (before QAT)", infer::student_predictor(load_student(gt_float)));
+    eval_row("student without teacher, QAT", infer::student_predictor(gt_student));
+    eval_row("student without teacher, int8", infer::int8_predictor(*gt_student, gt_qat));
+    std::string t = "| model | AP | AP50 | AP75 | AR | AR50 |\n|---|---|---|---|---|---|\n";
+    for (const auto& r : res_.rows)
+      t += fmt::format("| {} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n", r.model, r.stats[0], r.stats[1],
+                       r.stats[2], r.stats[5], r.stats[6]);
+    res_.table_markdown = t;
+    write_rows_csv((out_ / "rows.csv").string(), res_.rows);
+    res_.step_seconds[4] = eval_seconds_ + lap();
+  }
+
+  // 6. the export for MAX78000, prediction pictures, results.csv/png.
+  void export_and_pictures() {
+    say("6/6 export for MAX78000, prediction pictures, results.png");
+    deploy::ExportOptions eo;
+    eo.source = kd_qat_;
+    eo.epoch = b_.student_batches;
+    auto ex = deploy::export_ai8x(*kd_student_, deploy::device_limits("MAX78000"), (out_ / "export").string(), eo);
+    res_.export_fits = ex.fit.fits();
+    fs::create_directories(out_ / "predictions");
+    std::vector<data::CocoImage> few(val_.images.begin(),
+                                     val_.images.begin() + std::min<size_t>(6, val_.images.size()));
+    const auto kd_preds = infer::predict_images(few, val_.image_dir, infer::student_predictor(kd_student_), ec_);
+    const auto int8_preds =
+        infer::predict_images(few, val_.image_dir, infer::int8_predictor(*kd_student_, kd_qat_), ec_);
+    const auto teacher_preds = infer::predict_images(few, val_.image_dir, teacher_fn_, ec_);
+    for (size_t i = 0; i < kd_preds.size(); ++i) {
+      if (!kd_preds[i].ok) continue;
+      cv::Mat img = cv::imread((fs::path(val_.image_dir) / few[i].file_name).string(), cv::IMREAD_COLOR);
+      cv::Mat big;
+      cv::resize(img, big, cv::Size(), 3, 3, cv::INTER_LINEAR);
+      cv::Mat drawn = infer::draw_poses(big, scaled(kd_preds[i].poses, 3.f), 2, 4);
+      cv::imwrite((out_ / "predictions" / (fs::path(few[i].file_name).stem().string() + "_pose.jpg")).string(), drawn);
+    }
+    const std::vector<data::CocoImage> four(few.begin(), few.begin() + std::min<size_t>(4, few.size()));
+    auto first4 = [&](const std::vector<infer::ImagePrediction>& p) {
+      return std::vector<infer::ImagePrediction>(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(four.size()));
+    };
+    cv::imwrite((out_ / "predictions" / "sheet.jpg").string(),
+                prediction_sheet(four, val_.image_dir,
+                                 {{"teacher (float)", first4(teacher_preds)},
+                                  {"student KD, QAT (ai85pose)", first4(kd_preds)},
+                                  {"student KD, int8 in the MAX78000's arithmetic", first4(int8_preds)}},
+                                 2),
+                {cv::IMWRITE_JPEG_QUALITY, 85});
+    fs::copy_file(out_ / "student_kd" / "results.csv", out_ / "results.csv", fs::copy_options::overwrite_existing);
+    plot_results(read_results_csv((out_ / "results.csv").string()), (out_ / "results.png").string(),
+                 "posekd demo: ai85pose distilled from the teacher");
+    res_.step_seconds[5] = lap();
+  }
+
+  // table.md (the table, the budget, the time) and the summary on the console.
+  void write_table_and_report() {
+    res_.seconds = std::chrono::duration<double>(clock::now() - start_).count();
+    const std::string timing = fmt::format(
+        "data {:.0f} s, teacher {:.0f} s, student KD {:.0f} s, student without teacher {:.0f} s, evaluation {:.0f} "
+        "s, export and pictures {:.0f} s; total {:.0f} s on {} threads",
+        res_.step_seconds[0], res_.step_seconds[1], res_.step_seconds[2], res_.step_seconds[3], res_.step_seconds[4],
+        res_.step_seconds[5], res_.seconds, threads_);
+    {
+      std::ofstream f(out_ / "table.md");
+      f << res_.table_markdown << "\n"
+        << fmt::format(
+               "Budget: {} train + {} val synthetic images ({}); teacher {} batches of {}; students {} batches "
+               "of {} (lr {}), QAT from batch {} (lr {}).\n",
+               b_.train_images, b_.val_images, o_.hard_data ? "hard" : "easy", b_.teacher_batches, b_.teacher_batch,
+               b_.student_batches, b_.student_batch, b_.student_lr, qat_start_, b_.student_qat_lr)
+        << "Time: " << timing << ".\n";
+    }
+    say(fmt::format("done in {:.0f} s ({})\n\n{}", res_.seconds, timing, res_.table_markdown));
+    say(fmt::format("data         {}", data_dir_.string()));
+    say(fmt::format("teacher      {}", teacher_checkpoint_));
+    say(fmt::format("students     {} , {}", (out_ / "student_kd").string(), (out_ / "student_gt").string()));
+    say(fmt::format("export       {} ({})", (out_ / "export").string(),
+                    res_.export_fits ? "fits MAX78000" : "DOES NOT FIT"));
+    say(fmt::format("predictions  {}", (out_ / "predictions").string()));
+    say(fmt::format("curves       {} , {}", (out_ / "results.csv").string(), (out_ / "results.png").string()));
+    say(fmt::format("table        {}", (out_ / "table.md").string()));
+  }
+
+  const DemoOptions& o_;
+  const clock::time_point start_ = clock::now();
+  clock::time_point lap_start_ = start_;
+  const DemoBudget b_;
+  const fs::path out_;
+  const int threads_;
+  DemoResult res_;
+  fs::path data_dir_;
+  std::string train_ann_, val_ann_, train_img_, val_img_;
+  std::string teacher_checkpoint_;
+  data::CocoDataset val_;
+  infer::EvalConfig ec_;
+  infer::PredictFn teacher_fn_;
+  double eval_seconds_ = 0;
+  std::int64_t qat_start_ = 0;
+  std::string policy_path_;
+  std::string kd_qat_;
+  std::shared_ptr<model::Student> kd_student_;
+};
+
+}  // namespace
+
+DemoResult run_demo(const DemoOptions& o) { return DemoRun(o).run(); }
 
 }  // namespace posekd::train
