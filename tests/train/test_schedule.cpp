@@ -63,8 +63,13 @@ TEST(Schedule, AutomaticWarmUpsAndDefaultsFromTheTrainConfig) {
   LrSchedule s = posekd::train::schedule_of(c, 9000);
   EXPECT_EQ(s.kind, "constant");  // the seed's, measured best on short runs
   EXPECT_EQ(s.warmup, 180);       // 2% of the 9000 float batches
-  EXPECT_EQ(s.qat_warmup, 200);   // 5% of 6000 = 300, at most 200
+  EXPECT_EQ(s.qat_warmup, 200);   // 40% of 6000 = 2400, at most 200
   EXPECT_DOUBLE_EQ(s.qat_lr, 1e-4);
+  c.total_batches = 1100;  // the demo's students: QAT from 550
+  EXPECT_EQ(posekd::train::schedule_of(c, 550).qat_warmup, 200);
+  c.total_batches = 100;
+  EXPECT_EQ(posekd::train::schedule_of(c, 50).qat_warmup, 20);  // 40% of a short QAT phase
+  c.total_batches = 15000;
   s = posekd::train::schedule_of(c, -1);
   EXPECT_EQ(s.qat_start, -1);
   EXPECT_EQ(s.warmup, 300);
