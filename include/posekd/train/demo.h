@@ -45,7 +45,7 @@ struct DemoOptions {
   bool hard_data = false;     // `posekd synth`'s default (hard) data instead of demo_synth_config
   bool teacher_only = false;  // stop after training and evaluating the teacher (for tuning)
   // The demo trains without augmentation unless asked (--augment): on its short budget, train's
-  // default augmentation made both students collapse at the QAT switch (docs/accuracy.md).
+  // default augmentation gave weaker students (docs/accuracy.md).
   bool no_augment = true;
   data::AugmentConfig augment{true};  // with --augment: teacher and students (train's defaults)
   DemoBudget overrides;               // fields > 0 replace the preset's
