@@ -2,6 +2,10 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -70,6 +74,26 @@ inline std::filesystem::path temp_dir(const std::string& tag) {
 }
 
 inline std::string cli() { return POSEKD_CLI; }
+
+// Runs a shell command; its exit status (128 + signal when killed), stdout + stderr and wall seconds.
+struct CommandResult {
+  int rc = -1;
+  std::string out;
+  double seconds = 0;
+};
+inline CommandResult run_command(const std::string& cmd) {
+  CommandResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
 
 // Writes `text` to `p` (binary, replacing it).
 inline void write_text(const std::filesystem::path& p, const std::string& text) {

@@ -45,20 +45,8 @@ posekd::cli::Registration reg(
       app.add_option("--seed", c->seed, "random seed")->capture_default_str();
       app.add_option("--stop-after", c->stop_after, "stop after N batches of this run")->capture_default_str();
       app.add_flag("--quiet", c->quiet, "log to log.txt only");
-      auto* d = app.add_option_group("distributed",
-                                     "data-parallel training as for train (torchrun's RANK, "
-                                     "WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT are read "
-                                     "when these are not given; `posekd launch` sets them)");
-      d->add_option("--rank", c->dist_rank, "this process's rank");
-      d->add_option("--world-size", c->dist_world_size, "number of processes (--batch-size is the global batch)");
-      d->add_option("--local-rank", c->dist_local_rank, "rank on this machine");
-      d->add_option("--master-addr", c->dist_master_addr, "address of rank 0 (its TCPStore)");
-      d->add_option("--master-port", c->dist_master_port, "port of rank 0's TCPStore");
-      d->add_option("--dist-timeout", c->dist_timeout, "seconds before a silent rank is given up on")
-          ->capture_default_str();
-      d->add_flag("--sync-bn,!--no-sync-bn", c->sync_bn,
-                  "BatchNorm statistics of the global batch, all-reduced over the processes (default; "
-                  "--no-sync-bn: each process's own slice)");
+      posekd::cli::add_distributed_options(app, c->dist_rank, c->dist_world_size, c->dist_local_rank,
+                                           c->dist_master_addr, c->dist_master_port, c->dist_timeout, c->sync_bn);
       return [c, data, split, print]() {
         if (!data->empty()) {
           if (c->ann.empty()) c->ann = posekd::data::coco_annotation_path(*data, *split);

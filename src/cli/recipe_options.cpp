@@ -39,4 +39,21 @@ void add_schedule_options(CLI::App& app, std::string& kind, std::int64_t& warmup
   app.add_option("--weight-decay", weight_decay, "Adam's L2 weight decay")->capture_default_str();
 }
 
+void add_distributed_options(CLI::App& app, int& rank, int& world_size, int& local_rank, std::string& master_addr,
+                             int& master_port, double& timeout, bool& sync_bn) {
+  auto* d = app.add_option_group("distributed",
+                                 "data-parallel training (torchrun's RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, "
+                                 "MASTER_ADDR, MASTER_PORT are read when these are not given; `posekd launch` sets "
+                                 "them)");
+  d->add_option("--rank", rank, "this process's rank");
+  d->add_option("--world-size", world_size, "number of processes (--batch-size is the global batch)");
+  d->add_option("--local-rank", local_rank, "rank on this machine");
+  d->add_option("--master-addr", master_addr, "address of rank 0 (its TCPStore)");
+  d->add_option("--master-port", master_port, "port of rank 0's TCPStore");
+  d->add_option("--dist-timeout", timeout, "seconds before a silent rank is given up on")->capture_default_str();
+  d->add_flag("--sync-bn,!--no-sync-bn", sync_bn,
+              "BatchNorm statistics of the global batch, all-reduced over the processes (default; "
+              "--no-sync-bn: each process's own slice)");
+}
+
 }  // namespace posekd::cli

@@ -19,25 +19,8 @@ namespace {
 namespace fs = std::filesystem;
 using posekd::testing::read_text;
 
-struct Proc {
-  int rc = -1;
-  std::string out;  // stdout + stderr
-  double seconds = 0;
-};
-
-Proc run(const std::string& cmd) {
-  Proc r;
-  const auto t0 = std::chrono::steady_clock::now();
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
-}
+using Proc = posekd::testing::CommandResult;
+Proc run(const std::string& cmd) { return posekd::testing::run_command(cmd); }
 
 class DistributedTrain : public ::testing::Test {
  protected:

@@ -20,23 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using posekd::testing::read_text;
 
-struct TeacherRun {
-  int rc = -1;
-  std::string out;  // stdout + stderr
-};
-
-TeacherRun run_teacher_cmd(const std::string& cmd) {
-  TeacherRun r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
-
 // A teacher.pth as its state dict, Adam's state (by parameter index) and its batch count.
 struct TeacherFile {
   posekd::io::StateDict sd;
@@ -157,9 +140,9 @@ class TeacherDistributed : public ::testing::Test {
 };
 
 TEST_F(TeacherDistributed, SyncBnTwoProcessesGiveOneProcessTeacherWhichLoadsAndResumes) {
-  const TeacherRun one = run_teacher_cmd(posekd() + teacher("one", 2));
+  const posekd::testing::CommandResult one = posekd::testing::run_command(posekd() + teacher("one", 2));
   ASSERT_EQ(one.rc, 0) << one.out;
-  const TeacherRun two = run_teacher_cmd(launch2() + teacher("two", 2));
+  const posekd::testing::CommandResult two = posekd::testing::run_command(launch2() + teacher("two", 2));
   ASSERT_EQ(two.rc, 0) << two.out;
   EXPECT_NE(two.out.find("all 2 rank(s) finished"), std::string::npos) << two.out;
   const std::string log = read_text(dir_ / "two" / "log.txt");
@@ -199,10 +182,10 @@ TEST_F(TeacherDistributed, SyncBnTwoProcessesGiveOneProcessTeacherWhichLoadsAndR
   }
 
   // Both continue to batch 4: the 2-process run resumes from its file (rank 1 receives it from rank 0).
-  const TeacherRun more_two = run_teacher_cmd(launch2() + teacher("two", 4));
+  const posekd::testing::CommandResult more_two = posekd::testing::run_command(launch2() + teacher("two", 4));
   ASSERT_EQ(more_two.rc, 0) << more_two.out;
   EXPECT_NE(read_text(dir_ / "two" / "log.txt").find("Resumed the teacher at batch 2"), std::string::npos);
-  const TeacherRun more_one = run_teacher_cmd(posekd() + teacher("one", 4));
+  const posekd::testing::CommandResult more_one = posekd::testing::run_command(posekd() + teacher("one", 4));
   ASSERT_EQ(more_one.rc, 0) << more_one.out;
   const TeacherFile a4 = read_teacher_file(dir_ / "one" / "teacher.pth");
   const TeacherFile b4 = read_teacher_file(dir_ / "two" / "teacher.pth");
@@ -214,7 +197,8 @@ TEST_F(TeacherDistributed, SyncBnTwoProcessesGiveOneProcessTeacherWhichLoadsAndR
 
   // Without SyncBN each process normalises its own half: the statistics and the gradients differ
   // (the checks above can fail).
-  const TeacherRun per_rank = run_teacher_cmd(launch2() + teacher("per_rank", 2, "--no-sync-bn"));
+  const posekd::testing::CommandResult per_rank =
+      posekd::testing::run_command(launch2() + teacher("per_rank", 2, "--no-sync-bn"));
   ASSERT_EQ(per_rank.rc, 0) << per_rank.out;
   EXPECT_EQ(read_text(dir_ / "per_rank" / "log.txt").find("SyncBN:"), std::string::npos);
   const TeacherFile p = read_teacher_file(dir_ / "per_rank" / "teacher.pth");
