@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "posekd/ai8x/integer.h"
 #include "posekd/ai8x/quantizers.h"
@@ -290,6 +291,7 @@ ExportResult export_ai8x(model::Student& s, const DeviceLimits& device, const st
   ccfg.fold = s.folded_input() ? 2 : 1;
   ccfg.heat_final_scale = fs_heat;
   ccfg.paf_final_scale = fs_paf;
+  std::tie(ccfg.heat_output_shift, ccfg.paf_output_shift) = s.head_output_shifts();
   std::vector<infer::Pose> sample_people;
   if (firmware) {
     sample_people = decode_accumulators(heads.heat, heads.paf, ccfg);

@@ -67,7 +67,9 @@ std::string hexf(float v) { return fmt::format("{:a}f", v); }
 std::string hexd(double v) { return fmt::format("{:a}", v); }
 
 // Units of one output word in the float scale of the decoder (exact powers of two).
-double word_unit(int final_scale, bool scaled) { return std::ldexp(1.0, (scaled ? 0 : final_scale) - 14); }
+double word_unit(int final_scale, bool scaled, int output_shift) {
+  return std::ldexp(1.0, output_shift + (scaled ? 0 : final_scale) - 14);
+}
 
 void write_file(const fs::path& p, const std::string& text) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
@@ -113,9 +115,14 @@ std::string pose_params_header(const PoseCConfig& c) {
     << "#define POSE_HEAT_FINAL_SCALE " << c.heat_final_scale << "\n#define POSE_PAF_FINAL_SCALE " << c.paf_final_scale
     << "\n"
     << "#define POSE_OUTPUT_SCALED " << (c.output_scaled ? 1 : 0) << "\n"
-    << "#define POSE_HEAT_UNIT " << hexf(static_cast<float>(word_unit(c.heat_final_scale, c.output_scaled)))
-    << " /* value = word * unit */\n"
-    << "#define POSE_PAF_UNIT " << hexf(static_cast<float>(word_unit(c.paf_final_scale, c.output_scaled))) << "\n\n"
+    << "/* value = word * unit; unit = 2^(os - 14) with the head's output shift os (2^(os + fs - 14) unscaled):\n"
+    << " * a 32-bit layer's accumulator is its value times 2^-os */\n"
+    << "#define POSE_HEAT_OUTPUT_SHIFT " << c.heat_output_shift << "\n#define POSE_PAF_OUTPUT_SHIFT "
+    << c.paf_output_shift << "\n"
+    << "#define POSE_HEAT_UNIT "
+    << hexf(static_cast<float>(word_unit(c.heat_final_scale, c.output_scaled, c.heat_output_shift))) << "\n"
+    << "#define POSE_PAF_UNIT "
+    << hexf(static_cast<float>(word_unit(c.paf_final_scale, c.output_scaled, c.paf_output_shift))) << "\n\n"
     << "/* peaks (infer::PeakParams; radius " << d.peaks.suppress_radius << " map cells) */\n"
     << "#define POSE_PEAK_THRESHOLD " << hexf(d.peaks.threshold) << " /* " << d.peaks.threshold << " */\n"
     << "#define POSE_SUPPRESS_MAX_D2 " << suppress_max_d2(d.peaks.suppress_radius)
@@ -178,11 +185,11 @@ std::string people_text(const std::vector<infer::Pose>& poses) {
   return o;
 }
 
-std::vector<float> accumulator_maps(const torch::Tensor& acc, int final_scale, bool output_scaled) {
+std::vector<float> accumulator_maps(const torch::Tensor& acc, int final_scale, bool output_scaled, int output_shift) {
   auto a = acc.to(torch::kLong).contiguous();
   std::vector<float> out(static_cast<std::size_t>(a.numel()));
   const auto* v = a.data_ptr<std::int64_t>();
-  const double unit = word_unit(final_scale, output_scaled);
+  const double unit = word_unit(final_scale, output_scaled, output_shift);
   for (std::size_t i = 0; i < out.size(); ++i) {
     const std::int64_t w = output_scaled ? unload_word(v[i], final_scale) : v[i];
     out[i] = static_cast<float>(static_cast<double>(static_cast<std::int32_t>(w)) * unit);
@@ -196,8 +203,8 @@ std::vector<infer::Pose> decode_accumulators(const torch::Tensor& heat, const to
       heat.size(1) != c.map_h || heat.size(2) != c.map_w || paf.sizes().slice(1) != heat.sizes().slice(1))
     throw Error(fmt::format("decode_accumulators: expected heat [19,{},{}] and paf [38,{},{}]", c.map_h, c.map_w,
                             c.map_h, c.map_w));
-  const auto h = accumulator_maps(heat, c.heat_final_scale, c.output_scaled);
-  const auto p = accumulator_maps(paf, c.paf_final_scale, c.output_scaled);
+  const auto h = accumulator_maps(heat, c.heat_final_scale, c.output_scaled, c.heat_output_shift);
+  const auto p = accumulator_maps(paf, c.paf_final_scale, c.output_scaled, c.paf_output_shift);
   return infer::decode(h.data(), p.data(), c.map_h, c.map_w, c.decode);
 }
 

@@ -39,7 +39,7 @@ PredictFn student_predictor(std::shared_ptr<model::Student> student, Precision p
     PrecisionScope ps(precision);
     auto x = images.to(torch::kFloat);
     if (student->folded_input()) x = data::fold_input(x, 2);
-    auto out = student->forward(x);
+    auto out = student->forward_maps(x);
     return std::make_pair(out.heat, out.paf);
   };
 }
@@ -56,13 +56,14 @@ PredictFn int8_predictor(const model::Student& qat_student, const std::string& w
   const bool wide_a = qat_student.head_a_defs().back().spec.wide;
   const bool wide_b = qat_student.head_b_defs().back().spec.wide;
   const bool folded = qat_student.folded_input();
-  return [integer, wide_a, wide_b, folded](const torch::Tensor& images) {
+  const auto [scale_a, scale_b] = qat_student.head_scales();  // as Student::forward_maps
+  return [integer, wide_a, wide_b, folded, scale_a, scale_b](const torch::Tensor& images) {
     torch::NoGradGuard ng;
     auto x = images.to(torch::kFloat);
     if (folded) x = data::fold_input(x, 2);
     auto out = model::integer_forward(*integer, ai8x::simulate_input(x));
-    return std::make_pair(ai8x::integer_output_to_float(out.heat, wide_a).to(torch::kFloat),
-                          ai8x::integer_output_to_float(out.paf, wide_b).to(torch::kFloat));
+    return std::make_pair((ai8x::integer_output_to_float(out.heat, wide_a) * scale_a).to(torch::kFloat),
+                          (ai8x::integer_output_to_float(out.paf, wide_b) * scale_b).to(torch::kFloat));
   };
 }
 

@@ -1,5 +1,6 @@
 #include "posekd/model/student.h"
 
+#include <cmath>
 #include <sstream>
 
 #include "posekd/ai8x/calibration.h"
@@ -46,6 +47,25 @@ StudentOutput Student::forward(const torch::Tensor& x) {
   for (std::size_t k = 0; k < head_a_.size(); ++k, ++i) h = layers_[i]->forward(h);
   for (std::size_t k = 0; k < head_b_.size(); ++k, ++i) p = layers_[i]->forward(p);
   return {h.contiguous(), p.contiguous()};
+}
+
+StudentOutput Student::forward_maps(const torch::Tensor& x) {
+  StudentOutput out = forward(x);
+  const auto [sa, sb] = head_scales();
+  if (sa != 1.0) out.heat = out.heat * sa;
+  if (sb != 1.0) out.paf = out.paf * sb;
+  return out;
+}
+
+std::pair<int, int> Student::head_output_shifts() const {
+  auto shift = [](const Layer& last) { return last.spec().wide && last.quantized() ? last.current_output_shift() : 0; };
+  const std::size_t last_a = trunk_.size() + head_a_.size() - 1, last_b = last_a + head_b_.size();
+  return {shift(*layers_[last_a]), shift(*layers_[last_b])};
+}
+
+std::pair<double, double> Student::head_scales() const {
+  const auto [a, b] = head_output_shifts();
+  return {std::ldexp(1.0, a), std::ldexp(1.0, b)};
 }
 
 std::vector<Layer*> Student::layers() {

@@ -531,8 +531,8 @@ bool Trainer::step() {
       [&] {
         model::StudentOutput out;
         {
-          AmpGuard amp(precision_);  // bf16 convolutions, fp32 everything else (train/amp.h)
-          out = student_->forward(x);
+          AmpGuard amp(precision_);         // bf16 convolutions, fp32 everything else (train/amp.h)
+          out = student_->forward_maps(x);  // the heads at the targets' scale (model/student.h)
         }
         return pose_loss(out.heat, out.paf, b.heatmaps, b.pafs, b.mask, th, tp, weights);
       },

@@ -129,7 +129,7 @@ int pc_compare(const fs::path& exe, const fs::path& dir, const torch::Tensor& he
   SCOPED_TRACE(what);
 
   // peaks: the C++ peak search on the maps the decoder sees
-  const auto hm = accumulator_maps(heat, cfg.heat_final_scale, cfg.output_scaled);
+  const auto hm = accumulator_maps(heat, cfg.heat_final_scale, cfg.output_scaled, cfg.heat_output_shift);
   const auto ref_peaks = posekd::infer::extract_all_keypoints(hm.data(), sk::kNumKeypoints, 16, 16, cfg.decode.peaks);
   auto ref_refined = ref_peaks;  // the found cells, then (local upsampling) the refined pixels
   const int F = cfg.decode.local_upsample;
@@ -275,6 +275,20 @@ TEST(PoseC, DecoderMatchesTheCppDecoderOnSyntheticPeople) {
     const auto exe_raw = pc_compile(dir);
     auto [heat, paf] = pc_target_accumulators(3, cfg.heat_final_scale, cfg.paf_final_scale);
     EXPECT_GE(pc_compare(exe_raw, dir, heat, paf, cfg, "raw words"), 1);
+    // QAT heads: a wide layer's accumulators are its maps times 2^-os; with the output shifts in
+    // the units, accumulators 8x / 4x as large decode to the same people
+    cfg.output_scaled = true;
+    PoseCConfig shifted = cfg;
+    shifted.heat_output_shift = -3;
+    shifted.paf_output_shift = -2;
+    write_pose_c(dir.string(), shifted, synthetic_image_int(), {});
+    EXPECT_NE(pose_params_header(shifted).find("#define POSE_HEAT_OUTPUT_SHIFT -3\n"), std::string::npos);
+    const auto exe_shifted = pc_compile(dir);
+    const auto heat8 = heat * 8, paf4 = paf * 4;
+    EXPECT_EQ(accumulator_maps(heat8, cfg.heat_final_scale, true, -3),
+              accumulator_maps(heat, cfg.heat_final_scale, true, 0));
+    EXPECT_EQ(people_text(decode_accumulators(heat8, paf4, shifted)), people_text(decode_accumulators(heat, paf, cfg)));
+    EXPECT_GE(pc_compare(exe_shifted, dir, heat8, paf4, shifted, "output shifts -3, -2"), 1);
     if (!HasFailure()) fs::remove_all(dir);
   }
 }
@@ -357,7 +371,13 @@ TEST(PoseC, ExportWritesTheFirmwareAndItDecodesTheSample) {
   while (std::getline(ph, line)) {
     std::sscanf(line.c_str(), "#define POSE_HEAT_FINAL_SCALE %d", &cfg.heat_final_scale);
     std::sscanf(line.c_str(), "#define POSE_PAF_FINAL_SCALE %d", &cfg.paf_final_scale);
+    std::sscanf(line.c_str(), "#define POSE_HEAT_OUTPUT_SHIFT %d", &cfg.heat_output_shift);
+    std::sscanf(line.c_str(), "#define POSE_PAF_OUTPUT_SHIFT %d", &cfg.paf_output_shift);
   }
+  // the wide heads' output shifts of the QAT student (a random one: os 2, its accumulators a
+  // quarter of its maps)
+  EXPECT_EQ(std::make_pair(cfg.heat_output_shift, cfg.paf_output_shift), s->head_output_shifts());
+  EXPECT_NE(cfg.heat_output_shift, 0);
   int peaks = 0;
   pc_compare(exe, fw, load_npy(r.heat_path), load_npy(r.paf_path), cfg, "exported sample", &peaks);
   std::printf("exported sample (random QAT student): %d peaks\n", peaks);

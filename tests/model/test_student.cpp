@@ -276,6 +276,43 @@ TEST(Student, Ai85PoseQatEqualsIntegerInference) {
   EXPECT_EQ(mism, 0) << "QAT float and integer inference disagree";
 }
 
+TEST(Student, QatSwitchKeepsTheMapsTheLossSees) {
+  // The wide heads apply no output shift (ai8x), so after the switch their raw outputs are the
+  // maps times 2^-os; forward_maps undoes it and the maps stay what the float net computed, up to
+  // the rounding of weights and activations.
+  torch::manual_seed(7);
+  auto s = make_student("ai85pose");
+  auto x = torch::rand({4, 12, 64, 64}) * 2 - 1;
+  s->eval();
+  torch::NoGradGuard ng;
+  EXPECT_EQ(s->head_output_shifts(), std::make_pair(0, 0));
+  const auto before = s->forward_maps(x);
+  const auto raw_before = s->forward(x);
+  EXPECT_TRUE(torch::equal(before.heat, raw_before.heat));
+  int n = 0;
+  QatPolicy policy;
+  policy.start_epoch = 1;
+  model::fuse_and_calibrate(
+      *s, [&]() -> std::optional<torch::Tensor> { return n++ < 2 ? std::optional<torch::Tensor>(x) : std::nullopt; },
+      policy);
+  s->eval();
+  const auto [os_a, os_b] = s->head_output_shifts();
+  EXPECT_NE(os_a, 0);  // the folded and rescaled weights are scaled to fill the 8-bit grid: here by 2^-2
+  EXPECT_NE(os_b, 0);
+  const auto raw = s->forward(x);
+  const auto maps = s->forward_maps(x);
+  EXPECT_TRUE(torch::equal(maps.heat, raw.heat * std::ldexp(1.0, os_a)));
+  EXPECT_TRUE(torch::equal(maps.paf, raw.paf * std::ldexp(1.0, os_b)));
+  auto rel = [](const torch::Tensor& a, const torch::Tensor& b) { return ((a - b).norm() / b.norm()).item<double>(); };
+  const double e_heat = rel(maps.heat, before.heat), e_paf = rel(maps.paf, before.paf);
+  std::printf("relative error after the switch: heat %.3f, paf %.3f (raw: %.1f, %.1f; os %d, %d)\n", e_heat, e_paf,
+              rel(raw.heat, before.heat), rel(raw.paf, before.paf), os_a, os_b);
+  EXPECT_LT(e_heat, 0.05);  // measured 0.021, 0.017
+  EXPECT_LT(e_paf, 0.05);
+  // what the loss saw before: 2^-os times the maps (1/4 of them here, a relative error of 0.75)
+  EXPECT_NEAR(rel(raw.heat, before.heat), std::abs(std::ldexp(1.0, -os_a) - 1.0), 0.05);
+}
+
 TEST(Student, RebuildAdamKeepsWeightAndBiasState) {
   auto s = make_student("ai85pose");
   std::vector<torch::Tensor> trainable;

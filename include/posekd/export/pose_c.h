@@ -23,10 +23,13 @@ struct PoseCConfig {
   int input = 128;                                // square frame
   int fold = 2;                                   // input fold factor (1: none)
   int heat_final_scale = 0, paf_final_scale = 0;  // ai8x final_scale of the two output layers
-  bool output_scaled = true;                      // cnn_unload applies final_scale (ai8xize's default)
-  int max_peaks = 20;                             // per keypoint type
-  int max_entries = 32;                           // partial skeletons while grouping
-  int max_people = 8;                             // people main.c asks for
+  // Their output shifts (model::Student::head_output_shifts): a wide layer's accumulator is the
+  // map's value times 2^-os, so the decoder multiplies by 2^os (folded into the units).
+  int heat_output_shift = 0, paf_output_shift = 0;
+  bool output_scaled = true;  // cnn_unload applies final_scale (ai8xize's default)
+  int max_peaks = 20;         // per keypoint type
+  int max_entries = 32;       // partial skeletons while grouping
+  int max_people = 8;         // people main.c asks for
 };
 
 struct CSource {
@@ -63,8 +66,9 @@ std::int64_t unload_word(std::int64_t acc, int final_scale);
 std::string people_text(const std::vector<infer::Pose>& poses);
 
 // The float maps the decoder sees for raw accumulators acc (int64 [C,h,w]): the cnn_unload word
-// (unload_word when cfg.output_scaled) times its unit, 2^-14 (scaled) or 2^(fs-14) (raw).
-std::vector<float> accumulator_maps(const torch::Tensor& acc, int final_scale, bool output_scaled);
+// (unload_word when cfg.output_scaled) times its unit, 2^(os-14) (scaled) or 2^(os+fs-14) (raw).
+std::vector<float> accumulator_maps(const torch::Tensor& acc, int final_scale, bool output_scaled,
+                                    int output_shift = 0);
 
 // C++ reference of the C decoder: decode with cfg.decode on the float maps of raw accumulators
 // heat [19,h,w], paf [38,h,w] (int64), scaled as the int8 evaluation scales them.

@@ -37,7 +37,20 @@ class Student : public torch::nn::Module {
           const std::vector<StudentLayerDef>& head_a, const std::vector<StudentLayerDef>& head_b,
           const ai8x::Device& device = {});
 
+  // The network as ai8x computes it (bit for bit with its Python layers).
   StudentOutput forward(const torch::Tensor& x);
+
+  // The heads' maps in the targets' units: forward() times head_scales(). ai8x's wide (32-bit)
+  // layers apply no output shift (the device writes the raw accumulator), so once the QAT switch
+  // scales a wide layer's weights by 2^-os to fill the 8-bit grid, its output is the value times
+  // 2^-os (spec ai8x.md 2.5): 16x larger for os = -4. Read unscaled, the loss jumps ~30x at the
+  // switch and the steps that follow wreck the trained features. The loss, the decoders and the C
+  // decoder all read the maps at this scale, so the switch changes only the rounding.
+  StudentOutput forward_maps(const torch::Tensor& x);
+  // Per head (heatmaps, PAFs): os of its last layer when that layer is wide and quantized, else 0;
+  // head_scales() = 2^head_output_shifts().
+  std::pair<int, int> head_output_shifts() const;
+  std::pair<double, double> head_scales() const;
 
   std::vector<ai8x::Layer*> layers();  // registration order
   const std::vector<std::string>& layer_names() const { return names_; }
