@@ -47,10 +47,9 @@ posekd::cli::Registration reg(
       app.add_option("--total-batches", c->total_batches, "train until this many batches")->capture_default_str();
       app.add_option("--lr", c->lr, "Adam learning rate (the float phase's peak)")->capture_default_str();
       posekd::cli::add_schedule_options(app, c->lr_schedule, c->warmup, c->lr_end_factor, c->weight_decay);
-      app.add_option("--qat-lr", c->qat_lr, "learning rate after the QAT switch (-1 = --lr / 10)")
-          ->capture_default_str();
+      app.add_option("--qat-lr", c->qat_lr, "learning rate after the QAT switch (-1 = --lr)")->capture_default_str();
       app.add_option("--qat-warmup", c->qat_warmup,
-                     "warm-up batches after the QAT switch (-1 = 40% of the QAT phase, at most 200)")
+                     "warm-up batches after the QAT switch (-1 = 2% of the QAT phase, at most 500)")
           ->capture_default_str();
       posekd::cli::add_augment_options(app, c->no_augment, c->augment);
       app.add_option("--kd-student-wt", c->kd_student_wt, "weight of the ground-truth loss")->capture_default_str();

@@ -78,13 +78,12 @@ TEST(Demo, QuickRunProducesEveryArtifactAndATeacherThatLearned) {
                 .find(fmt::format("\"{}\",{:.4f}", r.rows[3].model, r.rows[3].stats[0])),
             std::string::npos);
 
-  // both students ran their QAT phase at the lowered learning rate (the schedule's, decayed by the end)
+  // both students ran their QAT phase at the budget's QAT rate (the schedule's, decayed by the end)
   for (const char* s : {"student_kd/latest.pth", "student_gt/latest.pth"}) {
     const double lr = posekd::train::load_checkpoint((out / s).string()).optimizer.lr;
     EXPECT_LE(lr, r.budget.student_qat_lr) << s;
     EXPECT_GT(lr, 0.0) << s;
   }
-  EXPECT_LT(r.budget.student_qat_lr, r.budget.student_lr);
 
   EXPECT_TRUE(r.export_fits);
   double sum = 0;

@@ -61,14 +61,14 @@ TEST(Schedule, AutomaticWarmUpsAndDefaultsFromTheTrainConfig) {
   posekd::train::TrainConfig c;
   c.total_batches = 15000;
   LrSchedule s = posekd::train::schedule_of(c, 9000);
-  EXPECT_EQ(s.kind, "constant");  // the seed's, measured best on short runs
-  EXPECT_EQ(s.warmup, 180);       // 2% of the 9000 float batches
-  EXPECT_EQ(s.qat_warmup, 200);   // 40% of 6000 = 2400, at most 200
-  EXPECT_DOUBLE_EQ(s.qat_lr, 1e-4);
-  c.total_batches = 1100;  // the demo's students: QAT from 550
-  EXPECT_EQ(posekd::train::schedule_of(c, 550).qat_warmup, 200);
-  c.total_batches = 100;
-  EXPECT_EQ(posekd::train::schedule_of(c, 50).qat_warmup, 20);  // 40% of a short QAT phase
+  EXPECT_EQ(s.kind, "constant");     // the seed's, measured best on short runs
+  EXPECT_EQ(s.warmup, 180);          // 2% of the 9000 float batches
+  EXPECT_EQ(s.qat_warmup, 120);      // 2% of the 6000 QAT batches
+  EXPECT_DOUBLE_EQ(s.qat_lr, 1e-3);  // the float rate
+  c.total_batches = 1100;            // the demo's students: QAT from 550
+  EXPECT_EQ(posekd::train::schedule_of(c, 550).qat_warmup, 11);
+  c.total_batches = 60000;
+  EXPECT_EQ(posekd::train::schedule_of(c, 10000).qat_warmup, 500);  // at most 500
   c.total_batches = 15000;
   s = posekd::train::schedule_of(c, -1);
   EXPECT_EQ(s.qat_start, -1);

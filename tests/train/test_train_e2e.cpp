@@ -93,8 +93,9 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
   ca.deterministic = true;
   ca.calib_batches = 2;
   ca.workers = 3;
-  ca.warmup = 4;      // the first stop (batch 3) falls inside the float warm-up,
-  ca.qat_warmup = 2;  // the second (batch 5) inside the QAT warm-up
+  ca.warmup = 4;           // the first stop (batch 3) falls inside the float warm-up,
+  ca.qat_warmup = 2;       // the second (batch 5) inside the QAT warm-up
+  ca.qat_lr = ca.lr / 10;  // a QAT rate of its own, told apart from the float one below
   run_training(ca);
 
   TrainConfig cb = ca;
@@ -135,7 +136,7 @@ TEST(TrainE2E, InterruptedRunResumedAcrossTheQatSwitchEqualsTheUninterruptedRun)
   ASSERT_EQ(lra.size(), 7u);
   EXPECT_EQ(lra, lrb);
   EXPECT_DOUBLE_EQ(lra[0], ca.lr / 4);       // warm-up 1/4
-  EXPECT_DOUBLE_EQ(lra[4], ca.lr / 10 / 2);  // QAT rate lr/10, warm-up 1/2
+  EXPECT_DOUBLE_EQ(lra[4], ca.lr / 10 / 2);  // QAT rate lr/10, warm-up 1/2 (at resume)
   fs::remove_all(a);
   fs::remove_all(b);
 }

@@ -34,8 +34,8 @@ struct TrainConfig {
   std::int64_t warmup = -1;      // warm-up batches; -1 = 2% of the float phase, at most 500
   double lr_end_factor = 0.05;   // the rate at the end of each phase, relative to its start
   double weight_decay = 0;       // Adam's L2 weight decay
-  double qat_lr = -1;            // rate after the QAT switch; -1 = lr / 10
-  std::int64_t qat_warmup = -1;  // warm-up after the switch; -1 = 40% of the QAT phase, at most 200
+  double qat_lr = -1;            // rate after the QAT switch; -1 = lr
+  std::int64_t qat_warmup = -1;  // warm-up after the switch; -1 = 2% of the QAT phase, at most 500
   // --- augmentation (data/augment.h); no_augment = the seed's fixed letterboxed images
   bool no_augment = false;
   data::AugmentConfig augment{true};
