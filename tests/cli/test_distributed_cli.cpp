@@ -36,10 +36,13 @@ class DistributedTrain : public ::testing::Test {
   }
   // The train options shared by every run here; `out` is a folder under the test's temp dir.
   // fp32: these tests compare processes; bf16 picks its fastest backward kernel by timing (core/bf16_conv.h).
+  // --qat-lr 1e-4: Adam turns summation-order noise into steps of about the rate (docs/distributed.md);
+  // at 1e-4 four QAT steps keep it under the 2e-5 bound below, at train's default (1e-3) they do not.
   std::string train(const std::string& out, int total, const std::string& extra = "") const {
     return "train --data " + coco_.string() + " --split val2017 --arch ai85pose --batch-size 4 --total-batches " +
            std::to_string(total) +
-           " --save-every 2 --threads 1 --workers 1 --calib-batches 1 --quiet --precision fp32 --qat-policy " +
+           " --save-every 2 --threads 1 --workers 1 --calib-batches 1 --quiet --precision fp32 --qat-lr 1e-4 "
+           "--qat-policy " +
            (dir_ / "qat0.yaml").string() + " --output " + (dir_ / out).string() + " " + extra;
   }
   std::string posekd() const { return posekd::testing::cli() + " "; }
