@@ -8,6 +8,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "posekd/ai8x/policy.h"
 #include "posekd/ai8x/simulate.h"
@@ -32,15 +33,9 @@ std::string slurp(const fs::path& p) {
 
 // Runs a shell command; returns its exit status and (stdout+stderr) in `out`.
 int run(const std::string& cmd, std::string* out) {
-  std::string full = cmd + " 2>&1";
-  FILE* p = popen(full.c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  std::string s;
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) s.append(buf, n);
-  int st = pclose(p);
-  if (out) *out = s;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  auto r = posekd::testing::run_command(cmd);
+  if (out) *out = std::move(r.out);
+  return r.rc;
 }
 
 bool python_has_torch() {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "posekd/ai8x/policy.h"
 #include "posekd/ai8x/quantizers.h"
@@ -34,14 +35,9 @@ namespace sk = posekd::skeleton;
 namespace {
 
 int pc_run(const std::string& cmd, std::string* out) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  std::string s;
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) s.append(buf, n);
-  const int st = pclose(p);
-  if (out) *out = s;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  auto r = posekd::testing::run_command(cmd);
+  if (out) *out = std::move(r.out);
+  return r.rc;
 }
 
 bool pc_have_cc() {
