@@ -251,14 +251,18 @@ class BenchRun {
     for (auto& p : ps) p.mutable_grad() = torch::Tensor();
   }
 
-  void student_float_step() {
+  // Seconds per distillation step of the student in its current phase (profiled as `name`).
+  double time_student_step(const char* name, const char* label) {
     student_->train();
     torch::optim::Adam opt(student_->parameters(), torch::optim::AdamOptions(1e-4));
     auto step = [&] { kd_step(*student_, opt, x_, th_, tp_); };
-    profile("float_step", step);
-    float_step_ = time_per_call(step, secs_);
-    add("student float train step, batch 8", kBatch / float_step_, "img/s", 0);
+    profile(name, step);
+    const double t = time_per_call(step, secs_);
+    add(label, kBatch / t, "img/s", 0);
+    return t;
   }
+
+  void student_float_step() { float_step_ = time_student_step("float_step", "student float train step, batch 8"); }
 
   // The same student fused and calibrated on the fixed batch (ai8x's default policy).
   void student_qat_step() {
@@ -271,12 +275,7 @@ class BenchRun {
           return x_;
         },
         pol);
-    student_->train();
-    torch::optim::Adam opt(student_->parameters(), torch::optim::AdamOptions(1e-4));
-    auto step = [&] { kd_step(*student_, opt, x_, th_, tp_); };
-    profile("qat_step", step);
-    qat_step_ = time_per_call(step, secs_);
-    add("student QAT train step, batch 8", kBatch / qat_step_, "img/s", 0);
+    qat_step_ = time_student_step("qat_step", "student QAT train step, batch 8");
     add("QAT step / float step", qat_step_ / float_step_, "x", 0);
   }
 

@@ -56,10 +56,10 @@ DemoBudget demo_budget(bool quick, bool hard) {
   b.student_batch = 8;
   b.teacher_lr = 2e-3;
   b.student_lr = 1e-3;
-  b.student_qat_lr = 1e-3;  // the float rate: train's default
+  b.student_qat_lr = b.student_lr;  // train's default: the QAT phase goes on at the float rate
   b.teacher_warmup = 30;
   b.teacher_stages = 0;
-  b.qat_fraction = 0.5;  // the QAT phase needs as many batches as the float one to recover
+  b.qat_fraction = 0.5;  // half of the students' training runs in QAT (the switch only rounds)
   return b;
 }
 
