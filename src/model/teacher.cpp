@@ -294,6 +294,12 @@ void PoseEstimationWithMobileNetImpl::set_fused(bool f) {
   for_each_seq([f](TeacherConvSeq& s) { f ? s.fuse() : s.unfuse(); });
 }
 
+void PoseEstimationWithMobileNetImpl::set_weight_layout(at::MemoryFormat format) {
+  torch::NoGradGuard ng;
+  for (auto& p : parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(format));
+}
+
 void PoseEstimationWithMobileNetImpl::set_sync_bn(Collective* group) {
   for_each_seq([group](TeacherConvSeq& s) {
     bool has_bn = false;

@@ -129,6 +129,38 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
                       B / t16 * kBf16TeacherFlop368 / 1e9});
   }
 
+  // ---- teacher training step at 128x128 with no refinement stage, batch 8: what `posekd demo`
+  // trains, as train-teacher runs it (bf16: channels-last weights and input, forward under
+  // AutocastGuard; teacher_loss, backward, Adam)
+  {
+    const Precision precs[2] = {Precision::fp32, Precision::bf16};
+    double t[2];
+    for (int pi = 0; pi < 2; ++pi) {
+      torch::manual_seed(1);
+      model::PoseEstimationWithMobileNet net(0);
+      net->train();
+      if (pi == 1) net->set_weight_layout(at::MemoryFormat::ChannelsLast);
+      torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(1e-4));
+      auto x = torch::rand({B, 3, 128, 128}) - 0.5;
+      if (pi == 1) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      auto gh = torch::rand({B, 19, 16, 16}), gp = torch::rand({B, 38, 16, 16}) - 0.5;
+      auto mask = torch::ones({B, 1, 16, 16});
+      auto step_fn = [&] {
+        (void)train_step(opt, [&] {
+          std::vector<torch::Tensor> outs;
+          {
+            AutocastGuard ac(precs[pi]);
+            outs = net->forward(x);
+          }
+          return teacher_loss(outs, gh, gp, mask);
+        });
+      };
+      if (pi == 1) bf16_profile(o.profile_dir, "bf16_teacher_train_step", step_fn);
+      t[pi] = bf16_time_per_call(step_fn, secs);
+    }
+    r.rows.push_back({"teacher train step at 128 (no refinement stage), batch 8", "img/s", B / t[0], B / t[1]});
+  }
+
   // ---- student steps, batch 8: forward (AmpGuard), KD loss, backward, fused Adam
   double step[2][2];  // [float, qat][fp32, bf16]
   {

@@ -28,4 +28,14 @@ LossParts pose_loss(const torch::Tensor& heat, const torch::Tensor& paf, const t
   return out;
 }
 
+LossParts teacher_loss(const std::vector<torch::Tensor>& stages, const torch::Tensor& gt_heat,
+                       const torch::Tensor& gt_paf, const torch::Tensor& mask) {
+  torch::Tensor hm = torch::zeros({}), paf = torch::zeros({});
+  for (size_t s = 0; s + 1 < stages.size(); s += 2) {
+    hm = hm + l2_loss(stages[s].to(torch::kFloat), gt_heat, mask);
+    paf = paf + l2_loss(stages[s + 1].to(torch::kFloat), gt_paf, mask);
+  }
+  return LossParts{hm + paf, hm.detach(), paf.detach()};
+}
+
 }  // namespace posekd::train

@@ -35,8 +35,10 @@ namespace {
 
 io::StateDict teacher_state(torch::nn::Module& m) {
   io::StateDict sd;
-  for (const auto& p : m.named_parameters()) sd.emplace_back(p.key(), p.value().detach().clone());
-  for (const auto& b : m.named_buffers()) sd.emplace_back(b.key(), b.value().detach().clone());
+  for (const auto& p : m.named_parameters())
+    sd.emplace_back(p.key(), p.value().detach().clone(at::MemoryFormat::Contiguous));
+  for (const auto& b : m.named_buffers())
+    sd.emplace_back(b.key(), b.value().detach().clone(at::MemoryFormat::Contiguous));
   return sd;
 }
 
@@ -115,6 +117,10 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
   torch::manual_seed(cfg.seed);
   model::PoseEstimationWithMobileNet net(cfg.num_refinement_stages);
   net->train();
+  // oneDNN's bf16 kernels run fastest on channels-last tensors (docs/performance.md): under bf16 the
+  // convolution weights and the input take that layout (loading a checkpoint keeps it).
+  const auto layout = precision == Precision::bf16 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  net->set_weight_layout(layout);
   auto params = net->parameters();
   auto opt =
       std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(cfg.lr).weight_decay(cfg.weight_decay));
@@ -226,22 +232,15 @@ TeacherTrainResult run_teacher_training(const TeacherTrainConfig& cfg) {
     auto t0 = clock::now();
     const double lr = schedule.at(batch);
     data::Batch b = loader.next();
-    // Upstream's loss: the masked L2 of every stage's heatmaps and PAFs, summed.
     const StepOutcome r = train_step(
         *opt,
         [&] {
           std::vector<torch::Tensor> outs;
           {
             AutocastGuard ac(precision);  // bf16 convolutions; BatchNorm, loss and Adam in fp32
-            outs = net->forward(b.image);
+            outs = net->forward(b.image.contiguous(layout));
           }
-          for (auto& o : outs) o = o.to(torch::kFloat);
-          torch::Tensor hm_loss = torch::zeros({}), paf_loss = torch::zeros({});
-          for (size_t s = 0; s + 1 < outs.size(); s += 2) {
-            hm_loss = hm_loss + l2_loss(outs[s], b.heatmaps, b.mask);
-            paf_loss = paf_loss + l2_loss(outs[s + 1], b.pafs, b.mask);
-          }
-          return LossParts{hm_loss + paf_loss, hm_loss.detach(), paf_loss.detach()};
+          return teacher_loss(outs, b.heatmaps, b.pafs, b.mask);
         },
         StepOptions{lr, gsync.get(), dist.get()});
     const double lv = r.loss;

@@ -264,3 +264,40 @@ TEST(Teacher, FusedEqualsUnfusedAndSpeedAt368) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Teacher, WeightLayoutKeepsTheStateAndTheOutputs) {
+  // train-teacher lays the weights out channels-last under bf16: same values, same state dict
+  // (saved contiguous), same training-mode outputs.
+  torch::manual_seed(4);
+  PoseEstimationWithMobileNet a(0), b(0);
+  {
+    torch::NoGradGuard ng;
+    auto pb = b->parameters();
+    auto pa = a->parameters();
+    for (size_t i = 0; i < pa.size(); ++i) pb[i].copy_(pa[i]);
+  }
+  b->set_weight_layout(at::MemoryFormat::ChannelsLast);
+  int four_d = 0;
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (const auto& kv : pb) {
+    const auto& p = kv.value();
+    EXPECT_TRUE(torch::equal(p, pa[kv.key()])) << kv.key();
+    if (p.dim() == 4) {
+      ++four_d;
+      EXPECT_TRUE(p.is_contiguous(at::MemoryFormat::ChannelsLast)) << kv.key();
+    }
+  }
+  EXPECT_EQ(four_d, 38);  // backbone 1 + 11 x 2, cpm 1 + 3 x 2 + 1, initial stage 3 + 4
+  a->train();
+  b->train();
+  torch::Tensor x = torch::rand({2, 3, 64, 64}) - 0.5;
+  auto ya = a->forward(x), yb = b->forward(x.contiguous(at::MemoryFormat::ChannelsLast));
+  ASSERT_EQ(ya.size(), yb.size());
+  for (size_t i = 0; i < ya.size(); ++i) EXPECT_LT(norm_rel_err(yb[i], ya[i]), 1e-5) << i;
+  b->set_weight_layout(at::MemoryFormat::Contiguous);
+  for (const auto& p : b->parameters()) EXPECT_TRUE(p.is_contiguous());
+}
+
+}  // namespace

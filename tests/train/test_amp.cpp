@@ -112,14 +112,17 @@ TEST(Amp, ShortTrainingRunTracksFp32) {
       l32.back(), l16.front(), l16.back(), 100 * worst_qat);
 }
 
-// The teacher's training step under AutocastGuard (what teacher training would run): bf16
-// convolutions, fp32 master weights, BatchNorm statistics and loss; losses track fp32.
+// The teacher's training step as train-teacher runs it: under bf16, channels-last weights and
+// input and AutocastGuard (bf16 convolutions, fp32 master weights, BatchNorm statistics and loss);
+// losses track fp32.
 std::vector<double> amp_teacher_steps(Precision prec, int steps) {
   torch::manual_seed(21);
   posekd::model::PoseEstimationWithMobileNet net(0);
   net->train();
+  const auto layout = prec == Precision::bf16 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  net->set_weight_layout(layout);
   torch::manual_seed(22);
-  auto x = torch::rand({4, 3, 64, 64}) * 2 - 1;
+  auto x = (torch::rand({4, 3, 64, 64}) * 2 - 1).contiguous(layout);
   auto th = torch::rand({4, 19, 8, 8}), tp = torch::rand({4, 38, 8, 8}) - 0.5;
   auto mask = torch::ones({4, 1, 8, 8});
   torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(3e-4));
@@ -132,11 +135,13 @@ std::vector<double> amp_teacher_steps(Precision prec, int steps) {
       outs = net->forward(x);
       EXPECT_EQ(outs[0].scalar_type(), prec == Precision::bf16 ? torch::kBFloat16 : torch::kFloat);
     }
-    auto loss = posekd::train::l2_loss(outs[0].to(torch::kFloat), th, mask) +
-                posekd::train::l2_loss(outs[1].to(torch::kFloat), tp, mask);
+    auto loss = posekd::train::teacher_loss(outs, th, tp, mask).total;
     loss.backward();
     for (auto& p : net->parameters())
-      if (p.grad().defined()) EXPECT_EQ(p.grad().scalar_type(), torch::kFloat);
+      if (p.grad().defined()) {
+        EXPECT_EQ(p.grad().scalar_type(), torch::kFloat);
+        if (p.dim() == 4) EXPECT_TRUE(p.is_contiguous(layout));
+      }
     posekd::train::fused_adam_step(opt);
     losses.push_back(loss.item<double>());
   }

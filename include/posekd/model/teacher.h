@@ -108,6 +108,9 @@ class PoseEstimationWithMobileNetImpl : public torch::nn::Module {
   // SyncBN over `group` for every BatchNorm in training mode (nullptr: each process's own batch).
   // Every rank must then run the same forwards and backwards. The state dict is unchanged.
   void set_sync_bn(Collective* group);
+  // Lays out every convolution weight in `format` (ChannelsLast: what oneDNN's bf16 training
+  // kernels run fastest on; the values and the state dict are unchanged).
+  void set_weight_layout(at::MemoryFormat format);
 
  private:
   void set_fused(bool f);

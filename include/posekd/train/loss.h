@@ -5,6 +5,8 @@
 #pragma once
 #include <torch/types.h>
 
+#include <vector>
+
 namespace posekd::train {
 
 struct LossWeights {
@@ -26,5 +28,11 @@ torch::Tensor l2_loss(const torch::Tensor& pred, const torch::Tensor& target, co
 LossParts pose_loss(const torch::Tensor& heat, const torch::Tensor& paf, const torch::Tensor& gt_heat,
                     const torch::Tensor& gt_paf, const torch::Tensor& mask, const torch::Tensor& teacher_heat,
                     const torch::Tensor& teacher_paf, const LossWeights& w);
+
+// The teacher's training loss (upstream Lightweight-OpenPose): the masked L2 of every stage's
+// heatmaps and PAFs, summed. `stages` alternates heatmaps and PAFs (the teacher's forward); they may
+// be bf16 (autocast) and are compared in fp32. student = the heatmap part, distill = the PAF part.
+LossParts teacher_loss(const std::vector<torch::Tensor>& stages, const torch::Tensor& gt_heat,
+                       const torch::Tensor& gt_paf, const torch::Tensor& mask);
 
 }  // namespace posekd::train
