@@ -13,9 +13,11 @@ void fused_adam_step(torch::optim::Adam& opt) {
   for (auto& group : opt.param_groups()) {
     const auto& o = static_cast<const torch::optim::AdamOptions&>(group.options());
     if (o.amsgrad()) return (void)opt.step();
+    // Any dense layout works (channels-last weights too) as long as the gradient has the same strides:
+    // the update is element by element over the storage.
     for (auto& p : group.params())
-      if (p.grad().defined() && (p.scalar_type() != torch::kFloat || !p.is_cpu() || !p.is_contiguous() ||
-                                 !p.grad().is_contiguous() || p.grad().scalar_type() != torch::kFloat))
+      if (p.grad().defined() && (p.scalar_type() != torch::kFloat || !p.is_cpu() || !p.is_non_overlapping_and_dense() ||
+                                 p.grad().strides() != p.strides() || p.grad().scalar_type() != torch::kFloat))
         return (void)opt.step();
   }
   torch::NoGradGuard ng;
@@ -35,6 +37,9 @@ void fused_adam_step(torch::optim::Adam& opt) {
         it = state.emplace(key, std::move(s)).first;
       }
       auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
+      // Moments restored from a checkpoint are contiguous: give them the parameter's layout.
+      if (s.exp_avg().strides() != p.strides()) s.exp_avg(torch::empty_like(p).copy_(s.exp_avg()));
+      if (s.exp_avg_sq().strides() != p.strides()) s.exp_avg_sq(torch::empty_like(p).copy_(s.exp_avg_sq()));
       s.step(s.step() + 1);
       const double bc1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
       const double bc2 = 1 - std::pow(beta2, static_cast<double>(s.step()));

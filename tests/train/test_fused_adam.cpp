@@ -22,7 +22,9 @@ void train_steps(std::vector<torch::Tensor>& params, torch::optim::AdamOptions o
         params[i].mutable_grad() = torch::Tensor();
         continue;
       }
-      params[i].mutable_grad() = torch::randn_like(params[i]) * (s + 1);
+      // the same values whatever the parameter's layout (randn_like would fill memory order)
+      params[i].mutable_grad() =
+          (torch::randn(params[i].sizes()) * (s + 1)).contiguous(params[i].suggest_memory_format());
     }
     if (fused)
       posekd::train::fused_adam_step(opt);
@@ -60,6 +62,40 @@ TEST(FusedAdam, StateRoundTripsThroughSnapshotAndRestore) {
   posekd::train::restore_adam(again, a, snap, "test");
   auto back = posekd::train::snapshot_adam(again, a);
   EXPECT_TRUE(torch::equal(back.state.at(3).exp_avg, snap.state.at(3).exp_avg));
+}
+
+TEST(FusedAdam, ChannelsLastParametersAndRestoredMoments) {
+  // train-teacher's bf16 weights are channels-last: the fused step must give Adam::step's values
+  // there too, including after restoring contiguous moments from a checkpoint.
+  auto a = fused_test_params(), b = fused_test_params();
+  {
+    torch::NoGradGuard ng;
+    b[0].set_data(b[0].contiguous(at::MemoryFormat::ChannelsLast));
+  }
+  ASSERT_FALSE(b[0].is_contiguous());
+  auto o = torch::optim::AdamOptions(1e-3);
+  train_steps(a, o, false, 3);
+  train_steps(b, o, true, 3);
+  EXPECT_TRUE(b[0].is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(torch::allclose(a[0], b[0], 1e-6, 1e-7)) << (a[0] - b[0]).abs().max().item<float>();
+
+  torch::optim::Adam ref(a, o), fused(b, o);
+  for (auto* opt : {&ref, &fused}) {
+    auto& ps = opt == &ref ? a : b;
+    for (auto& p : ps) p.mutable_grad() = torch::ones_like(p);
+    opt->step();
+  }
+  auto snap = posekd::train::snapshot_adam(fused, b);
+  torch::optim::Adam again(b, o);
+  posekd::train::restore_adam(again, b, snap, "test");
+  for (auto& p : a) p.mutable_grad() = torch::full_like(p, 0.5f);
+  for (auto& p : b) p.mutable_grad() = torch::full_like(p, 0.5f).contiguous(p.suggest_memory_format());
+  ref.step();
+  posekd::train::fused_adam_step(again);
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(torch::allclose(a[i], b[i], 1e-6, 1e-7)) << i << ": " << (a[i] - b[i]).abs().max().item<float>();
+  auto after = posekd::train::snapshot_adam(again, b);
+  EXPECT_TRUE(after.state.at(0).exp_avg.is_contiguous(at::MemoryFormat::ChannelsLast));
 }
 
 }  // namespace

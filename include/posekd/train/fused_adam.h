@@ -10,8 +10,9 @@
 
 namespace posekd::train {
 
-// Equivalent to opt.step() for float32 CPU parameters without amsgrad; anything else falls back to
-// opt.step().
+// Equivalent to opt.step() for float32 CPU parameters without amsgrad, in any dense layout whose
+// gradient has the parameter's strides (contiguous or channels-last; moments in another layout are
+// copied into the parameter's first); anything else falls back to opt.step().
 void fused_adam_step(torch::optim::Adam& opt);
 
 // Drops every parameter's gradient (PyTorch's zero_grad(set_to_none=True)). The next backward then
