@@ -8,6 +8,19 @@
 
 namespace posekd::train {
 
+namespace {
+
+// Same sizes and the same element order in memory (strides of size-1 dimensions do not matter:
+// a [C,1,3,3] or [O,I,1,1] weight is both contiguous and channels-last).
+bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.sizes() != b.sizes()) return false;
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  return true;
+}
+
+}  // namespace
+
 void fused_adam_step(torch::optim::Adam& opt) {
   // The fast path covers what posekd trains; the rest keeps LibTorch's implementation.
   for (auto& group : opt.param_groups()) {
@@ -17,7 +30,7 @@ void fused_adam_step(torch::optim::Adam& opt) {
     // the update is element by element over the storage.
     for (auto& p : group.params())
       if (p.grad().defined() && (p.scalar_type() != torch::kFloat || !p.is_cpu() || !p.is_non_overlapping_and_dense() ||
-                                 p.grad().strides() != p.strides() || p.grad().scalar_type() != torch::kFloat))
+                                 !same_layout(p.grad(), p) || p.grad().scalar_type() != torch::kFloat))
         return (void)opt.step();
   }
   torch::NoGradGuard ng;
@@ -38,8 +51,8 @@ void fused_adam_step(torch::optim::Adam& opt) {
       }
       auto& s = static_cast<torch::optim::AdamParamState&>(*it->second);
       // Moments restored from a checkpoint are contiguous: give them the parameter's layout.
-      if (s.exp_avg().strides() != p.strides()) s.exp_avg(torch::empty_like(p).copy_(s.exp_avg()));
-      if (s.exp_avg_sq().strides() != p.strides()) s.exp_avg_sq(torch::empty_like(p).copy_(s.exp_avg_sq()));
+      if (!same_layout(s.exp_avg(), p)) s.exp_avg(torch::empty_like(p).copy_(s.exp_avg()));
+      if (!same_layout(s.exp_avg_sq(), p)) s.exp_avg_sq(torch::empty_like(p).copy_(s.exp_avg_sq()));
       s.step(s.step() + 1);
       const double bc1 = 1 - std::pow(beta1, static_cast<double>(s.step()));
       const double bc2 = 1 - std::pow(beta2, static_cast<double>(s.step()));

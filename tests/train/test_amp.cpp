@@ -141,6 +141,7 @@ std::vector<double> amp_teacher_steps(Precision prec, int steps) {
       if (p.grad().defined()) {
         EXPECT_EQ(p.grad().scalar_type(), torch::kFloat);
         if (p.dim() == 4) EXPECT_TRUE(p.is_contiguous(layout));
+        if (p.dim() == 4) EXPECT_TRUE(p.grad().is_contiguous(layout));  // fused_adam_step's fast path
       }
     posekd::train::fused_adam_step(opt);
     losses.push_back(loss.item<double>());
