@@ -19,6 +19,7 @@
 #include "posekd/data/coco_json.h"
 #include "posekd/infer/coco_eval.h"
 #include "posekd/infer/coco_results.h"
+#include "posekd/infer/error_breakdown.h"
 #include "posekd/infer/evaluate.h"
 #include "posekd/train/checkpoint.h"
 
@@ -31,13 +32,16 @@ struct Opts {
   std::string data, split = "val2017", ann, images;
   std::string checkpoint, teacher, results, output, arch = "seed";
   std::string precision = "auto";
-  bool int8 = false, quiet = false;
+  bool int8 = false, quiet = false, errors = false, ground_truth = false;
   int64_t subset = 0;
   int threads = 0, batch_size = 8;
 };
 
-void print_summary(const posekd::infer::KeypointEvalResult& r) {
+// The 10-line block, then (--errors) where the AP is lost.
+void print_summary(const posekd::infer::KeypointEvalResult& r, const posekd::data::CocoDataset& gt,
+                   const std::vector<posekd::infer::Detection>& dts, bool errors) {
   std::fputs(posekd::infer::format_summary(r.stats).c_str(), stdout);
+  if (errors) std::fputs(posekd::infer::keypoint_error_breakdown(gt, dts).text().c_str(), stdout);
   std::fflush(stdout);
 }
 
@@ -46,8 +50,9 @@ int run(const Opts& o) {
   namespace inf = posekd::infer;
   posekd::set_compute_threads(o.threads);
   const posekd::Precision prec = posekd::resolve_precision(o.precision);
-  const int sources = !o.checkpoint.empty() + !o.teacher.empty() + !o.results.empty();
-  if (sources != 1) throw Error("eval: give exactly one of --checkpoint FILE, --teacher FILE, --results FILE");
+  const int sources = !o.checkpoint.empty() + !o.teacher.empty() + !o.results.empty() + o.ground_truth;
+  if (sources != 1)
+    throw Error("eval: give exactly one of --checkpoint FILE, --teacher FILE, --results FILE, --ground-truth");
   if (o.int8 && o.checkpoint.empty()) throw Error("eval: --int8 needs --checkpoint (a QAT student checkpoint)");
   if (o.batch_size <= 0) throw Error("eval: --batch-size must be positive");
   if (o.subset < 0) throw Error("eval: --subset must be >= 0");
@@ -91,14 +96,17 @@ int run(const Opts& o) {
     if (outside) std::fprintf(stderr, ", %lld outside --subset dropped", static_cast<long long>(outside));
     std::fprintf(stderr, "\n");
     if (!o.output.empty()) inf::write_results_json(o.output, dts);
-    print_summary(r);
+    print_summary(r, gt, dts, o.errors);
     return 0;
   }
 
   inf::EvalConfig cfg;
   inf::PredictFn predict;
   std::string what;
-  if (!o.teacher.empty()) {
+  if (o.ground_truth) {  // the annotations' own target maps at the student's 128x128 / 16x16
+    predict = inf::ground_truth_predictor(gt, cfg);
+    what = "ground-truth maps";
+  } else if (!o.teacher.empty()) {
     const auto teacher = posekd::model::load_teacher(o.teacher);  // the size and scale its file says
     cfg = inf::teacher_eval_config(teacher.info);
     predict = inf::teacher_predictor(teacher, prec);
@@ -141,7 +149,7 @@ int run(const Opts& o) {
     inf::write_results_json(o.output, dts);
     std::fprintf(stderr, "eval: wrote %s\n", o.output.c_str());
   }
-  print_summary(r);
+  print_summary(r, gt, dts, o.errors);
   return 0;
 }
 
@@ -158,6 +166,9 @@ posekd::cli::Registration reg(
       app.add_option("--arch", o->arch, "student arch when the checkpoint does not name one")->capture_default_str();
       app.add_option("--teacher", o->teacher, "teacher checkpoint (legacy or zip torch.save)");
       app.add_option("--results", o->results, "evaluate this results JSON instead of a model");
+      app.add_flag("--ground-truth", o->ground_truth,
+                   "evaluate the annotations' own target maps (128x128 input, 16x16 maps) through the decoder: the "
+                   "ceiling a student can reach");
       app.add_option("-o,--output", o->output, "write the detections as a COCO results JSON");
       app.add_option("--subset", o->subset, "evaluate the first N images that have a person with keypoints (0 = all)")
           ->capture_default_str();
@@ -167,6 +178,9 @@ posekd::cli::Registration reg(
                      "float inference arithmetic: auto (bf16 where the CPU has bf16 units), fp32 or bf16; "
                      "--int8 is always exact")
           ->capture_default_str();
+      app.add_flag("--errors", o->errors,
+                   "also print where the AP is lost: people matched, keypoints missing, median keypoint error, "
+                   "left/right swaps");
       app.add_flag("--quiet", o->quiet, "no progress line");
       return [o]() { return run(*o); };
     });

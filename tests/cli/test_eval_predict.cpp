@@ -2,6 +2,8 @@
 // results file of the ground truth, a fresh student / a QAT student (float and int8) / the teacher
 // fixture through eval, predict's images and JSON, one-line errors.
 #include <gtest/gtest.h>
+
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <sys/wait.h>
@@ -137,6 +139,36 @@ TEST_F(EvalCli, ResultsFileOfTheGroundTruthHasApOne) {
   auto st2 = summary_stats(r2.out);
   ASSERT_EQ(st2.size(), 10u);
   EXPECT_LT(st2[0], 1.0);
+
+  // --errors: every person but the moved one matched, nothing missing, the found keypoints exact.
+  auto r3 = run_cli("eval " + data_args(coco) + " --results " + f.string() + " --errors");
+  ASSERT_EQ(r3.rc, 0) << r3.err;
+  EXPECT_EQ(summary_stats(r3.out), st2);
+  EXPECT_NE(r3.out.find(fmt::format("errors: {} of {} people matched", dts.size() - 1, dts.size())), std::string::npos)
+      << r3.out;
+  EXPECT_NE(r3.out.find("errors: 0.0% of their"), std::string::npos) << r3.out;
+  EXPECT_NE(r3.out.find("off by 0.00 px median"), std::string::npos) << r3.out;
+}
+
+// `eval --ground-truth`: the annotations' own maps through the decoder (the ceiling), the same AP
+// as the library computes; --errors then shows what the decoder alone loses.
+TEST_F(EvalCli, GroundTruthMapsGiveTheCeiling) {
+  POSEKD_REQUIRE_FIXTURE(coco, "coco-sample");
+  auto gt = posekd::data::load_coco((coco / "annotations" / "person_keypoints_val2017.json").string(),
+                                    (coco / "val2017").string());
+  posekd::infer::EvalConfig cfg;
+  const auto want = posekd::infer::evaluate_model(gt, posekd::infer::ground_truth_predictor(gt, cfg), cfg);
+  auto r = run_cli("eval " + data_args(coco) + " --ground-truth --errors");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto st = summary_stats(r.out);
+  ASSERT_EQ(st.size(), 10u) << r.out;
+  EXPECT_NEAR(st[0], want.stats[0], 5e-4) << r.out;  // printed with 3 decimals
+  EXPECT_GT(st[0], 0.3) << r.out;
+  EXPECT_NE(r.out.find("errors: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("people matched"), std::string::npos) << r.out;
+  auto both = run_cli("eval " + data_args(coco) + " --ground-truth --teacher x.pth");
+  EXPECT_NE(both.rc, 0);
+  EXPECT_NE(both.err.find("exactly one of"), std::string::npos) << both.err;
 }
 
 TEST_F(EvalCli, FreshStudentRunsEndToEndAndWritesValidResults) {
