@@ -60,8 +60,19 @@ double limb_affinity(const float* px, const float* py, int h, int w, float ax, f
       terms[t] = s;
     }
   }
-  if (ratio) *ratio = static_cast<double>(valid) / static_cast<double>(n);
-  return static_cast<double>(numpy_sum(terms)) / (static_cast<double>(valid) + 1e-6);
+  const double passing = static_cast<double>(valid) / static_cast<double>(n);
+  const double score = static_cast<double>(numpy_sum(terms)) / (static_cast<double>(valid) + 1e-6);
+  if (ratio) *ratio = passing;
+  const float short_limb = params.short_limb * params.cell;
+  if (norm < short_limb) {
+    // The ends (nearly) coincide: the PAF cannot confirm a direction. Accept the limb with the
+    // larger of its PAF score (when that passes) and a low score for closeness, so that limbs the
+    // PAF confirms are preferred.
+    const double close = static_cast<double>(0.1f * ((short_limb - norm) / short_limb));
+    if (ratio) *ratio = 1.0;
+    return score > 0 && passing > params.min_success_ratio ? std::max(score, close) : close;
+  }
+  return score;
 }
 
 std::vector<Peak> flatten_peaks(const std::vector<std::vector<Peak>>& peaks_by_type) {

@@ -2,6 +2,8 @@
 // system C compiler and run on known answers: the same peaks and people as posekd's C++ decoder
 // (coordinates within 1e-3 of a map cell), the same input bytes as posekd's sample preparation.
 #include <gtest/gtest.h>
+
+#include <fmt/format.h>
 #include <opencv2/imgcodecs.hpp>
 
 #include <cmath>
@@ -285,6 +287,26 @@ TEST(PoseC, DecoderMatchesTheCppDecoderOnSyntheticPeople) {
               accumulator_maps(heat, cfg.heat_final_scale, true, 0));
     EXPECT_EQ(people_text(decode_accumulators(heat8, paf4, shifted)), people_text(decode_accumulators(heat, paf, cfg)));
     EXPECT_GE(pc_compare(exe_shifted, dir, heat8, paf4, shifted, "output shifts -3, -2"), 1);
+    if (!HasFailure()) fs::remove_all(dir);
+  }
+}
+
+// Limbs shorter than half a map cell join without the PAF, on the chip as in eval: all 18
+// keypoint types peaking on one cell with no PAF at all make one person in both decoders (and none
+// with upstream's grouping, short_limb 0).
+TEST(PoseC, ShortLimbsJoinOnTheChipAsInEval) {
+  if (!pc_have_cc()) GTEST_SKIP() << "no system C compiler (cc)";
+  for (const float short_limb : {0.5f, 0.f}) {
+    const auto dir = posekd::testing::temp_dir("posec_short");
+    PoseCConfig cfg;
+    cfg.decode.grouping.short_limb = short_limb;
+    EXPECT_NE(pose_params_header(cfg).find("#define POSE_SHORT_LIMB"), std::string::npos);
+    write_pose_c(dir.string(), cfg, synthetic_image_int(), {});
+    const auto exe = pc_compile(dir);
+    auto heat = torch::zeros({19, 16, 16}, torch::kLong), paf = torch::zeros({38, 16, 16}, torch::kLong);
+    heat.slice(0, 0, 18).select(1, 6).select(1, 9).fill_(12000);  // every keypoint type at cell (9, 6)
+    const int people = pc_compare(exe, dir, heat, paf, cfg, fmt::format("short_limb {}", short_limb));
+    EXPECT_EQ(people, short_limb > 0 ? 1 : 0);
     if (!HasFailure()) fs::remove_all(dir);
   }
 }

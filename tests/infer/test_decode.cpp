@@ -109,6 +109,71 @@ TEST(Grouping, LimbAffinityOnUniformFields) {
   EXPECT_NEAR(s, 5.0 / (5 + 1e-6), 1e-6);
 }
 
+// Limbs shorter than short_limb map cells are accepted without the PAF (closest first); with 0,
+// upstream's test: a zero or tiny limb vector projects to 0 on any field and fails.
+TEST(Grouping, ShortLimbsAreJoinedWithoutThePaf) {
+  const int h = 16, w = 16;
+  std::vector<float> px(h * w, 0.f), py(h * w, 0.f);
+  GroupParams g;  // short_limb 0.5 cells
+  g.cell = 4.f;   // coordinates in 4x upsampled pixels: shorter than 2 pixels
+  double ratio = 0;
+  // no PAF at all: the closeness score 0.1 (L - length) / L, in float
+  EXPECT_DOUBLE_EQ(limb_affinity(px.data(), py.data(), h, w, 5, 5, 5, 5, &ratio, g), 0.1f);  // same pixel
+  EXPECT_DOUBLE_EQ(ratio, 1.0);
+  EXPECT_DOUBLE_EQ(limb_affinity(px.data(), py.data(), h, w, 5, 5, 6, 5, &ratio, g), 0.1f * 0.5f);  // (2 - 1) / 2
+  // a PAF along the short limb that passes: its own score wins over closeness
+  std::vector<float> ones(h * w, 1.f);
+  EXPECT_NEAR(limb_affinity(ones.data(), py.data(), h, w, 5, 5, 6, 5, &ratio, g), 1.0, 1e-5);
+  EXPECT_DOUBLE_EQ(ratio, 1.0);
+  ratio = -1;
+  EXPECT_DOUBLE_EQ(limb_affinity(px.data(), py.data(), h, w, 5, 5, 7, 5, &ratio, g), 0.0);  // 2 pixels: the PAF
+  EXPECT_DOUBLE_EQ(ratio, 0.0);
+  GroupParams upstream;
+  upstream.short_limb = 0.f;
+  EXPECT_DOUBLE_EQ(limb_affinity(px.data(), py.data(), h, w, 5, 5, 5, 5, &ratio, upstream), 0.0);
+  EXPECT_DOUBLE_EQ(ratio, 0.0);
+
+  // A person seen from the side: both shoulders on the neck's cell, both ears on the eyes' cell, the
+  // rest joined by PAFs along its limbs. With short limbs it keeps its shoulders, arms and ears.
+  std::vector<std::vector<Peak>> peaks(18);
+  const int xy[18][2] = {{8, 2},  {8, 4},  {8, 4}, {8, 7},  {8, 10}, {8, 4}, {8, 7}, {8, 10}, {7, 9},
+                         {7, 12}, {7, 15}, {9, 9}, {9, 12}, {9, 15}, {8, 1}, {8, 1}, {8, 1},  {8, 1}};
+  for (int k = 0; k < 18; ++k) peaks[k].push_back({xy[k][0], xy[k][1], 0.9f, k});
+  std::vector<float> paf(38 * h * w, 0.f);
+  for (int part = 0; part < 19; ++part) {  // the unit vector of each limb of this person, everywhere
+    const auto& l = posekd::skeleton::kGroupLimbs[part];
+    const float dx = static_cast<float>(xy[l.b][0] - xy[l.a][0]), dy = static_cast<float>(xy[l.b][1] - xy[l.a][1]);
+    const float n = std::sqrt(dx * dx + dy * dy);
+    if (n == 0.f) continue;
+    const auto& ch = posekd::skeleton::kGroupPafChannels[part];
+    for (int i = 0; i < h * w; ++i) {
+      paf[ch[0] * h * w + i] = dx / n;
+      paf[ch[1] * h * w + i] = dy / n;
+    }
+  }
+  GroupParams cells;  // coordinates in map cells
+  const auto joined = group_keypoints(peaks, paf.data(), h, w, cells);
+  ASSERT_EQ(joined.size(), 1u);
+  int with_n = 0;
+  for (int k = 0; k < 18; ++k) with_n += joined[0].kpt[k] >= 0;
+  EXPECT_EQ(with_n, 18);
+  // upstream splits the person: the neck's pose without shoulders, arms and ears, and each arm
+  // (shoulder, elbow, wrist) as a pose of its own
+  const auto without = group_keypoints(peaks, paf.data(), h, w, upstream);
+  ASSERT_EQ(without.size(), 3u);
+  int body = 0;
+  for (const auto& e : without)
+    if (e.kpt[1] >= 0) {
+      ++body;
+      for (int k : {2, 3, 4, 5, 6, 7, 16, 17}) EXPECT_LT(e.kpt[k], 0) << k;
+      for (int k : {0, 8, 9, 10, 11, 12, 13, 14, 15}) EXPECT_GE(e.kpt[k], 0) << k;
+    } else {
+      EXPECT_TRUE((e.kpt[2] >= 0 && e.kpt[3] >= 0 && e.kpt[4] >= 0) ||
+                  (e.kpt[5] >= 0 && e.kpt[6] >= 0 && e.kpt[7] >= 0));
+    }
+  EXPECT_EQ(body, 1);
+}
+
 // Peaks lists for the 18 types with ids in concatenation order.
 std::vector<std::vector<Peak>> make_peaks(const std::vector<std::vector<std::array<int, 2>>>& xy, float score = 0.9f) {
   std::vector<std::vector<Peak>> out(18);

@@ -470,6 +470,10 @@ static int pose_affinity(const int32_t* px, const int32_t* py, const pose_peak_t
   const float norm = sqrtf(vx * vx + vy * vy);
   const float ux = vx / (norm + 1e-6f), uy = vy / (norm + 1e-6f);
   const float big = pose_round_big;
+  const float short_limb = POSE_SHORT_LIMB;
+  /* ends closer than POSE_SHORT_LIMB: accepted with at least this score (infer::GroupParams) */
+  const int is_short = norm < short_limb;
+  const double close = is_short ? (double)(0.1f * ((short_limb - norm) / short_limb)) : 0.0;
   int i, n = 0, fails = 0;
 #if POSE_F > 1
   const float uxs = ux * POSE_PAF_UNIT, uys = uy * POSE_PAF_UNIT;
@@ -516,16 +520,23 @@ static int pose_affinity(const int32_t* px, const int32_t* py, const pose_peak_t
       terms[t] = s;
     } else {
       terms[t] = 0.f;
-      /* too many failed samples already: the limb cannot pass (the result is not used) */
-      if (++fails > POSE_POINTS_PER_LIMB - POSE_MIN_VALID_SAMPLES) return 0;
+      /* too many failed samples already: the PAF test cannot pass */
+      if (++fails > POSE_POINTS_PER_LIMB - POSE_MIN_VALID_SAMPLES) {
+        *score = close;
+        return is_short;
+      }
     }
   }
   {
     /* the mean is positive exactly when the float sum is (the divisor is >= 1e-6, the quotient of
      * a positive float by it a normal double): no double comparison needed */
     const float sum = pose_numpy_sum(terms, POSE_POINTS_PER_LIMB);
-    if (!(sum > 0.f) || n < POSE_MIN_VALID_SAMPLES) return 0;
+    if (!(sum > 0.f) || n < POSE_MIN_VALID_SAMPLES) {
+      *score = close;
+      return is_short;
+    }
     *score = pose_div(sum, n);
+    if (is_short && close > *score) *score = close;
     return 1;
   }
 }
