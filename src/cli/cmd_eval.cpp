@@ -35,6 +35,7 @@ struct Opts {
   bool int8 = false, quiet = false, errors = false, ground_truth = false;
   int64_t subset = 0;
   int threads = 0, batch_size = 8;
+  float short_limb = posekd::infer::GroupParams{}.short_limb;
 };
 
 // The 10-line block, then (--errors) where the AP is lost.
@@ -122,6 +123,7 @@ int run(const Opts& o) {
     }
   }
   cfg.batch_size = o.batch_size;
+  cfg.grouping.short_limb = o.short_limb;
   const auto t0 = std::chrono::steady_clock::now();
   if (!o.quiet) {
     cfg.progress = [t0](int64_t done, int64_t total) {
@@ -178,6 +180,10 @@ posekd::cli::Registration reg(
                      "float inference arithmetic: auto (bf16 where the CPU has bf16 units), fp32 or bf16; "
                      "--int8 is always exact")
           ->capture_default_str();
+      app.add_option("--short-limb", o->short_limb,
+                     "limbs shorter than this many map cells join without the PAF test (0 = upstream's grouping)")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 4.0));
       app.add_flag("--errors", o->errors,
                    "also print where the AP is lost: people matched, keypoints missing, median keypoint error, "
                    "left/right swaps");

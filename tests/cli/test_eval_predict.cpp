@@ -166,6 +166,13 @@ TEST_F(EvalCli, GroundTruthMapsGiveTheCeiling) {
   EXPECT_GT(st[0], 0.3) << r.out;
   EXPECT_NE(r.out.find("errors: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("people matched"), std::string::npos) << r.out;
+  // --short-limb 0: upstream's grouping, as the library computes it
+  cfg.grouping.short_limb = 0.f;
+  const auto upstream = posekd::infer::evaluate_model(gt, posekd::infer::ground_truth_predictor(gt, cfg), cfg);
+  auto r0 = run_cli("eval " + data_args(coco) + " --ground-truth --short-limb 0");
+  ASSERT_EQ(r0.rc, 0) << r0.err;
+  ASSERT_EQ(summary_stats(r0.out).size(), 10u) << r0.out;
+  EXPECT_NEAR(summary_stats(r0.out)[0], upstream.stats[0], 5e-4) << r0.out;
   auto both = run_cli("eval " + data_args(coco) + " --ground-truth --teacher x.pth");
   EXPECT_NE(both.rc, 0);
   EXPECT_NE(both.err.find("exactly one of"), std::string::npos) << both.err;
