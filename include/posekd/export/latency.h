@@ -45,7 +45,7 @@ std::string format_latency(const NetworkLatency& lat);
 // instructions `make firmware-test` counts for a 4-person frame (QEMU, -icount) times the Cortex-M4F
 // cycles per instruction of the executed mix (each instruction at its TRM timing, no overlap of
 // loads: a conservative 1.75), at 100 MHz.
-inline constexpr long kDecodeInstructions4People = 262720;
+inline constexpr long kDecodeInstructions4People = 264560;
 inline constexpr double kDecodeCyclesPerInstruction = 1.75;
 std::string format_decode_estimate();
 
