@@ -110,8 +110,8 @@ std::vector<Pose> decode(const float* heat, const float* paf, int h, int w, cons
   auto peaks = F > 1 ? extract_all_keypoints(heat, sk::kNumKeypoints, h, w, p.peaks)
                      : extract_all_keypoints(hm.data(), sk::kNumKeypoints, H, W, p.peaks);
   if (F > 1) refine_peaks_local(peaks, hm.data(), H, W, F);
-  GroupParams gp = p.grouping;
-  gp.cell = static_cast<float>(U);
+  GroupParams gp = p.grouping;  // short_limb: map cells -> grouping pixels
+  gp.short_limb *= static_cast<float>(U);
   const auto entries = group_keypoints(peaks, pf.data(), H, W, gp);
   const auto all = flatten_peaks(peaks);
   DecodeParams q = p;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <set>
 
 namespace posekd::infer {
 namespace sk = posekd::skeleton;
@@ -42,7 +43,7 @@ KeypointErrorBreakdown keypoint_error_breakdown(const data::CocoDataset& gt, con
   std::vector<size_t> order(dts.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return dts[a].score > dts[b].score; });
-  std::map<const data::CocoPerson*, bool> taken;
+  std::set<const data::CocoPerson*> taken;
   std::vector<double> err_px, err_rel;
   double oks_sum = 0;
   for (size_t i : order) {
@@ -52,12 +53,12 @@ KeypointErrorBreakdown keypoint_error_breakdown(const data::CocoDataset& gt, con
     const data::CocoPerson* best = nullptr;
     double best_oks = min_oks;
     for (const auto& p : it->second->persons) {
-      if (p.num_keypoints <= 0 || taken[&p]) continue;
+      if (p.num_keypoints <= 0 || taken.count(&p)) continue;
       const double o = compute_oks(p, d.keypoints);
       if (o >= best_oks) best_oks = o, best = &p;
     }
     if (best == nullptr) continue;
-    taken[best] = true;
+    taken.insert(best);
     ++r.matched;
     oks_sum += best_oks;
     if (compute_oks(*best, left_right_swapped(d.keypoints)) > best_oks) ++r.swapped;

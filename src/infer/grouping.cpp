@@ -63,7 +63,7 @@ double limb_affinity(const float* px, const float* py, int h, int w, float ax, f
   const double passing = static_cast<double>(valid) / static_cast<double>(n);
   const double score = static_cast<double>(numpy_sum(terms)) / (static_cast<double>(valid) + 1e-6);
   if (ratio) *ratio = passing;
-  const float short_limb = params.short_limb * params.cell;
+  const float short_limb = params.short_limb;
   if (norm < short_limb) {
     // The ends (nearly) coincide: the PAF cannot confirm a direction. Accept the limb with the
     // larger of its PAF score (when that passes) and a low score for closeness, so that limbs the

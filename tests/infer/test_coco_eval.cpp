@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "detections.h"
 #include "posekd/core/error.h"
 #include "posekd/infer/coco_eval.h"
 #include "posekd/infer/coco_results.h"
@@ -23,6 +24,7 @@ using namespace posekd::infer;
 using posekd::data::CocoDataset;
 using posekd::data::CocoImage;
 using posekd::data::CocoPerson;
+using posekd::testing::as_detection;
 
 // A person whose 17 keypoints are labeled on a small grid around (x, y), spread `s` pixels.
 CocoPerson make_person(int64_t id, double x, double y, double s, float area, int labeled = 17) {
@@ -38,20 +40,6 @@ CocoPerson make_person(int64_t id, double x, double y, double s, float area, int
   p.bbox = {static_cast<float>(x), static_cast<float>(y), static_cast<float>(3 * s), static_cast<float>(4 * s)};
   p.area = area;
   return p;
-}
-
-Detection as_detection(int64_t image, const CocoPerson& p, float score, double dx = 0, double dy = 0) {
-  Detection d;
-  d.image_id = image;
-  d.score = score;
-  for (int k = 0; k < 17; ++k) {
-    if (p.keypoints[3 * k + 2] > 0) {
-      d.keypoints[3 * k] = static_cast<float>(p.keypoints[3 * k] + dx);
-      d.keypoints[3 * k + 1] = static_cast<float>(p.keypoints[3 * k + 1] + dy);
-      d.keypoints[3 * k + 2] = 1;
-    }
-  }
-  return d;
 }
 
 CocoDataset one_image(std::vector<CocoPerson> persons, std::vector<CocoPerson> crowds = {}, int64_t id = 1) {

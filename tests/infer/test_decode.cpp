@@ -114,8 +114,8 @@ TEST(Grouping, LimbAffinityOnUniformFields) {
 TEST(Grouping, ShortLimbsAreJoinedWithoutThePaf) {
   const int h = 16, w = 16;
   std::vector<float> px(h * w, 0.f), py(h * w, 0.f);
-  GroupParams g;  // short_limb 0.5 cells
-  g.cell = 4.f;   // coordinates in 4x upsampled pixels: shorter than 2 pixels
+  GroupParams g;
+  g.short_limb = 2.f;  // half a cell in 4x upsampled pixels, as decode() hands it over
   double ratio = 0;
   // no PAF at all: the closeness score 0.1 (L - length) / L, in float
   EXPECT_DOUBLE_EQ(limb_affinity(px.data(), py.data(), h, w, 5, 5, 5, 5, &ratio, g), 0.1f);  // same pixel
@@ -151,7 +151,7 @@ TEST(Grouping, ShortLimbsAreJoinedWithoutThePaf) {
       paf[ch[1] * h * w + i] = dy / n;
     }
   }
-  GroupParams cells;  // coordinates in map cells
+  GroupParams cells;  // coordinates in map cells: short_limb 0.5
   const auto joined = group_keypoints(peaks, paf.data(), h, w, cells);
   ASSERT_EQ(joined.size(), 1u);
   int with_n = 0;

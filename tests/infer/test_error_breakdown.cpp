@@ -3,12 +3,14 @@
 
 #include <cmath>
 
+#include "detections.h"
 #include "posekd/infer/error_breakdown.h"
 
 namespace {
 
 using posekd::data::CocoPerson;
 using posekd::infer::Detection;
+using posekd::testing::as_detection;
 
 // A person whose left keypoints sit w px left of (cx, cy + 4 k) and right ones w px right; the
 // nose on the centre line. All 17 labelled (v = 2) unless `labelled` says fewer (the first ones).
@@ -25,18 +27,6 @@ CocoPerson person(float cx, float cy, float w, float area, int labelled = 17) {
   }
   p.num_keypoints = labelled;
   return p;
-}
-
-Detection detect(int64_t image, const CocoPerson& p, float score, float dx = 0, float dy = 0) {
-  Detection d;
-  d.image_id = image;
-  d.score = score;
-  for (int k = 0; k < 17; ++k) {
-    d.keypoints[3 * k] = p.keypoints[3 * k] + dx;
-    d.keypoints[3 * k + 1] = p.keypoints[3 * k + 1] + dy;
-    d.keypoints[3 * k + 2] = 1.f;
-  }
-  return d;
 }
 
 TEST(ErrorBreakdown, CountsMatchesMissingErrorsAndSwaps) {
@@ -56,16 +46,16 @@ TEST(ErrorBreakdown, CountsMatchesMissingErrorsAndSwaps) {
   gt.images = {im1, im2};
 
   std::vector<Detection> dts;
-  dts.push_back(detect(1, a, 0.9f));        // a exactly
-  dts.push_back(detect(1, a, 0.8f, 3, 4));  // a again: taken, and b is 100 px away -> unmatched
-  Detection dc = detect(2, c, 0.7f, 3, 4);  // c off by 5 px, keypoints 0-7 not found
+  dts.push_back(as_detection(1, a, 0.9f));        // a exactly
+  dts.push_back(as_detection(1, a, 0.8f, 3, 4));  // a again: taken, and b is 100 px away -> unmatched
+  Detection dc = as_detection(2, c, 0.7f, 3, 4);  // c off by 5 px, keypoints 0-7 not found
   for (int k = 0; k < 8; ++k) dc.keypoints[3 * k] = dc.keypoints[3 * k + 1] = dc.keypoints[3 * k + 2] = 0.f;
   dts.push_back(dc);
-  Detection dd = detect(2, d, 0.6f);  // d with left and right exchanged
+  Detection dd = as_detection(2, d, 0.6f);  // d with left and right exchanged
   for (int k = 1; k < 17; k += 2)
     for (int j = 0; j < 3; ++j) std::swap(dd.keypoints[3 * k + j], dd.keypoints[3 * (k + 1) + j]);
   dts.push_back(dd);
-  dts.push_back(detect(7, a, 1.0f));  // an image without annotations: not counted
+  dts.push_back(as_detection(7, a, 1.0f));  // an image without annotations: not counted
 
   const auto r = posekd::infer::keypoint_error_breakdown(gt, dts);
   EXPECT_EQ(r.people, 4);

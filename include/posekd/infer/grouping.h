@@ -21,13 +21,14 @@ struct GroupParams {
   double min_success_ratio = 0.8;  // fraction of passing samples must exceed this
   int min_count = 3;               // final filter: count >= min_count
   double min_mean_score = 0.2;     // final filter: score / count >= this
-  // A candidate limb whose two ends are closer than this many map cells (L) is accepted even when
-  // the PAF test fails (its direction is undefined: upstream's test fails on most limbs whose ends
-  // share a cell, e.g. the shoulders of a person seen from the side, a small person's eyes), with
-  // the larger of its PAF score (when that passes) and 0.1 (L - length) / L: the PAF-confirmed and
-  // then the closest ends first. 0 = upstream's grouping exactly.
+  // A candidate limb shorter than L = short_limb is accepted even when the PAF test fails (its
+  // direction is undefined: upstream's test fails on most limbs whose ends share a map cell, e.g.
+  // the shoulders of a person seen from the side, a small person's eyes), with the larger of its
+  // PAF score (when that passes) and 0.1 (L - length) / L: the PAF-confirmed and then the closest
+  // ends first. 0 = upstream's grouping exactly. In map cells as set by users (EvalConfig,
+  // DecodeParams); decode() hands limb_affinity / group_keypoints the length in the peaks' own
+  // coordinate units (times its upsampling factor).
   float short_limb = 0.5f;
-  float cell = 1.f;  // peak coordinate units per map cell (decode() sets its upsampling factor)
 };
 
 // Affinity of one candidate limb a->b on the PAF pair (px, py), both [h, w]: returns the mean
