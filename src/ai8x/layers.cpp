@@ -202,13 +202,18 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   // Mixed precision (PrecisionScope bf16): bf16 operands, fp32 accumulator and result. In the QAT
   // phase weights and activations sit on 8-bit grids, exact in bf16, so the result is the fp32 one
   // bit for bit. The simulate (integer) mode always stays fp32.
-  torch::Tensor y = !sim && compute_precision() == Precision::bf16
-                        ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding})
-                        : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
-  if (bn_) {
-    const bool sync = sync_bn_ != nullptr && bn_->is_training() && sync_bn_->world_size() > 1;
-    y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);
-  }
+  // In the float phase a BatchNorm layer's result is rounded to bf16 (as PyTorch's autocast does):
+  // BatchNorm runs on it with fp32 parameters, statistics and accumulators (LibTorch's mixed-type
+  // kernel), the activation follows in bf16, and the next convolution takes it as it is. That
+  // halves the memory traffic of the element-wise steps, the float phase's largest cost after the
+  // convolutions. Not while calibrating (the recorded statistics stay fp32) nor with SyncBN.
+  const bool bf16 = !sim && compute_precision() == Precision::bf16;
+  const bool sync = bn_ && sync_bn_ != nullptr && bn_->is_training() && sync_bn_->world_size() > 1;
+  const bool bf16_out = bf16 && bn_ && !spec_.wide && !qa && !calibrating_ && !sync;
+  torch::Tensor y =
+      bf16 ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding}, {1, 1}, 1, bf16_out)
+           : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
+  if (bn_) y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);
 
   const double out_scale = std::ldexp(1.0, static_cast<int>(fs));
   if (sim) {
@@ -225,8 +230,10 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   } else if (qa) {
     const double lo = ca ? (spec_.wide ? -kWideClamp : kActLo) : -std::numeric_limits<double>::infinity();
     const double hi = ca ? (spec_.wide ? kWideClamp : kActHi) : std::numeric_limits<double>::infinity();
+    // Under bf16 a non-wide, clamped layer's 8-bit result is handed on as bf16 (exact; no cast in the next
+    // convolution). The wide heads stay fp32.
     y = quantize_clamp_ste(y, spec_.wide ? 1.0 : std::ldexp(1.0, static_cast<int>(eff)), spec_.wide ? kWideBits : 8, lo,
-                           hi, spec_.relu, out_scale);
+                           hi, spec_.relu, out_scale, bf16 && ca && !spec_.wide && !calibrating_);
   } else {
     if (!spec_.wide && eff != 0) y = y * std::ldexp(1.0, static_cast<int>(eff));
     if (spec_.relu) y = torch::relu(y);

@@ -1,11 +1,14 @@
 #include "posekd/ai8x/quantizers.h"
 
+#include "posekd/core/error.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -55,8 +58,25 @@ inline float floor_exact(float t) {
   return std::fabs(t) < big ? f : t;
 }
 
-void quant_clamp_scalar(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul,
-                        float lo, float hi, bool relu, float out_scale) {
+// bf16 as its 16 bits: the upper half of the float. The quantizer's results lie on the 8-bit grid
+// (times powers of two), exact in bf16, so dropping the lower half is exact for them (and keeps NaN).
+inline void store(float v, float* y) { *y = v; }
+inline void store(float v, std::uint16_t* y) {
+  std::uint32_t b;
+  std::memcpy(&b, &v, 4);
+  *y = static_cast<std::uint16_t>(b >> 16);
+}
+inline float load(const float* g) { return *g; }
+inline float load(const std::uint16_t* g) {
+  const std::uint32_t b = static_cast<std::uint32_t>(*g) << 16;
+  float v;
+  std::memcpy(&v, &b, 4);
+  return v;
+}
+
+template <class Out>
+void quant_clamp_scalar(const float* x, Out* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul, float lo,
+                        float hi, bool relu, float out_scale) {
   const float inv = 1.0f / mul;  // exact: mul is a power of two
   for (std::int64_t i = 0; i < n; ++i) {
     float v = x[i] * in_scale;
@@ -73,13 +93,14 @@ void quant_clamp_scalar(const float* x, float* y, std::uint8_t* mask, std::int64
       q = hi;
       pass = false;
     }
-    y[i] = q * out_scale;
+    store(q * out_scale, y + i);
     mask[i] = pass;
   }
 }
 
-void masked_scale_scalar(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = mask[i] ? g[i] * s : 0.0f;
+template <class In>
+void masked_scale_scalar(const In* g, const std::uint8_t* mask, float* out, std::int64_t n, float s) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = mask[i] ? load(g + i) * s : 0.0f;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -97,7 +118,20 @@ struct ByteMaskTable {
 };
 const ByteMaskTable kByteMask;
 
-__attribute__((target("avx2"))) void quant_clamp_avx2(const float* x, float* y, std::uint8_t* mask, std::int64_t n,
+__attribute__((target("avx2"))) inline void store8(__m256 v, float* y) { _mm256_storeu_ps(y, v); }
+__attribute__((target("avx2"))) inline void store8(__m256 v, std::uint16_t* y) {  // upper halves (see store)
+  const __m256i b = _mm256_srli_epi32(_mm256_castps_si256(v), 16);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(y),
+                   _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+}
+__attribute__((target("avx2"))) inline __m256 load8(const float* g) { return _mm256_loadu_ps(g); }
+__attribute__((target("avx2"))) inline __m256 load8(const std::uint16_t* g) {
+  const __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+}
+
+template <class Out>
+__attribute__((target("avx2"))) void quant_clamp_avx2(const float* x, Out* y, std::uint8_t* mask, std::int64_t n,
                                                       float in_scale, float mul, float lo, float hi, bool relu,
                                                       float out_scale) {
   const __m256 vin = _mm256_set1_ps(in_scale), vmul = _mm256_set1_ps(mul), vhalf = _mm256_set1_ps(0.5f);
@@ -116,14 +150,15 @@ __attribute__((target("avx2"))) void quant_clamp_avx2(const float* x, float* y, 
     const __m256 below = _mm256_cmp_ps(q, vlo, _CMP_LT_OQ), above = _mm256_cmp_ps(q, vhi, _CMP_GT_OQ);
     q = _mm256_blendv_ps(q, vlo, below);
     q = _mm256_blendv_ps(q, vhi, above);
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(q, vout));
+    store8(_mm256_mul_ps(q, vout), y + i);
     const int bits = _mm256_movemask_ps(_mm256_andnot_ps(_mm256_or_ps(below, above), pass));
     std::memcpy(mask + i, &kByteMask.v[bits], 8);
   }
   quant_clamp_scalar(x + i, y + i, mask + i, n - i, in_scale, mul, lo, hi, relu, out_scale);
 }
 
-__attribute__((target("avx2"))) void masked_scale_avx2(const float* g, const std::uint8_t* mask, float* out,
+template <class In>
+__attribute__((target("avx2"))) void masked_scale_avx2(const In* g, const std::uint8_t* mask, float* out,
                                                        std::int64_t n, float s) {
   const __m256 vs = _mm256_set1_ps(s);
   const __m256i zero = _mm256_setzero_si256();
@@ -131,7 +166,7 @@ __attribute__((target("avx2"))) void masked_scale_avx2(const float* g, const std
   for (; i + 8 <= n; i += 8) {
     const __m256i m32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + i)));
     const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(m32, zero));
-    _mm256_storeu_ps(out + i, _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(g + i), vs), keep));
+    _mm256_storeu_ps(out + i, _mm256_and_ps(_mm256_mul_ps(load8(g + i), vs), keep));
   }
   masked_scale_scalar(g + i, mask + i, out + i, n - i, s);
 }
@@ -153,8 +188,10 @@ bool quant_kernels_vectorised() {
 #endif
 }
 
-void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul,
-                        float lo, float hi, bool relu, float out_scale, bool vectorised) {
+namespace {
+template <class Out>
+void quant_clamp_any(const float* x, Out* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul, float lo,
+                     float hi, bool relu, float out_scale, bool vectorised) {
   at::parallel_for(0, n, 32768, [&](std::int64_t b, std::int64_t e) {
 #ifdef POSEKD_QUANT_AVX2
     if (vectorised && cpu_has_avx2())
@@ -165,8 +202,8 @@ void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64
   });
 }
 
-void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s,
-                         bool vectorised) {
+template <class In>
+void masked_scale_any(const In* g, const std::uint8_t* mask, float* out, std::int64_t n, float s, bool vectorised) {
   at::parallel_for(0, n, 32768, [&](std::int64_t b, std::int64_t e) {
 #ifdef POSEKD_QUANT_AVX2
     if (vectorised && cpu_has_avx2()) return masked_scale_avx2(g + b, mask + b, out + b, e - b, s);
@@ -174,6 +211,24 @@ void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, s
     (void)vectorised;
     masked_scale_scalar(g + b, mask + b, out + b, e - b, s);
   });
+}
+}  // namespace
+
+void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul,
+                        float lo, float hi, bool relu, float out_scale, bool vectorised) {
+  quant_clamp_any(x, y, mask, n, in_scale, mul, lo, hi, relu, out_scale, vectorised);
+}
+void quant_clamp_kernel(const float* x, std::uint16_t* y_bf16, std::uint8_t* mask, std::int64_t n, float in_scale,
+                        float mul, float lo, float hi, bool relu, float out_scale, bool vectorised) {
+  quant_clamp_any(x, y_bf16, mask, n, in_scale, mul, lo, hi, relu, out_scale, vectorised);
+}
+void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s,
+                         bool vectorised) {
+  masked_scale_any(g, mask, out, n, s, vectorised);
+}
+void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, float* out, std::int64_t n, float s,
+                         bool vectorised) {
+  masked_scale_any(g_bf16, mask, out, n, s, vectorised);
 }
 }  // namespace kernels
 
@@ -188,7 +243,7 @@ at::MemoryFormat dense_format(const torch::Tensor& t) {
 
 struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, double in_scale,
-                               int64_t bits, double lo, double hi, bool relu, double out_scale) {
+                               int64_t bits, double lo, double hi, bool relu, double out_scale, bool bf16_out) {
     // Custom autograd forwards are not recorded by the profiler on their own: name this one.
     RECORD_FUNCTION("posekd::quantize_clamp", std::vector<c10::IValue>({x}));
     const double mul = std::ldexp(1.0, static_cast<int>(bits) - 1);
@@ -197,12 +252,16 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
       // Element-wise: work on the storage in the input's own layout (the student's activations are
       // channels-last, model/student.cpp), with y and the mask in the same layout.
       auto xc = x.contiguous(dense_format(x));
-      y = torch::empty_like(xc);
+      y = torch::empty_like(xc, xc.options().dtype(bf16_out ? torch::kBFloat16 : torch::kFloat));
       mask = torch::empty_like(xc, xc.options().dtype(torch::kBool));
-      kernels::quant_clamp_kernel(xc.data_ptr<float>(), y.data_ptr<float>(),
-                                  reinterpret_cast<std::uint8_t*>(mask.data_ptr<bool>()), xc.numel(),
-                                  static_cast<float>(in_scale), static_cast<float>(mul), static_cast<float>(lo),
-                                  static_cast<float>(hi), relu, static_cast<float>(out_scale), true);
+      auto* mp = reinterpret_cast<std::uint8_t*>(mask.data_ptr<bool>());
+      const auto f = [](double v) { return static_cast<float>(v); };
+      if (bf16_out)
+        kernels::quant_clamp_kernel(xc.data_ptr<float>(), reinterpret_cast<std::uint16_t*>(y.data_ptr()), mp,
+                                    xc.numel(), f(in_scale), f(mul), f(lo), f(hi), relu, f(out_scale), true);
+      else
+        kernels::quant_clamp_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), mp, xc.numel(), f(in_scale), f(mul),
+                                    f(lo), f(hi), relu, f(out_scale), true);
     } else {
       auto v = x * in_scale;
       torch::Tensor pass;
@@ -214,9 +273,11 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
       auto inside = q.ge(lo).logical_and(q.le(hi));
       mask = relu ? pass.logical_and(inside) : inside;
       y = q.clamp(lo, hi).mul(out_scale);
+      if (bf16_out) y = y.to(torch::kBFloat16);
     }
     ctx->save_for_backward({mask});
     ctx->saved_data["s"] = in_scale * out_scale;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
     return y;
   }
 
@@ -224,30 +285,45 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
                                                  torch::autograd::variable_list grad) {
     auto mask = ctx->get_saved_variables()[0];
     const double s = ctx->saved_data["s"].toDouble();
+    const auto in_type = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
     auto g = grad[0];
     torch::Tensor gx;
-    auto gc = g.device().is_cpu() && g.scalar_type() == torch::kFloat ? g.contiguous(dense_format(mask)) : g;
-    if (g.device().is_cpu() && g.scalar_type() == torch::kFloat && gc.strides() == mask.strides() &&
-        (mask.is_contiguous() || mask.is_contiguous(at::MemoryFormat::ChannelsLast))) {
-      gx = torch::empty_like(gc);
-      const float* gp = gc.data_ptr<float>();
+    const bool fast = g.device().is_cpu() && in_type == torch::kFloat &&
+                      (g.scalar_type() == torch::kFloat || g.scalar_type() == torch::kBFloat16) &&
+                      (mask.is_contiguous() || mask.is_contiguous(at::MemoryFormat::ChannelsLast));
+    auto gc = fast ? g.contiguous(dense_format(mask)) : g;
+    if (fast && gc.strides() == mask.strides()) {
+      gx = torch::empty_like(gc, gc.options().dtype(torch::kFloat));
       const auto* mp = reinterpret_cast<const std::uint8_t*>(mask.data_ptr<bool>());
       float* op = gx.data_ptr<float>();
       const float sf = static_cast<float>(s);
-      kernels::masked_scale_kernel(gp, mp, op, gc.numel(), sf, true);
+      if (gc.scalar_type() == torch::kBFloat16)
+        kernels::masked_scale_kernel(reinterpret_cast<const std::uint16_t*>(gc.data_ptr()), mp, op, gc.numel(), sf,
+                                     true);
+      else
+        kernels::masked_scale_kernel(gc.data_ptr<float>(), mp, op, gc.numel(), sf, true);
     } else {
       auto zero = torch::zeros({}, g.options());
       gx = s == 1.0 ? torch::where(mask, g, zero) : torch::where(mask, g * s, zero);
     }
-    return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gx,
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
 }  // namespace
 
 torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo, double hi, bool relu,
-                                 double out_scale) {
-  return QuantClampFn::apply(x, in_scale, static_cast<int64_t>(bits), lo, hi, relu, out_scale);
+                                 double out_scale, bool bf16_out) {
+  if (bf16_out && bits > 8)
+    throw Error("quantize_clamp_ste: a bf16 result is exact only for at most 8 bits, not " + std::to_string(bits));
+  return QuantClampFn::apply(x, in_scale, static_cast<int64_t>(bits), lo, hi, relu, out_scale, bf16_out);
 }
 
 torch::Tensor ersatz_quantile(const torch::Tensor& x, double q) {

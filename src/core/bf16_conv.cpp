@@ -35,6 +35,7 @@ dnnl::engine& dnnl_cpu_engine() {
 struct ConvPrim {
   dnnl::memory::dims xs, ws, ys, stride, dil, pad_l, pad_r;  // oneDNN dims (weights: goihw if grouped)
   bool bias = false;
+  bool x_bf16 = false, y_bf16 = false;         // the input (and so its gradient) / the result in bf16, else fp32
   dnnl::memory::desc user_w_bf16, user_w_f32;  // the weights as LibTorch holds them (oihw / goihw)
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
@@ -50,7 +51,7 @@ struct ConvPrim {
 };
 
 using ConvKey = std::tuple<std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>, std::vector<int64_t>,
-                           std::vector<int64_t>, int64_t, bool>;
+                           std::vector<int64_t>, int64_t, bool, bool, bool>;
 
 std::vector<int64_t> conv_out_sizes(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
                                     const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
@@ -63,10 +64,11 @@ std::vector<int64_t> conv_out_sizes(const std::vector<int64_t>& xs, const std::v
 
 std::shared_ptr<ConvPrim> conv_prim(const std::vector<int64_t>& xs, const std::vector<int64_t>& ws,
                                     const std::vector<int64_t>& stride, const std::vector<int64_t>& padding,
-                                    const std::vector<int64_t>& dilation, int64_t groups, bool bias) {
+                                    const std::vector<int64_t>& dilation, int64_t groups, bool bias, bool x_bf16,
+                                    bool y_bf16) {
   static std::mutex mu;
   static std::map<ConvKey, std::shared_ptr<ConvPrim>> cache;
-  ConvKey key{xs, ws, stride, padding, dilation, groups, bias};
+  ConvKey key{xs, ws, stride, padding, dilation, groups, bias, x_bf16, y_bf16};
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -85,11 +87,13 @@ std::shared_ptr<ConvPrim> conv_prim(const std::vector<int64_t>& xs, const std::v
   for (int i = 0; i < 2; ++i)  // what LibTorch's floor division implies on the far side
     p->pad_r[i] = (ys[2 + i] - 1) * stride[i] + (ws[2 + i] - 1) * dilation[i] + 1 - xs[2 + i] - padding[i];
   p->bias = bias;
+  p->x_bf16 = x_bf16;
+  p->y_bf16 = y_bf16;
   const tag wtag = groups == 1 ? tag::oihw : tag::goihw;
   p->user_w_bf16 = dnnl::memory::desc(p->ws, dt::bf16, wtag);
   p->user_w_f32 = dnnl::memory::desc(p->ws, dt::f32, wtag);
   dnnl::memory::desc src_md(p->xs, dt::bf16, tag::nhwc);
-  dnnl::memory::desc dst_md(p->ys, dt::f32, tag::nhwc);
+  dnnl::memory::desc dst_md(p->ys, y_bf16 ? dt::bf16 : dt::f32, tag::nhwc);
   dnnl::memory::desc w_any(p->ws, dt::bf16, tag::any);
   dnnl::memory::desc b_md = bias ? dnnl::memory::desc({ws[0]}, dt::f32, tag::a) : dnnl::memory::desc();
   dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md,
@@ -138,14 +142,14 @@ PD fastest_impl(PD pd, const std::function<std::unordered_map<int, dnnl::memory>
   return cands[best];
 }
 
-// Backward primitives: fp32 input gradient from bf16 output gradient and weights; fp32 weight (and
-// bias) gradients from bf16 input and output gradient. Same layouts as the forward.
+// Backward primitives: input gradient (fp32, or bf16 for a bf16 input) from bf16 output gradient and weights; fp32
+// weight (and bias) gradients from bf16 input and output gradient. Same layouts as the forward.
 void make_backward(ConvPrim& p) {
   std::call_once(p.bwd_once, [&p] {
     auto& eng = dnnl_cpu_engine();
     dnnl::memory::desc w_any(p.ws, dt::bf16, tag::any);
     dnnl::convolution_backward_data::desc dd(
-        dnnl::algorithm::convolution_direct, dnnl::memory::desc(p.xs, dt::f32, tag::nhwc), w_any,
+        dnnl::algorithm::convolution_direct, dnnl::memory::desc(p.xs, p.x_bf16 ? dt::bf16 : dt::f32, tag::nhwc), w_any,
         dnnl::memory::desc(p.ys, dt::bf16, tag::nhwc), p.stride, p.dil, p.pad_l, p.pad_r);
     using BwdD = dnnl::convolution_backward_data::primitive_desc;
     using BwdW = dnnl::convolution_backward_weights::primitive_desc;
@@ -207,6 +211,7 @@ torch::Tensor wgrad_matmul(const torch::Tensor& x_bf, const torch::Tensor& g_bf,
 struct ConvArgs {
   std::vector<int64_t> stride, padding, dilation;
   int64_t groups;
+  bool bf16_out;
 };
 
 class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
@@ -219,8 +224,12 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
     auto x_bf = x.to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
     auto w_bf = w.to(torch::kBFloat16).contiguous();
     auto bf = has_b ? b.to(torch::kFloat).contiguous() : torch::Tensor();
-    auto p = conv_prim(x_bf.sizes().vec(), w_bf.sizes().vec(), a.stride, a.padding, a.dilation, a.groups, has_b);
-    auto y = torch::empty(p->ys, x.options().dtype(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+    const bool x_bf16 = x.scalar_type() == torch::kBFloat16;
+    auto p = conv_prim(x_bf.sizes().vec(), w_bf.sizes().vec(), a.stride, a.padding, a.dilation, a.groups, has_b, x_bf16,
+                       a.bf16_out);
+    auto y = torch::empty(
+        p->ys,
+        x.options().dtype(a.bf16_out ? torch::kBFloat16 : torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
     auto& eng = dnnl_cpu_engine();
     dnnl::stream s(eng);
     std::unordered_map<int, dnnl::memory> args{
@@ -237,7 +246,8 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
       ctx->saved_data["dilation"] = a.dilation;
       ctx->saved_data["groups"] = a.groups;
       ctx->saved_data["x_cl"] = cl;
-      ctx->saved_data["x_bf16"] = x.scalar_type() == torch::kBFloat16;
+      ctx->saved_data["x_bf16"] = x_bf16;
+      ctx->saved_data["y_bf16"] = a.bf16_out;
       ctx->saved_data["w_bf16"] = w.scalar_type() == torch::kBFloat16;
       ctx->saved_data["bias"] = has_b;
     }
@@ -254,15 +264,17 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
     const bool has_b = ctx->saved_data["bias"].toBool();
     auto p = conv_prim(x_bf.sizes().vec(), w_bf.sizes().vec(), ctx->saved_data["stride"].toIntVector(),
                        ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
-                       ctx->saved_data["groups"].toInt(), has_b);
+                       ctx->saved_data["groups"].toInt(), has_b, ctx->saved_data["x_bf16"].toBool(),
+                       ctx->saved_data["y_bf16"].toBool());
     make_backward(*p);
     auto g_bf = grads[0].to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
     auto& eng = dnnl_cpu_engine();
     dnnl::stream s(eng);
     torch::Tensor gx, gw, gb;
     if (ctx->needs_input_grad(0)) {
-      gx =
-          torch::empty(x_bf.sizes(), x_bf.options().dtype(torch::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+      gx = torch::empty(x_bf.sizes(), x_bf.options()
+                                          .dtype(p->x_bf16 ? torch::kBFloat16 : torch::kFloat)
+                                          .memory_format(at::MemoryFormat::ChannelsLast));
       p->bwd_d.execute(s,
                        {{DNNL_ARG_DIFF_DST, dnnl::memory(p->bwd_d_pd.diff_dst_desc(), eng, g_bf.data_ptr())},
                         {DNNL_ARG_WEIGHTS, as_wanted(p->bwd_d_pd.weights_desc(), p->user_w_bf16, w_bf.data_ptr(), s)},
@@ -316,10 +328,7 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
       onednn_wgrad();
     }
     s.wait();
-    if (gx.defined()) {
-      if (!cl) gx = gx.contiguous();
-      if (ctx->saved_data["x_bf16"].toBool()) gx = gx.to(torch::kBFloat16);
-    }
+    if (gx.defined() && !cl) gx = gx.contiguous();
     if (!want_w)
       gw = torch::Tensor();
     else if (ctx->saved_data["w_bf16"].toBool())
@@ -341,7 +350,8 @@ std::shared_ptr<InferPrim> infer_prim(const std::vector<int64_t>& xs, const std:
                                       const std::vector<int64_t>& dilation, int64_t groups, bool bias, FusedAct act) {
   static std::mutex mu;
   static std::map<std::pair<ConvKey, int>, std::shared_ptr<InferPrim>> cache;
-  auto key = std::make_pair(ConvKey{xs, ws, stride, padding, dilation, groups, bias}, static_cast<int>(act));
+  auto key =
+      std::make_pair(ConvKey{xs, ws, stride, padding, dilation, groups, bias, true, true}, static_cast<int>(act));
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
@@ -409,14 +419,14 @@ bool conv2d_bf16_supported() {
 
 torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
-                          int64_t groups) {
+                          int64_t groups, bool bf16_out) {
   if (x.dim() != 4 || w.dim() != 4) throw Error("conv2d_bf16: expected 4-D input and weight");
   if (!x.device().is_cpu()) throw Error("conv2d_bf16: CPU tensors only");
   if (x.size(1) != w.size(1) * groups || w.size(0) % groups != 0)
     throw Error("conv2d_bf16: input channels do not match the weight and groups");
   if (!conv2d_bf16_supported()) throw Error("conv2d_bf16: this CPU cannot run bf16 convolutions (no AVX-512)");
   return Bf16Conv2dFn::apply(x, w, b.defined() ? b : torch::empty({0}, x.options().dtype(torch::kFloat)),
-                             ConvArgs{std::move(stride), std::move(padding), std::move(dilation), groups});
+                             ConvArgs{std::move(stride), std::move(padding), std::move(dilation), groups, bf16_out});
 }
 
 }  // namespace posekd

@@ -46,7 +46,8 @@ StudentOutput Student::forward(const torch::Tensor& x) {
   torch::Tensor h = t, p = t;
   for (std::size_t k = 0; k < head_a_.size(); ++k, ++i) h = layers_[i]->forward(h);
   for (std::size_t k = 0; k < head_b_.size(); ++k, ++i) p = layers_[i]->forward(p);
-  return {h.contiguous(), p.contiguous()};
+  // The maps in fp32: under bf16 a head ending in a non-wide layer hands on bf16 (train/amp.h).
+  return {h.to(torch::kFloat).contiguous(), p.to(torch::kFloat).contiguous()};
 }
 
 StudentOutput Student::forward_maps(const torch::Tensor& x) {

@@ -91,6 +91,34 @@ TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
         ASSERT_TRUE(std::memcmp(&ga[i], &gb[i], 4) == 0 || (std::isnan(ga[i]) && std::isnan(gb[i]))) << i;
         if (!ma[i]) ASSERT_EQ(ga[i], 0.0f);
       }
+      // bf16 forms (8-bit grids with a finite clamp, as the QAT layers use them): the bf16 result is
+      // the float result exactly, and the gradient from bf16 bits is the float kernel's on their values.
+      if (c.bits > 8 || std::isinf(c.lo) || std::isinf(c.hi)) continue;
+      for (bool vec : {true, false}) {
+        std::vector<std::uint16_t> yh(len), gh(len);
+        std::vector<std::uint8_t> mh(len);
+        posekd::ai8x::kernels::quant_clamp_kernel(x, yh.data(), mh.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
+                                                  c.out_scale, vec);
+        std::vector<float> gr(len), gc(len), gd(len);
+        for (size_t i = 0; i < len; ++i) {
+          const std::uint32_t bits = static_cast<std::uint32_t>(yh[i]) << 16;
+          float back;
+          std::memcpy(&back, &bits, 4);
+          ASSERT_TRUE(std::memcmp(&back, &ya[i], 4) == 0 || (std::isnan(back) && std::isnan(ya[i])))
+              << "x=" << x[i] << " bf16 " << back << " vs " << ya[i];
+          ASSERT_EQ(mh[i], ma[i]);
+          std::uint32_t gbits;
+          std::memcpy(&gbits, &g[i], 4);
+          gh[i] = static_cast<std::uint16_t>(gbits >> 16);
+          gbits = static_cast<std::uint32_t>(gh[i]) << 16;
+          std::memcpy(&gr[i], &gbits, 4);
+        }
+        posekd::ai8x::kernels::masked_scale_kernel(gh.data(), ma.data(), gc.data(), len, c.in_scale * c.out_scale, vec);
+        posekd::ai8x::kernels::masked_scale_kernel(gr.data(), ma.data(), gd.data(), len, c.in_scale * c.out_scale,
+                                                   false);
+        for (size_t i = 0; i < len; ++i)
+          ASSERT_TRUE(std::memcmp(&gc[i], &gd[i], 4) == 0 || (std::isnan(gc[i]) && std::isnan(gd[i]))) << i;
+      }
     }
     // the formula on the finite values, with tensor operations
     auto xs = finite * c.in_scale;
@@ -130,6 +158,27 @@ TEST(Quantizers, FusedKernelKeepsChannelsLastAndAgreesWithNchw) {
   (yb * w).sum().backward();
   EXPECT_TRUE(a.grad().equal(b.grad()));
   EXPECT_GT(a.grad().abs().sum().item<float>(), 0.0f);
+}
+
+TEST(Quantizers, Bf16ResultHoldsTheGridExactly) {
+  // The QAT layers' bf16 hand-over (mixed precision): the same values as the fp32 result, in bf16,
+  // channels-last kept; a bf16 incoming gradient gives the fp32 gradient of its values.
+  auto x = (torch::randn({2, 6, 5, 4}) * 2).contiguous(at::MemoryFormat::ChannelsLast);
+  auto a = x.clone().requires_grad_(true), b = x.clone().requires_grad_(true);
+  auto ya = quantize_clamp_ste(a, 0.5, 8, kActLo, kActHi, true, 2.0);
+  auto yb = quantize_clamp_ste(b, 0.5, 8, kActLo, kActHi, true, 2.0, /*bf16_out=*/true);
+  EXPECT_EQ(yb.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(yb.is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(ya.equal(yb.to(torch::kFloat)));
+  EXPECT_GT(ya.abs().sum().item<float>(), 0.0f);
+  auto w = torch::randn({2, 6, 5, 4}).to(torch::kBFloat16);  // values exact in bf16 and in fp32
+  ya.backward(w.to(torch::kFloat));
+  yb.backward(w);
+  EXPECT_EQ(b.grad().scalar_type(), torch::kFloat);
+  EXPECT_TRUE(a.grad().equal(b.grad()));
+  EXPECT_GT(a.grad().abs().sum().item<float>(), 0.0f);
+  // wider grids do not fit bf16's 8 significant bits
+  EXPECT_THROW(quantize_clamp_ste(x, 1.0, 16, -1.0, 1.0, false, 1.0, true), std::exception);
 }
 
 TEST(Quantizers, OutputShiftAndQuantiles) {

@@ -122,6 +122,45 @@ TEST(Bf16Conv, GradientsMatchFp32Autograd) {
   unsetenv("POSEKD_BF16_WGRAD");
 }
 
+TEST(Bf16Conv, Bf16ResultAndBf16InputGradient) {
+  // bf16_out: the fp32-destination result rounded once to bf16; a bf16 input gets a bf16 gradient
+  // (the fp32 one rounded), the weight and bias gradients stay fp32 and unchanged.
+  if (skip_no_bf16()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
+  // Deterministic algorithms: oneDNN's first backward implementation, not the fastest of a timing
+  // (the two runs below use different primitives, which could time differently).
+  const bool det = at::globalContext().deterministicAlgorithms();
+  at::globalContext().setDeterministicAlgorithms(true, false);
+  torch::manual_seed(6);
+  for (const auto& g : kGeos) {
+    auto x0 = torch::randn({g.n, g.cin, g.h, g.w}).to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+    auto w0 = torch::randn({g.cout, g.cin / g.groups, g.k, g.k}) * 0.1;
+    auto b0 = g.bias ? torch::randn({g.cout}) : torch::Tensor();
+    auto run = [&](bool bf16_out) {
+      auto x = x0.clone().requires_grad_(true);
+      auto w = w0.clone().requires_grad_(true);
+      auto b = b0.defined() ? b0.clone().requires_grad_(true) : torch::Tensor();
+      auto y = conv2d_bf16(x, w, b, {g.stride, g.stride}, {g.pad, g.pad}, {g.dil, g.dil}, g.groups, bf16_out);
+      auto gy = torch::ones_like(y, y.options().dtype(torch::kFloat)).cumsum(1).remainder(5).sub(2);
+      (y.to(torch::kFloat) * gy).sum().backward();
+      return std::vector<torch::Tensor>{y, x.grad(), w.grad(), b.defined() ? b.grad() : torch::Tensor()};
+    };
+    auto f = run(false), h = run(true);
+    ASSERT_EQ(f[0].scalar_type(), torch::kFloat);
+    ASSERT_EQ(h[0].scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(h[0].is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(torch::equal(h[0], f[0].to(torch::kBFloat16))) << "cin " << g.cin << " groups " << g.groups;
+    EXPECT_EQ(f[1].scalar_type(), torch::kBFloat16);  // the input's dtype
+    EXPECT_TRUE(torch::equal(f[1], h[1]));
+    EXPECT_GT(f[1].to(torch::kFloat).abs().sum().item<double>(), 0.0);
+    for (int i = 2; i < 4; ++i)
+      if (f[i].defined()) {
+        EXPECT_EQ(f[i].scalar_type(), torch::kFloat);
+        EXPECT_TRUE(torch::equal(f[i], h[i])) << "grad " << i;
+      }
+  }
+  at::globalContext().setDeterministicAlgorithms(det, false);
+}
+
 TEST(Bf16Conv, RejectsBadShapes) {
   auto x = torch::zeros({1, 8, 4, 4});
   EXPECT_THROW(conv2d_bf16(x, torch::zeros({4, 3, 3, 3}), {}), std::exception);
@@ -132,6 +171,10 @@ TEST(Bf16Conv, RejectsBadShapes) {
 
 TEST(Bf16Conv, InferenceWithFusedActivation) {
   if (skip_no_bf16()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
+  // Deterministic algorithms: oneDNN's first backward implementation, not the fastest of a timing
+  // (the two runs below use different primitives, which could time differently).
+  const bool det = at::globalContext().deterministicAlgorithms();
+  at::globalContext().setDeterministicAlgorithms(true, false);
   torch::manual_seed(6);
   for (const auto& g : kGeos) {
     auto x = torch::randn({g.n, g.cin, g.h, g.w}).to(torch::kBFloat16);

@@ -217,15 +217,17 @@ TEST(StudentBf16, SeedFloatPhaseCloseToFp32) {
   // Random weights with training BatchNorm cancel most of the gradient in BN's backward, so bf16
   // rounding (2^-9 relative per element) shows up strongly in the gradients: PyTorch's own CPU
   // autocast on a similar random 9-layer conv+BN+ReLU net is 2% off in the outputs and 15-25% off in
-  // the weight gradients (against float64; fp32 is 3e-3 off). These bounds catch a wrong kernel,
-  // layout or gradient (errors >= 100%); that training still follows fp32 is checked by
+  // the weight gradients (against float64; fp32 is 3e-3 off). Here (15 layers, the activations and
+  // their gradients handed between the layers in bf16 as autocast does): 5.3% and 55%; with fp32
+  // between the layers it was 3.9% and 44%. These bounds catch a wrong kernel, layout or gradient
+  // (errors >= 100%); that training still follows fp32 is checked by
   // Amp.ShortTrainingRunTracksFp32 (test_train).
-  EXPECT_LT(worst_out, 5e-2);
+  EXPECT_LT(worst_out, 8e-2);
   EXPECT_GT(worst_out, 0.0);  // it really ran in bf16
   for (size_t k = 2; k < r32.size(); ++k) {
     const double e = bf16_norm_rel(r16[k].second, r32[k].second);
     worst_grad = std::max(worst_grad, e);
-    EXPECT_LT(e, 0.5) << r32[k].first;
+    EXPECT_LT(e, 0.75) << r32[k].first;
   }
   std::printf("seed float phase, bf16 convolutions: outputs %.2e, worst gradient/statistic %.2e relative error\n",
               worst_out, worst_grad);
@@ -265,3 +267,45 @@ TEST(StudentBf16, Ai85PoseBf16QatEqualsIntegerInference) {
 }
 
 }  // namespace
+
+TEST(StudentBf16, ActivationsPassBetweenLayersInBf16) {
+  if (!conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
+  torch::manual_seed(3);
+  Layer bn_layer(fused_conv2d_bn_relu(8, 16, 3, 1));
+  Layer head(conv2d(16, 4, 1, 0, /*wide=*/true));
+  const auto x = grid_tensor({2, 8, 12, 12}).contiguous(at::MemoryFormat::ChannelsLast);
+  bn_layer.train(true);
+  head.train(true);
+  {
+    // Float phase: a BatchNorm layer hands on bf16 (BatchNorm on the bf16 conv result, fp32
+    // parameters and running statistics), the wide head returns fp32, gradients reach the weights.
+    PrecisionScope scope(Precision::bf16);
+    auto y = bn_layer.forward(x.clone().requires_grad_(true));
+    EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(bn_layer.named_buffers()["bn.running_mean"].scalar_type(), torch::kFloat);
+    auto out = head.forward(y);
+    EXPECT_EQ(out.scalar_type(), torch::kFloat);
+    out.sum().backward();
+    EXPECT_EQ(bn_layer.weight().grad().scalar_type(), torch::kFloat);
+    EXPECT_GT(bn_layer.weight().grad().abs().sum().item<double>(), 0.0);
+    // the same statistics as fp32 up to bf16 rounding of the conv result
+    bn_layer.set_calibration(true);
+    EXPECT_EQ(bn_layer.forward(x).scalar_type(), torch::kFloat);  // calibration records fp32
+    bn_layer.set_calibration(false);
+    bn_layer.clear_calibration();
+  }
+  EXPECT_EQ(bn_layer.forward(x).scalar_type(), torch::kFloat);  // fp32 outside the scope
+  // QAT phase: the 8-bit result in bf16 holds the fp32 QAT result exactly.
+  auto [s, input] = generated_seed_qat_student();
+  torch::Tensor r32, r16;
+  Layer& first = *s->layers()[1];  // conv2 (non-wide, clamped)
+  auto after0 = s->layers()[0]->forward(input).detach();
+  r32 = first.forward(after0);
+  {
+    PrecisionScope scope(Precision::bf16);
+    r16 = first.forward(after0);
+  }
+  EXPECT_EQ(r32.scalar_type(), torch::kFloat);
+  EXPECT_EQ(r16.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(r16.to(torch::kFloat).equal(r32));
+}

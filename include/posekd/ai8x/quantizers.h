@@ -37,8 +37,10 @@ constexpr double kActHi = 127.0 / 128.0;
 // This is the QAT forward of ai8x (Scaler, activation, quantize, clamp, final scale) in one pass,
 // and with relu=false, out_scale=1 it is clamp_weight(quantize_weight(W * 2^-os)).
 // in_scale and out_scale must be powers of two (they are in ai8x), so every step is exact.
+// `bf16_out` (bits <= 8): the result as bf16, which holds every value of the 8-bit grid exactly
+// (what the next bf16 convolution reads, without a cast); its gradient may then come back in bf16.
 torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo, double hi, bool relu,
-                                 double out_scale);
+                                 double out_scale, bool bf16_out = false);
 
 namespace kernels {
 // The raw kernels behind quantize_clamp_ste, over contiguous float32 data (mask: 0/1 bytes), split
@@ -47,8 +49,13 @@ namespace kernels {
 bool quant_kernels_vectorised();  // true when the AVX2 form exists and the CPU runs it
 void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul,
                         float lo, float hi, bool relu, float out_scale, bool vectorised);
-// out = mask ? g * s : 0
+// The same writing bf16 (the upper 16 bits of each float result: exact for results on the grid).
+void quant_clamp_kernel(const float* x, std::uint16_t* y_bf16, std::uint8_t* mask, std::int64_t n, float in_scale,
+                        float mul, float lo, float hi, bool relu, float out_scale, bool vectorised);
+// out = mask ? g * s : 0 (g in fp32, or bf16 bits)
 void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s,
+                         bool vectorised);
+void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, float* out, std::int64_t n, float s,
                          bool vectorised);
 }  // namespace kernels
 

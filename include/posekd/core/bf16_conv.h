@@ -7,7 +7,7 @@
 // activations after clamp and round) the result equals the fp32 conv2d bit for bit, as long as
 // the fp32 sums are exact (|partial sums| < 2^24 ulps of the product grid).
 // Backward: oneDNN as well, bf16 output gradient (and the saved bf16 input and weights) with fp32
-// accumulators and fp32 results for the input, weight and bias gradients (see Speed below).
+// accumulators, fp32 weight and bias gradients and an input gradient in x's dtype (see Speed below).
 // (PyTorch's CPU autocast rounds the input gradient of a bf16 conv to bf16; this one does not.)
 //
 // Speed: oneDNN 2.6.3's first choice of backward kernels is slow on some of the students' shapes,
@@ -19,6 +19,9 @@
 //
 // The output (and the input gradient) has the memory format of `x` (NCHW in, NCHW out;
 // channels-last in, channels-last out). x, w, b are fp32 (or bf16 for x / w); b may be undefined.
+// The input gradient has x's dtype. `bf16_out`: the result rounded once to bf16 (LibTorch's bf16
+// conv2d, PyTorch autocast), for layers whose result only feeds BatchNorm and the next convolution
+// (that rounds its input to bf16 anyway): half the memory traffic of the element-wise steps between.
 #pragma once
 #include <torch/torch.h>
 
@@ -29,7 +32,7 @@ namespace posekd {
 
 torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                           std::vector<int64_t> stride = {1, 1}, std::vector<int64_t> padding = {0, 0},
-                          std::vector<int64_t> dilation = {1, 1}, int64_t groups = 1);
+                          std::vector<int64_t> dilation = {1, 1}, int64_t groups = 1, bool bf16_out = false);
 
 // Inference only (no autograd): bf16 channels-last input, bf16 weights (OIHW contiguous), fp32 bias
 // (may be undefined), the activation fused into the convolution (computed on the fp32 accumulator)

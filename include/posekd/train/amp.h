@@ -4,12 +4,15 @@
 //   train::AmpGuard amp(precision);   // around the student's forward (and the loss)
 //
 // With Precision::bf16, every ai8x::Layer convolution in this thread runs with bf16 operands and an
-// fp32 accumulator and result (core/bf16_conv.h); the backward runs bf16 convolutions too and
-// returns fp32 gradients. Everything else stays fp32: master weights, Adam state (fused_adam_step
-// is unchanged), BatchNorm and its statistics, the quantizers, the loss and every reduction.
-// In the QAT phase weights and activations lie on 8-bit grids, exact in bf16, and the fp32
-// accumulator keeps the forward bit-identical to the fp32 one. With Precision::fp32 the guard does
-// nothing. Integer inference (simulate mode) never runs in bf16.
+// fp32 accumulator (core/bf16_conv.h); the backward runs bf16 convolutions too. The activations
+// pass from layer to layer in bf16, as under PyTorch's autocast: in the float phase a BatchNorm
+// layer's conv result is rounded to bf16 and BatchNorm runs on it with fp32 parameters, running
+// statistics and accumulators; in the QAT phase each 8-bit activation is handed on in bf16, which
+// holds it exactly. Their gradients come back in bf16. The wide output heads, master weights,
+// Adam state (fused_adam_step is unchanged), weight gradients, the quantizers' arithmetic, the
+// loss and every reduction stay fp32. In the QAT phase weights and activations lie on 8-bit grids,
+// exact in bf16, and the fp32 accumulator keeps the forward bit-identical to the fp32 one. With
+// Precision::fp32 the guard does nothing. Integer inference (simulate mode) never runs in bf16.
 //
 // The guard is thread-local and restores the previous precision on exit. The backward does not
 // need it (the recorded graph already holds the bf16 convolutions).
