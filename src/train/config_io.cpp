@@ -26,6 +26,12 @@ namespace posekd::train {
       FIELD("saturation", augment.saturation), FIELD("hue", augment.hue_deg), FIELD("blur", augment.blur_prob),  \
       FIELD("augment_views", augment.views),
 
+// The data-parallel group (train and train-teacher).
+#define POSEKD_DIST_FIELDS                                                                              \
+  FIELD("rank", dist_rank), FIELD("world_size", dist_world_size), FIELD("local_rank", dist_local_rank), \
+      FIELD("master_addr", dist_master_addr), FIELD("master_port", dist_master_port),                   \
+      FIELD("dist_timeout", dist_timeout), FIELD("sync_bn", sync_bn),
+
 #define POSEKD_FIELD(Cfg, key, member)                 \
   ConfigField<Cfg> {                                   \
     key, [](Cfg& c) -> ConfigRef { return &c.member; } \
@@ -81,14 +87,7 @@ const std::vector<ConfigField<TrainConfig>>& config_fields(const TrainConfig*) {
       FIELD("quiet", quiet),
       FIELD("stop_after", stop_after),
       FIELD("no_plot", no_plot),
-      FIELD("rank", dist_rank),
-      FIELD("world_size", dist_world_size),
-      FIELD("local_rank", dist_local_rank),
-      FIELD("master_addr", dist_master_addr),
-      FIELD("master_port", dist_master_port),
-      FIELD("dist_timeout", dist_timeout),
-      FIELD("sync_bn", sync_bn),
-  };
+      POSEKD_DIST_FIELDS};
 #undef FIELD
   return fields;
 }
@@ -116,14 +115,7 @@ const std::vector<ConfigField<TeacherTrainConfig>>& config_fields(const TeacherT
       FIELD("seed", seed),
       FIELD("quiet", quiet),
       FIELD("stop_after", stop_after),
-      FIELD("rank", dist_rank),
-      FIELD("world_size", dist_world_size),
-      FIELD("local_rank", dist_local_rank),
-      FIELD("master_addr", dist_master_addr),
-      FIELD("master_port", dist_master_port),
-      FIELD("dist_timeout", dist_timeout),
-      FIELD("sync_bn", sync_bn),
-  };
+      POSEKD_DIST_FIELDS};
 #undef FIELD
   return fields;
 }

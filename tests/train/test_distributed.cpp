@@ -5,39 +5,15 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
-#include <functional>
 #include <thread>
 
 #include "posekd/core/error.h"
 #include "posekd/train/distributed.h"
 #include "posekd/train/launch.h"
+#include "train/loopback_ranks.h"
 
 namespace {
 using namespace posekd::train;
-
-// Runs fn(dist) on `world` ranks (threads) connected through a fresh loopback port.
-void run_ranks(int world, const std::function<void(Distributed&)>& fn) {
-  const int port = free_local_port();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        DistOptions o;
-        o.rank = r;
-        o.world_size = world;
-        o.master_addr = "127.0.0.1";
-        o.master_port = port;
-        o.timeout_s = 60;
-        Distributed d(resolve_dist_options(o));
-        fn(d);
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
-}
 
 struct EnvGuard {
   std::vector<std::string> names{"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
@@ -84,7 +60,7 @@ TEST(DistOptions, TorchrunEnvironmentThenFlagsThenDefaults) {
 }
 
 TEST(Distributed, BroadcastSumMaxAndBytes) {
-  run_ranks(2, [](Distributed& d) {
+  posekd::testing::run_loopback_ranks(2, [](Distributed& d) {
     const int r = d.rank();
     std::vector<torch::Tensor> t{torch::full({3}, 1.5f + r), torch::full({2}, int64_t{10 + r}),
                                  torch::tensor({r == 0, r == 1}), torch::full({2, 2}, uint8_t(200 + r), torch::kUInt8)};
@@ -136,7 +112,7 @@ TEST(GradSync, AverageOverRanksEqualsTheWholeBatchGradient) {
     torch::manual_seed(7);
     nets.emplace_back();
   }
-  run_ranks(2, [&](Distributed& d) {
+  posekd::testing::run_loopback_ranks(2, [&](Distributed& d) {
     Net net = nets[static_cast<size_t>(d.rank())];
     GradSync sync(d, net->parameters(), /*bucket_bytes=*/256);  // many small buckets
     for (int step = 0; step < 2; ++step) {                      // the second step shows that the buckets reset

@@ -4,42 +4,17 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <functional>
 #include <optional>
-#include <thread>
 
 #include "posekd/ai8x/policy.h"
 #include "posekd/ai8x/sync_batchnorm.h"
 #include "posekd/model/student.h"
 #include "posekd/train/distributed.h"
 #include "posekd/train/launch.h"
+#include "train/loopback_ranks.h"
 
 namespace {
 using namespace posekd::train;
-
-// fn(dist) on `world` ranks (threads) over a fresh loopback port.
-void run_sync_ranks(int world, const std::function<void(Distributed&)>& fn) {
-  const int port = free_local_port();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        DistOptions o;
-        o.rank = r;
-        o.world_size = world;
-        o.master_addr = "127.0.0.1";
-        o.master_port = port;
-        o.timeout_s = 60;
-        Distributed d(resolve_dist_options(o));
-        fn(d);
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
-}
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
@@ -85,7 +60,7 @@ TEST(SyncBatchNorm, TwoRanksEqualWholeBatchBatchNormForwardBackwardAndRunningSta
   };
   std::vector<Got> got(2);
   std::vector<torch::nn::BatchNorm2d> bns{make_bn(c), make_bn(c)};
-  run_sync_ranks(2, [&](Distributed& d) {
+  posekd::testing::run_loopback_ranks(2, [&](Distributed& d) {
     const int r = d.rank();
     auto& bn = bns[static_cast<size_t>(r)];
     Got& g = got[static_cast<size_t>(r)];
@@ -164,7 +139,7 @@ TEST(SyncBatchNorm, CalibrationOverTwoRanksGivesOneProcessHistogramsAndThreshold
     };
   };
   posekd::model::fuse_and_calibrate(*one, feed(batches(0, 1)), policy);
-  run_sync_ranks(2, [&](Distributed& d) {
+  posekd::testing::run_loopback_ranks(2, [&](Distributed& d) {
     posekd::model::fuse_and_calibrate(*ranks[static_cast<size_t>(d.rank())], feed(batches(d.rank(), 2)), policy, &d);
   });
   auto want = one->layers();
@@ -199,7 +174,7 @@ TEST(SyncBatchNorm, LayerCalibrationHistogramsOverTwoRanksAreTheWholeBatchHistog
   one.set_calibration(true);
   one.forward(x);
   one.forward(x * 2.0);
-  run_sync_ranks(2, [&](Distributed& d) {
+  posekd::testing::run_loopback_ranks(2, [&](Distributed& d) {
     Layer& l = *ranks[static_cast<size_t>(d.rank())];
     l.eval();
     l.set_calibration(true, &d);
