@@ -36,19 +36,9 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// Runs f repeatedly for at least `seconds` (after one warm-up call); returns seconds per call.
 template <class F>
 double time_per_call(F&& f, double seconds, int min_calls = 3) {
-  f();
-  int n = 0;
-  auto t0 = clock_type::now();
-  double el = 0;
-  do {
-    f();
-    ++n;
-    el = std::chrono::duration<double>(clock_type::now() - t0).count();
-  } while (el < seconds || n < min_calls);
-  return el / n;
+  return seconds_per_call(std::function<void()>(std::forward<F>(f)), seconds, min_calls);
 }
 
 double conv_peak(double seconds) {
@@ -266,15 +256,7 @@ class BenchRun {
 
   // The same student fused and calibrated on the fixed batch (ai8x's default policy).
   void student_qat_step() {
-    ai8x::QatPolicy pol;
-    int left = 2;
-    model::fuse_and_calibrate(
-        *student_,
-        [&]() -> std::optional<torch::Tensor> {
-          if (left-- <= 0) return std::nullopt;
-          return x_;
-        },
-        pol);
+    fuse_and_calibrate_on(*student_, x_);
     qat_step_ = time_student_step("qat_step", "student QAT train step, batch 8");
     add("QAT step / float step", qat_step_ / float_step_, "x", 0);
   }
@@ -365,6 +347,32 @@ class BenchRun {
 };
 
 }  // namespace
+
+double seconds_per_call(const std::function<void()>& f, double seconds, int min_calls) {
+  f();
+  int n = 0;
+  const auto t0 = clock_type::now();
+  double el = 0;
+  do {
+    f();
+    ++n;
+    el = std::chrono::duration<double>(clock_type::now() - t0).count();
+  } while (el < seconds || n < min_calls);
+  return el / n;
+}
+
+void fuse_and_calibrate_on(model::Student& student, const at::Tensor& batch) {
+  ai8x::QatPolicy pol;
+  int left = 2;
+  const torch::Tensor x = batch;
+  model::fuse_and_calibrate(
+      student,
+      [&]() -> std::optional<torch::Tensor> {
+        if (left-- <= 0) return std::nullopt;
+        return x;
+      },
+      pol);
+}
 
 BenchReport run_bench(const BenchOptions& o) { return BenchRun(o).run(); }
 

@@ -3,12 +3,9 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 
-#include "posekd/ai8x/policy.h"
 #include "posekd/core/alloc.h"
 #include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
@@ -25,19 +22,9 @@ namespace posekd::train {
 
 namespace {
 
-// Runs f for at least `seconds` after one warm-up call; seconds per call.
 template <class F>
 double bf16_time_per_call(F&& f, double seconds, int min_calls = 3) {
-  f();
-  int n = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  double el = 0;
-  do {
-    f();
-    ++n;
-    el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } while (el < seconds || n < min_calls);
-  return el / n;
+  return seconds_per_call(std::function<void()>(std::forward<F>(f)), seconds, min_calls);
 }
 
 // Teacher forward FLOPs at 368 (openpose.md 1.5: 8.88 GMAC), as bench.cpp counts them.
@@ -195,15 +182,7 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
         if (pi == 1) bf16_profile(o.profile_dir, "bf16_float_step", [&] { step_fn(opt); });
         step[0][pi] = bf16_time_per_call([&] { step_fn(opt); }, secs);
       }
-      ai8x::QatPolicy pol;
-      int left = 2;
-      model::fuse_and_calibrate(
-          *student,
-          [&]() -> std::optional<torch::Tensor> {
-            if (left-- <= 0) return std::nullopt;
-            return x;
-          },
-          pol);
+      fuse_and_calibrate_on(*student, x);
       student->train();
       torch::optim::Adam opt(params(), torch::optim::AdamOptions(1e-4));
       if (pi == 1) bf16_profile(o.profile_dir, "bf16_qat_step", [&] { step_fn(opt); });

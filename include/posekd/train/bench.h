@@ -1,10 +1,26 @@
 // `posekd bench`: the figures of docs/performance.md measured in one run, each next to the
 // machine's convolution peak measured in the same run.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
+namespace posekd::model {
+class Student;
+}
+namespace at {
+class Tensor;
+}
+
 namespace posekd::train {
+
+// Runs f repeatedly for at least `seconds` after one warm-up call (and at least `min_calls`
+// times); returns seconds per call. What every figure of `posekd bench` is timed with.
+double seconds_per_call(const std::function<void()>& f, double seconds, int min_calls = 3);
+
+// Fuses the student's BatchNorms and calibrates its QAT phase (ai8x's default policy) on two
+// passes of `batch`: the QAT state the benchmark's QAT steps run in.
+void fuse_and_calibrate_on(model::Student& student, const at::Tensor& batch);
 
 struct BenchOptions {
   int threads = 0;       // 0 = all cores
