@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -358,12 +359,30 @@ int output_shift_from_limit(float limit) {
   return static_cast<int>(std::min(15.0f, std::max(-15.0f, os)));
 }
 
+namespace {
+// max |x| as torch's abs().max() gives it (NaN if any element is NaN), without the two temporary
+// tensors: the QAT forward asks it of every layer's weights and bias at every step.
+float max_abs(const torch::Tensor& t) {
+  if (!(t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.is_contiguous() && t.numel() > 0))
+    return t.detach().abs().max().item<float>();
+  const float* p = t.data_ptr<float>();
+  float m = 0.0f;
+  bool nan = false;
+  for (int64_t i = 0, n = t.numel(); i < n; ++i) {
+    const float a = std::fabs(p[i]);
+    nan = nan || a != a;
+    m = a > m ? a : m;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+}  // namespace
+
 int output_shift_from_params(const torch::Tensor& w, const torch::Tensor& b, double shift_quantile) {
   torch::NoGradGuard ng;
   float limit;
   if (shift_quantile >= 1.0) {
-    float m = w.detach().abs().max().item<float>();
-    if (b.defined()) m = std::max(m, b.detach().abs().max().item<float>());
+    float m = max_abs(w);
+    if (b.defined()) m = std::max(m, max_abs(b));
     limit = m;
   } else {
     limit = ersatz_quantile(flat_params(w, b).abs(), shift_quantile).item<float>();

@@ -190,7 +190,15 @@ TEST(Quantizers, OutputShiftAndQuantiles) {
   EXPECT_EQ(output_shift_from_limit(1e9f), 15);
   auto w = torch::tensor({0.1f, -0.3f, 0.2f, 0.05f});
   auto b = torch::tensor({0.26f});
-  EXPECT_EQ(output_shift_from_params(w, b, 1.0), -1);  // max 0.3 -> ceil(log2 .3) = -1
+  EXPECT_EQ(output_shift_from_params(w, b, 1.0), -1);                      // max 0.3 -> ceil(log2 .3) = -1
+  EXPECT_EQ(output_shift_from_params(w, torch::tensor({-0.6f}), 1.0), 0);  // the bias's |-0.6| wins
+  EXPECT_EQ(output_shift_from_params(w * 5, torch::Tensor(), 1.0), 1);     // no bias: max 1.5
+  EXPECT_EQ(output_shift_from_params(w.t().contiguous().view({2, 2}).t(), b, 1.0), -1);  // strided
+  // NaN as ai8x's float32 tensor max gives it: a NaN weight -> os 15 (log2 of NaN), a NaN bias is
+  // lost in the max with the weights' (std::max keeps its first argument).
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(output_shift_from_params(torch::tensor({0.1f, nan}), b, 1.0), 15);
+  EXPECT_EQ(output_shift_from_params(w, torch::tensor({nan}), 1.0), -1);
   auto v = torch::tensor({1.0f, 2.0f, 3.0f, 4.0f});
   EXPECT_FLOAT_EQ(ersatz_quantile(v, 1.0).item<float>(), 4.0f);
   EXPECT_FLOAT_EQ(torch_quantile(v, 0.5).item<float>(), 2.5f);
