@@ -307,14 +307,9 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
       auto zero = torch::zeros({}, g.options());
       gx = s == 1.0 ? torch::where(mask, g, zero) : torch::where(mask, g * s, zero);
     }
-    return {gx,
-            torch::Tensor(),
-            torch::Tensor(),
-            torch::Tensor(),
-            torch::Tensor(),
-            torch::Tensor(),
-            torch::Tensor(),
-            torch::Tensor()};
+    torch::autograd::variable_list out(8);  // x's gradient; none for the 7 scalar arguments
+    out[0] = gx;
+    return out;
   }
 };
 

@@ -35,7 +35,7 @@ dnnl::engine& dnnl_cpu_engine() {
 struct ConvPrim {
   dnnl::memory::dims xs, ws, ys, stride, dil, pad_l, pad_r;  // oneDNN dims (weights: goihw if grouped)
   bool bias = false;
-  bool x_bf16 = false, y_bf16 = false;         // the input (and so its gradient) / the result in bf16, else fp32
+  bool x_bf16 = false;  // the input (and so its gradient) in bf16, else fp32 (the result's type is in the key)
   dnnl::memory::desc user_w_bf16, user_w_f32;  // the weights as LibTorch holds them (oihw / goihw)
   dnnl::convolution_forward::primitive_desc fwd_pd;
   dnnl::convolution_forward fwd;
@@ -88,7 +88,6 @@ std::shared_ptr<ConvPrim> conv_prim(const std::vector<int64_t>& xs, const std::v
     p->pad_r[i] = (ys[2 + i] - 1) * stride[i] + (ws[2 + i] - 1) * dilation[i] + 1 - xs[2 + i] - padding[i];
   p->bias = bias;
   p->x_bf16 = x_bf16;
-  p->y_bf16 = y_bf16;
   const tag wtag = groups == 1 ? tag::oihw : tag::goihw;
   p->user_w_bf16 = dnnl::memory::desc(p->ws, dt::bf16, wtag);
   p->user_w_f32 = dnnl::memory::desc(p->ws, dt::f32, wtag);

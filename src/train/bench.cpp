@@ -36,17 +36,12 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-template <class F>
-double time_per_call(F&& f, double seconds, int min_calls = 3) {
-  return seconds_per_call(std::function<void()>(std::forward<F>(f)), seconds, min_calls);
-}
-
 double conv_peak(double seconds) {
   torch::NoGradGuard ng;
   auto x = torch::randn({8, 128, 46, 46});
   auto w = torch::randn({128, 128, 3, 3});
   const double flop = 2.0 * 8 * 46 * 46 * 128 * 128 * 9;
-  double t = time_per_call([&] { (void)torch::conv2d(x, w, {}, 1, 1); }, seconds);
+  double t = seconds_per_call([&] { (void)torch::conv2d(x, w, {}, 1, 1); }, seconds);
   return flop / t / 1e9;
 }
 
@@ -176,7 +171,7 @@ class BenchRun {
     at::set_num_threads(1);
     size_t k = 0;
     prep_per_sample_ =
-        time_per_call([&] { (void)data::prepare_sample(images[k++ % images.size()], dir.string(), sc); }, secs_, 16);
+        seconds_per_call([&] { (void)data::prepare_sample(images[k++ % images.size()], dir.string(), sc); }, secs_, 16);
     at::set_num_threads(r_.threads);
     add("sample preparation, 1 thread, 640x480 JPEG", 1.0 / prep_per_sample_, "samples/s", 0);
     if (o_.work_dir.empty()) fs::remove_all(dir);
@@ -234,8 +229,8 @@ class BenchRun {
       if (p.requires_grad()) ps.push_back(p);
     for (auto& p : ps) p.mutable_grad() = torch::randn_like(p) * 1e-3;
     torch::optim::Adam a(ps, torch::optim::AdamOptions(1e-7)), f(ps, torch::optim::AdamOptions(1e-7));
-    const double t_torch = time_per_call([&] { a.step(); }, secs_ / 2);
-    const double t_fused = time_per_call([&] { fused_adam_step(f); }, secs_ / 2);
+    const double t_torch = seconds_per_call([&] { a.step(); }, secs_ / 2);
+    const double t_fused = seconds_per_call([&] { fused_adam_step(f); }, secs_ / 2);
     add(fmt::format("Adam step, {} tensors: LibTorch Adam::step", ps.size()), t_torch * 1e3, "ms", 0);
     add("Adam step: fused_adam_step", t_fused * 1e3, "ms", 0);
     for (auto& p : ps) p.mutable_grad() = torch::Tensor();
@@ -247,7 +242,7 @@ class BenchRun {
     torch::optim::Adam opt(student_->parameters(), torch::optim::AdamOptions(1e-4));
     auto step = [&] { kd_step(*student_, opt, x_, th_, tp_); };
     profile(name, step);
-    const double t = time_per_call(step, secs_);
+    const double t = seconds_per_call(step, secs_);
     add(label, kBatch / t, "img/s", 0);
     return t;
   }
@@ -268,7 +263,7 @@ class BenchRun {
     net->eval();
     net->fuse();
     auto xt = torch::rand({kBatch, 3, 368, 368}) - 0.5;
-    const double t = time_per_call([&] { (void)net->forward(xt); }, secs_, 2);
+    const double t = seconds_per_call([&] { (void)net->forward(xt); }, secs_, 2);
     teacher_per_img_ = t / kBatch;
     add("teacher forward at 368, batch 8", kBatch / t, "img/s", kTeacherFlop368);
   }
@@ -286,7 +281,7 @@ class BenchRun {
     model::TeacherWrapper tw(net, to);
     tw->eval();
     auto x128 = torch::rand({kBatch, 3, 128, 128}) * 2 - 1;
-    const double cold = time_per_call(
+    const double cold = seconds_per_call(
         [&] {
           torch::Tensor h, p;
           {
@@ -313,8 +308,8 @@ class BenchRun {
       auto never = [](const torch::Tensor&) -> std::vector<torch::Tensor> {
         throw Error("bench: unexpected teacher cache miss");
       };
-      fetch = time_per_call([&] { (void)cache.fetch_or_compute(ids, x128, never); }, secs_ / 4, 20);
-      warm = time_per_call(
+      fetch = seconds_per_call([&] { (void)cache.fetch_or_compute(ids, x128, never); }, secs_ / 4, 20);
+      warm = seconds_per_call(
           [&] {
             auto t = cache.fetch_or_compute(ids, x128, never);
             kd_step(*s2, opt, x128, t.first, t.second);

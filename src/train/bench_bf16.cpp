@@ -22,11 +22,6 @@ namespace posekd::train {
 
 namespace {
 
-template <class F>
-double bf16_time_per_call(F&& f, double seconds, int min_calls = 3) {
-  return seconds_per_call(std::function<void()>(std::forward<F>(f)), seconds, min_calls);
-}
-
 // Teacher forward FLOPs at 368 (openpose.md 1.5: 8.88 GMAC), as bench.cpp counts them.
 constexpr double kBf16TeacherFlop368 = 2 * 8.88e9;
 
@@ -83,10 +78,10 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
     auto xl = x.contiguous(at::MemoryFormat::ChannelsLast), wl = w.contiguous(at::MemoryFormat::ChannelsLast);
     auto xb = xl.to(torch::kBFloat16), wb = wl.to(torch::kBFloat16), wbc = w.to(torch::kBFloat16);
     auto g = [&](double t) { return flop / t / 1e9; };
-    const double nchw = g(bf16_time_per_call([&] { (void)torch::conv2d(x, w, {}, 1, 1); }, secs));
-    const double nhwc = g(bf16_time_per_call([&] { (void)torch::conv2d(xl, wl, {}, 1, 1); }, secs));
-    const double bf = g(bf16_time_per_call([&] { (void)torch::conv2d(xb, wb, {}, 1, 1); }, secs));
-    const double bf_f32 = g(bf16_time_per_call([&] { (void)conv2d_bf16(xb, wbc, {}, {1, 1}, {1, 1}); }, secs));
+    const double nchw = g(seconds_per_call([&] { (void)torch::conv2d(x, w, {}, 1, 1); }, secs));
+    const double nhwc = g(seconds_per_call([&] { (void)torch::conv2d(xl, wl, {}, 1, 1); }, secs));
+    const double bf = g(seconds_per_call([&] { (void)torch::conv2d(xb, wb, {}, 1, 1); }, secs));
+    const double bf_f32 = g(seconds_per_call([&] { (void)conv2d_bf16(xb, wbc, {}, {1, 1}, {1, 1}); }, secs));
     r.rows.push_back({"conv 3x3 128->128 at 46x46, batch 8: fp32 NCHW", "GFLOP/s", nchw, 0});
     r.rows.push_back({"same conv, NHWC: fp32 / bf16 (LibTorch, bf16 result)", "GFLOP/s", nhwc, bf});
     r.rows.push_back({"same conv, NHWC: fp32 / bf16 with fp32 result (conv2d_bf16)", "GFLOP/s", nhwc, bf_f32});
@@ -101,8 +96,8 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
     net->fuse();
     auto xt = torch::rand({B, 3, 368, 368}) - 0.5;
     auto xtb = xt.to(torch::kBFloat16);
-    const double t32 = bf16_time_per_call([&] { (void)net->forward(xt); }, secs, 2);
-    const double t16 = bf16_time_per_call(
+    const double t32 = seconds_per_call([&] { (void)net->forward(xt); }, secs, 2);
+    const double t16 = seconds_per_call(
         [&] {
           auto out = net->forward(xtb);
           (void)out.back().to(torch::kFloat);
@@ -143,7 +138,7 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
         });
       };
       if (pi == 1) bf16_profile(o.profile_dir, "bf16_teacher_train_step", step_fn);
-      t[pi] = bf16_time_per_call(step_fn, secs);
+      t[pi] = seconds_per_call(step_fn, secs);
     }
     r.rows.push_back({"teacher train step at 128 (no refinement stage), batch 8", "img/s", B / t[0], B / t[1]});
   }
@@ -180,13 +175,13 @@ PrecisionBenchReport run_precision_bench(const PrecisionBenchOptions& o) {
       {
         torch::optim::Adam opt(params(), torch::optim::AdamOptions(1e-4));
         if (pi == 1) bf16_profile(o.profile_dir, "bf16_float_step", [&] { step_fn(opt); });
-        step[0][pi] = bf16_time_per_call([&] { step_fn(opt); }, secs);
+        step[0][pi] = seconds_per_call([&] { step_fn(opt); }, secs);
       }
       fuse_and_calibrate_on(*student, x);
       student->train();
       torch::optim::Adam opt(params(), torch::optim::AdamOptions(1e-4));
       if (pi == 1) bf16_profile(o.profile_dir, "bf16_qat_step", [&] { step_fn(opt); });
-      step[1][pi] = bf16_time_per_call([&] { step_fn(opt); }, secs);
+      step[1][pi] = seconds_per_call([&] { step_fn(opt); }, secs);
     }
     r.rows.push_back(
         {fmt::format("student float train step, batch 8 ({})", o.arch), "img/s", B / step[0][0], B / step[0][1]});
