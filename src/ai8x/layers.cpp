@@ -210,12 +210,22 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   const bool bf16 = !sim && compute_precision() == Precision::bf16;
   const bool sync = bn_ && sync_bn_ != nullptr && bn_->is_training() && sync_bn_->world_size() > 1;
   const bool bf16_out = bf16 && bn_ && !spec_.wide && !qa && !calibrating_ && !sync;
+  const double lo = ca ? (spec_.wide ? -kWideClamp : kActLo) : -std::numeric_limits<double>::infinity();
+  const double hi = ca ? (spec_.wide ? kWideClamp : kActHi) : std::numeric_limits<double>::infinity();
+  const double out_scale = std::ldexp(1.0, static_cast<int>(fs));
+  // Under bf16 a non-wide, clamped QAT layer's 8-bit result is handed on as bf16 (exact; no cast in the
+  // next convolution), and the convolution and its quantizer are one autograd node, so the gradient
+  // between them stays bf16. The wide heads stay fp32.
+  const bool qat_bf16 = bf16 && qa && ca && !spec_.wide && !calibrating_;
+  if (qat_bf16 && !bn_) {
+    return conv2d_quantize_clamp_bf16(x, wq, bq, spec_.stride, spec_.padding, std::ldexp(1.0, static_cast<int>(eff)), 8,
+                                      lo, hi, spec_.relu, out_scale);
+  }
   torch::Tensor y =
       bf16 ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding}, {1, 1}, 1, bf16_out)
            : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
   if (bn_) y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);
 
-  const double out_scale = std::ldexp(1.0, static_cast<int>(fs));
   if (sim) {
     if (!spec_.wide) {
       y = floor_ste(y * std::ldexp(1.0, os));
@@ -228,12 +238,8 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
     }
     if (fs != 0) y = y * out_scale;
   } else if (qa) {
-    const double lo = ca ? (spec_.wide ? -kWideClamp : kActLo) : -std::numeric_limits<double>::infinity();
-    const double hi = ca ? (spec_.wide ? kWideClamp : kActHi) : std::numeric_limits<double>::infinity();
-    // Under bf16 a non-wide, clamped layer's 8-bit result is handed on as bf16 (exact; no cast in the next
-    // convolution). The wide heads stay fp32.
     y = quantize_clamp_ste(y, spec_.wide ? 1.0 : std::ldexp(1.0, static_cast<int>(eff)), spec_.wide ? kWideBits : 8, lo,
-                           hi, spec_.relu, out_scale, bf16 && ca && !spec_.wide && !calibrating_);
+                           hi, spec_.relu, out_scale, qat_bf16);
   } else {
     if (!spec_.wide && eff != 0) y = y * std::ldexp(1.0, static_cast<int>(eff));
     if (spec_.relu) y = torch::relu(y);

@@ -1,5 +1,6 @@
 #include "posekd/ai8x/quantizers.h"
 
+#include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
 
 #include <ATen/Parallel.h>
@@ -10,6 +11,8 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
+#include <utility>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -99,9 +102,9 @@ void quant_clamp_scalar(const float* x, Out* y, std::uint8_t* mask, std::int64_t
   }
 }
 
-template <class In>
-void masked_scale_scalar(const In* g, const std::uint8_t* mask, float* out, std::int64_t n, float s) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = mask[i] ? load(g + i) * s : 0.0f;
+template <class In, class Out>
+void masked_scale_scalar(const In* g, const std::uint8_t* mask, Out* out, std::int64_t n, float s) {
+  for (std::int64_t i = 0; i < n; ++i) store(mask[i] ? load(g + i) * s : 0.0f, out + i);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -158,16 +161,16 @@ __attribute__((target("avx2"))) void quant_clamp_avx2(const float* x, Out* y, st
   quant_clamp_scalar(x + i, y + i, mask + i, n - i, in_scale, mul, lo, hi, relu, out_scale);
 }
 
-template <class In>
-__attribute__((target("avx2"))) void masked_scale_avx2(const In* g, const std::uint8_t* mask, float* out,
-                                                       std::int64_t n, float s) {
+template <class In, class Out>
+__attribute__((target("avx2"))) void masked_scale_avx2(const In* g, const std::uint8_t* mask, Out* out, std::int64_t n,
+                                                       float s) {
   const __m256 vs = _mm256_set1_ps(s);
   const __m256i zero = _mm256_setzero_si256();
   std::int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256i m32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mask + i)));
     const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(m32, zero));
-    _mm256_storeu_ps(out + i, _mm256_and_ps(_mm256_mul_ps(load8(g + i), vs), keep));
+    store8(_mm256_and_ps(_mm256_mul_ps(load8(g + i), vs), keep), out + i);
   }
   masked_scale_scalar(g + i, mask + i, out + i, n - i, s);
 }
@@ -203,8 +206,8 @@ void quant_clamp_any(const float* x, Out* y, std::uint8_t* mask, std::int64_t n,
   });
 }
 
-template <class In>
-void masked_scale_any(const In* g, const std::uint8_t* mask, float* out, std::int64_t n, float s, bool vectorised) {
+template <class In, class Out>
+void masked_scale_any(const In* g, const std::uint8_t* mask, Out* out, std::int64_t n, float s, bool vectorised) {
   at::parallel_for(0, n, 32768, [&](std::int64_t b, std::int64_t e) {
 #ifdef POSEKD_QUANT_AVX2
     if (vectorised && cpu_has_avx2()) return masked_scale_avx2(g + b, mask + b, out + b, e - b, s);
@@ -231,6 +234,10 @@ void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, 
                          bool vectorised) {
   masked_scale_any(g_bf16, mask, out, n, s, vectorised);
 }
+void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, std::uint16_t* out_bf16, std::int64_t n,
+                         float s, bool vectorised) {
+  masked_scale_any(g_bf16, mask, out_bf16, n, s, vectorised);
+}
 }  // namespace kernels
 
 namespace {
@@ -242,6 +249,25 @@ at::MemoryFormat dense_format(const torch::Tensor& t) {
              : at::MemoryFormat::Contiguous;
 }
 
+// The fused kernel on an fp32 CPU tensor: element-wise, on the storage in the input's own layout
+// (the student's activations are channels-last, model/student.cpp), with y and the mask in the same
+// layout. Returns {y, mask}.
+std::pair<torch::Tensor, torch::Tensor> quant_clamp_cpu(const torch::Tensor& x, double in_scale, double mul, double lo,
+                                                        double hi, bool relu, double out_scale, bool bf16_out) {
+  auto xc = x.contiguous(dense_format(x));
+  auto y = torch::empty_like(xc, xc.options().dtype(bf16_out ? torch::kBFloat16 : torch::kFloat));
+  auto mask = torch::empty_like(xc, xc.options().dtype(torch::kBool));
+  auto* mp = reinterpret_cast<std::uint8_t*>(mask.data_ptr<bool>());
+  const auto f = [](double v) { return static_cast<float>(v); };
+  if (bf16_out)
+    kernels::quant_clamp_kernel(xc.data_ptr<float>(), reinterpret_cast<std::uint16_t*>(y.data_ptr()), mp, xc.numel(),
+                                f(in_scale), f(mul), f(lo), f(hi), relu, f(out_scale), true);
+  else
+    kernels::quant_clamp_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), mp, xc.numel(), f(in_scale), f(mul), f(lo),
+                                f(hi), relu, f(out_scale), true);
+  return {y, mask};
+}
+
 struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, double in_scale,
                                int64_t bits, double lo, double hi, bool relu, double out_scale, bool bf16_out) {
@@ -250,19 +276,7 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
     const double mul = std::ldexp(1.0, static_cast<int>(bits) - 1);
     torch::Tensor y, mask;
     if (x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
-      // Element-wise: work on the storage in the input's own layout (the student's activations are
-      // channels-last, model/student.cpp), with y and the mask in the same layout.
-      auto xc = x.contiguous(dense_format(x));
-      y = torch::empty_like(xc, xc.options().dtype(bf16_out ? torch::kBFloat16 : torch::kFloat));
-      mask = torch::empty_like(xc, xc.options().dtype(torch::kBool));
-      auto* mp = reinterpret_cast<std::uint8_t*>(mask.data_ptr<bool>());
-      const auto f = [](double v) { return static_cast<float>(v); };
-      if (bf16_out)
-        kernels::quant_clamp_kernel(xc.data_ptr<float>(), reinterpret_cast<std::uint16_t*>(y.data_ptr()), mp,
-                                    xc.numel(), f(in_scale), f(mul), f(lo), f(hi), relu, f(out_scale), true);
-      else
-        kernels::quant_clamp_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), mp, xc.numel(), f(in_scale), f(mul),
-                                    f(lo), f(hi), relu, f(out_scale), true);
+      std::tie(y, mask) = quant_clamp_cpu(x, in_scale, mul, lo, hi, relu, out_scale, bf16_out);
     } else {
       auto v = x * in_scale;
       torch::Tensor pass;
@@ -320,6 +334,48 @@ torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bi
   if (bf16_out && bits > 8)
     throw Error("quantize_clamp_ste: a bf16 result is exact only for at most 8 bits, not " + std::to_string(bits));
   return QuantClampFn::apply(x, in_scale, static_cast<int64_t>(bits), lo, hi, relu, out_scale, bf16_out);
+}
+
+namespace {
+// quantize_clamp_ste's bf16 form as conv2d_bf16's epilogue: the mask kept from the forward, and a
+// bf16 gradient (g * s with s a power of two: exact) handed to the convolution's backward.
+class QuantClampEpilogue : public ConvEpilogue {
+ public:
+  QuantClampEpilogue(double in_scale, double mul, double lo, double hi, bool relu, double out_scale)
+      : in_scale_(in_scale), mul_(mul), lo_(lo), hi_(hi), out_scale_(out_scale), relu_(relu) {}
+  torch::Tensor forward(const torch::Tensor& y) override {
+    torch::Tensor out;
+    std::tie(out, mask_) = quant_clamp_cpu(y, in_scale_, mul_, lo_, hi_, relu_, out_scale_, true);
+    return out;
+  }
+  torch::Tensor backward(const torch::Tensor& grad) override {
+    // mask_ is dense in its format (quant_clamp_cpu made it so): the same element order as g's
+    auto g = grad.to(torch::kBFloat16).contiguous(dense_format(mask_));
+    auto out = torch::empty_like(g);
+    kernels::masked_scale_kernel(reinterpret_cast<const std::uint16_t*>(g.data_ptr()),
+                                 reinterpret_cast<const std::uint8_t*>(mask_.data_ptr<bool>()),
+                                 reinterpret_cast<std::uint16_t*>(out.data_ptr()), g.numel(),
+                                 static_cast<float>(in_scale_ * out_scale_), true);
+    mask_ = torch::Tensor();  // one backward per forward
+    return out;
+  }
+
+ private:
+  double in_scale_, mul_, lo_, hi_, out_scale_;
+  bool relu_;
+  torch::Tensor mask_;
+};
+}  // namespace
+
+torch::Tensor conv2d_quantize_clamp_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                         int64_t stride, int64_t padding, double in_scale, int bits, double lo,
+                                         double hi, bool relu, double out_scale) {
+  if (bits > 8)
+    throw Error("conv2d_quantize_clamp_bf16: a bf16 result is exact only for at most 8 bits, not " +
+                std::to_string(bits));
+  c10::intrusive_ptr<ConvEpilogue> epi =
+      c10::make_intrusive<QuantClampEpilogue>(in_scale, std::ldexp(1.0, bits - 1), lo, hi, relu, out_scale);
+  return conv2d_bf16(x, w, b, {stride, stride}, {padding, padding}, {1, 1}, 1, std::move(epi));
 }
 
 torch::Tensor ersatz_quantile(const torch::Tensor& x, double q) {

@@ -211,6 +211,7 @@ struct ConvArgs {
   std::vector<int64_t> stride, padding, dilation;
   int64_t groups;
   bool bf16_out;
+  c10::intrusive_ptr<ConvEpilogue> epilogue;  // may be null
 };
 
 class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
@@ -238,8 +239,12 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
     if (has_b) args.emplace(DNNL_ARG_BIAS, dnnl::memory(p->fwd_pd.bias_desc(), eng, bf.data_ptr()));
     p->fwd.execute(s, args);
     s.wait();
+    if (a.epilogue) y = a.epilogue->forward(y);
     if (x.requires_grad() || w.requires_grad() || b.requires_grad()) {  // (apply() runs this without grad mode)
       ctx->save_for_backward({x_bf, w_bf});
+      if (a.epilogue)
+        ctx->saved_data["epilogue"] =
+            c10::IValue::make_capsule(c10::intrusive_ptr<torch::CustomClassHolder>(a.epilogue));
       ctx->saved_data["stride"] = a.stride;
       ctx->saved_data["padding"] = a.padding;
       ctx->saved_data["dilation"] = a.dilation;
@@ -266,7 +271,10 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
                        ctx->saved_data["groups"].toInt(), has_b, ctx->saved_data["x_bf16"].toBool(),
                        ctx->saved_data["y_bf16"].toBool());
     make_backward(*p);
-    auto g_bf = grads[0].to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+    auto g = grads[0];
+    if (ctx->saved_data.count("epilogue"))
+      g = c10::static_intrusive_pointer_cast<ConvEpilogue>(ctx->saved_data["epilogue"].toCapsule())->backward(g);
+    auto g_bf = g.to(torch::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
     auto& eng = dnnl_cpu_engine();
     dnnl::stream s(eng);
     torch::Tensor gx, gw, gb;
@@ -301,7 +309,7 @@ class Bf16Conv2dFn : public torch::autograd::Function<Bf16Conv2dFn> {
     };
     auto matmul_wgrad = [&] {
       gw = wgrad_matmul(x_bf, g_bf, *p);
-      if (has_b) gb = grads[0].to(torch::kFloat).sum({0, 2, 3});
+      if (has_b) gb = g.to(torch::kFloat).sum({0, 2, 3});
     };
     // POSEKD_BF16_WGRAD=matmul|onednn forces one form (tests: both must give the same gradients).
     const char* env = std::getenv("POSEKD_BF16_WGRAD");
@@ -416,16 +424,32 @@ bool conv2d_bf16_supported() {
   return f.bf16_units() || f.avx512_core;
 }
 
+namespace {
+torch::Tensor conv2d_bf16_impl(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, ConvArgs a) {
+  if (x.dim() != 4 || w.dim() != 4) throw Error("conv2d_bf16: expected 4-D input and weight");
+  if (!x.device().is_cpu()) throw Error("conv2d_bf16: CPU tensors only");
+  if (!conv2d_bf16_supported()) throw Error("conv2d_bf16: this CPU cannot run bf16 convolutions (no AVX-512)");
+  const auto groups = a.groups;
+  if (x.size(1) != w.size(1) * groups || w.size(0) % groups != 0)
+    throw Error("conv2d_bf16: input channels do not match the weight and groups");
+  if (a.epilogue && a.bf16_out) throw Error("conv2d_bf16: an epilogue takes the fp32 result, not a bf16 one");
+  return Bf16Conv2dFn::apply(x, w, b.defined() ? b : torch::empty({0}, x.options().dtype(torch::kFloat)), a);
+}
+}  // namespace
+
 torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
                           int64_t groups, bool bf16_out) {
-  if (x.dim() != 4 || w.dim() != 4) throw Error("conv2d_bf16: expected 4-D input and weight");
-  if (!x.device().is_cpu()) throw Error("conv2d_bf16: CPU tensors only");
-  if (x.size(1) != w.size(1) * groups || w.size(0) % groups != 0)
-    throw Error("conv2d_bf16: input channels do not match the weight and groups");
-  if (!conv2d_bf16_supported()) throw Error("conv2d_bf16: this CPU cannot run bf16 convolutions (no AVX-512)");
-  return Bf16Conv2dFn::apply(x, w, b.defined() ? b : torch::empty({0}, x.options().dtype(torch::kFloat)),
-                             ConvArgs{std::move(stride), std::move(padding), std::move(dilation), groups, bf16_out});
+  return conv2d_bf16_impl(x, w, b,
+                          ConvArgs{std::move(stride), std::move(padding), std::move(dilation), groups, bf16_out, {}});
+}
+
+torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                          std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                          int64_t groups, c10::intrusive_ptr<ConvEpilogue> epilogue) {
+  return conv2d_bf16_impl(
+      x, w, b,
+      ConvArgs{std::move(stride), std::move(padding), std::move(dilation), groups, false, std::move(epilogue)});
 }
 
 }  // namespace posekd

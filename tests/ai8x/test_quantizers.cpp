@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "posekd/ai8x/quantizers.h"
+#include "posekd/core/bf16_conv.h"
 
 #include <cmath>
 #include <cstdint>
@@ -179,6 +180,55 @@ TEST(Quantizers, Bf16ResultHoldsTheGridExactly) {
   EXPECT_GT(a.grad().abs().sum().item<float>(), 0.0f);
   // wider grids do not fit bf16's 8 significant bits
   EXPECT_THROW(quantize_clamp_ste(x, 1.0, 16, -1.0, 1.0, false, 1.0, true), std::exception);
+}
+
+TEST(Quantizers, ConvQuantizeClampBf16EqualsTheTwoOpsApart) {
+  // The bf16 QAT layer as one autograd node: the same result and the same x, w, b gradients, bit for
+  // bit, as conv2d_bf16 followed by quantize_clamp_ste with a bf16 result.
+  if (!posekd::conv2d_bf16_supported()) GTEST_SKIP() << "this CPU cannot run oneDNN bf16 convolutions";
+  torch::manual_seed(3);
+  struct Case {
+    int64_t stride, padding;
+    bool relu, channels_last;
+    double in_scale, out_scale;
+  };
+  for (const Case& c :
+       {Case{1, 1, true, true, 1.0, 0.5}, Case{2, 0, false, true, 1.0, 2.0}, Case{1, 1, true, false, 2.0, 1.0}}) {
+    auto fmt = c.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    // 8-bit grids, as in the QAT phase: activations k/128 in [-1, 127/128], weights k/128, bias fine-grained
+    auto x0 = (torch::randint(-128, 128, {2, 24, 9, 7}) / 128.0).to(torch::kBFloat16).contiguous(fmt);
+    auto w0 = torch::randint(-128, 128, {19, 24, 3, 3}) / 128.0 / 8.0;
+    auto b0 = torch::randint(-1024, 1024, {19}) / 1024.0;
+    auto xa = x0.clone().requires_grad_(true), wa = w0.clone().requires_grad_(true),
+         ba = b0.clone().requires_grad_(true);
+    auto xb = x0.clone().requires_grad_(true), wb = w0.clone().requires_grad_(true),
+         bb = b0.clone().requires_grad_(true);
+    auto ya = quantize_clamp_ste(
+        posekd::conv2d_bf16(xa, wa, ba, {c.stride, c.stride}, {c.padding, c.padding}, {1, 1}, 1, false), c.in_scale, 8,
+        kActLo, kActHi, c.relu, c.out_scale, /*bf16_out=*/true);
+    auto yb =
+        conv2d_quantize_clamp_bf16(xb, wb, bb, c.stride, c.padding, c.in_scale, 8, kActLo, kActHi, c.relu, c.out_scale);
+    EXPECT_EQ(yb.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(yb.is_contiguous(at::MemoryFormat::ChannelsLast), c.channels_last);
+    EXPECT_TRUE(ya.equal(yb));
+    auto v = yb.to(torch::kFloat) * (1.0 / c.out_scale);
+    auto clamped = v.eq(kActLo).logical_or(v.eq(kActHi));
+    EXPECT_GT(clamped.sum().item<int64_t>(), 0);  // some outputs clamp: their gradient is masked
+    EXPECT_GT(clamped.logical_not().logical_and(v.ne(0.0)).sum().item<int64_t>(), 0);
+    auto g = torch::randn(ya.sizes()).to(torch::kBFloat16).contiguous(fmt);
+    ya.backward(g);
+    yb.backward(g);
+    EXPECT_EQ(xb.grad().scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(xa.grad().equal(xb.grad()));
+    EXPECT_TRUE(wa.grad().equal(wb.grad()));
+    EXPECT_TRUE(ba.grad().equal(bb.grad()));
+    EXPECT_GT(wb.grad().abs().sum().item<float>(), 0.0f);
+    EXPECT_GT(bb.grad().abs().sum().item<float>(), 0.0f);
+  }
+  auto x = torch::zeros({1, 4, 5, 5});
+  EXPECT_THROW(conv2d_quantize_clamp_bf16(x, torch::zeros({4, 4, 3, 3}), torch::zeros({4}), 1, 1, 1.0, 16, -1.0, 1.0,
+                                          false, 1.0),
+               std::exception);
 }
 
 TEST(Quantizers, OutputShiftAndQuantiles) {

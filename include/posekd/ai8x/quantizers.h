@@ -42,6 +42,14 @@ constexpr double kActHi = 127.0 / 128.0;
 torch::Tensor quantize_clamp_ste(const torch::Tensor& x, double in_scale, int bits, double lo, double hi, bool relu,
                                  double out_scale, bool bf16_out = false);
 
+// The QAT layer under bf16 (non-wide, clamped): conv2d_bf16 (bf16 operands, exact fp32 result)
+// followed by quantize_clamp_ste(..., bf16_out = true) in one autograd node. Values and gradients
+// equal the two ops apart bit for bit; the gradient between them stays in bf16 (what the
+// convolution's backward reads) instead of being written in fp32 and cast. bits <= 8.
+torch::Tensor conv2d_quantize_clamp_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                                         int64_t stride, int64_t padding, double in_scale, int bits, double lo,
+                                         double hi, bool relu, double out_scale);
+
 namespace kernels {
 // The raw kernels behind quantize_clamp_ste, over contiguous float32 data (mask: 0/1 bytes), split
 // over the intra-op threads. `vectorised` picks the AVX2 form when the CPU has it, else the
@@ -57,6 +65,9 @@ void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, s
                          bool vectorised);
 void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, float* out, std::int64_t n, float s,
                          bool vectorised);
+// bf16 in, bf16 out (the upper 16 bits of g * s: exact when s is a power of two, as in ai8x)
+void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, std::uint16_t* out_bf16, std::int64_t n,
+                         float s, bool vectorised);
 }  // namespace kernels
 
 // ---- quantiles and the output shift -------------------------------------------------------

@@ -34,6 +34,20 @@ torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const 
                           std::vector<int64_t> stride = {1, 1}, std::vector<int64_t> padding = {0, 0},
                           std::vector<int64_t> dilation = {1, 1}, int64_t groups = 1, bool bf16_out = false);
 
+// An element-wise step fused behind conv2d_bf16 in one autograd node (ai8x's quantize-and-clamp in
+// the QAT phase, ai8x/quantizers.h). `forward` receives the fp32 result (channels-last) and returns
+// the op's result, keeping what its backward needs; `backward` receives that result's gradient and
+// returns the gradient of the fp32 result, best in bf16 channels-last: that is what the convolution's
+// backward reads, so no fp32 gradient is written and cast between the two (a gradient returned in
+// fp32 is rounded to bf16 first, as conv2d_bf16's own backward does).
+struct ConvEpilogue : torch::CustomClassHolder {
+  virtual torch::Tensor forward(const torch::Tensor& y) = 0;
+  virtual torch::Tensor backward(const torch::Tensor& grad) = 0;
+};
+torch::Tensor conv2d_bf16(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
+                          std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                          int64_t groups, c10::intrusive_ptr<ConvEpilogue> epilogue);
+
 // Inference only (no autograd): bf16 channels-last input, bf16 weights (OIHW contiguous), fp32 bias
 // (may be undefined), the activation fused into the convolution (computed on the fp32 accumulator)
 // and a bf16 channels-last result. What the teacher runs in bf16.
