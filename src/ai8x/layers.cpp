@@ -6,6 +6,7 @@
 #include "posekd/ai8x/quantizers.h"
 #include "posekd/ai8x/sync_batchnorm.h"
 #include "posekd/core/bf16_conv.h"
+#include "posekd/core/bf16_norm.h"
 #include "posekd/core/error.h"
 #include "posekd/core/precision.h"
 
@@ -224,7 +225,26 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   torch::Tensor y =
       bf16 ? conv2d_bf16(x, wq, bq, {spec_.stride, spec_.stride}, {spec_.padding, spec_.padding}, {1, 1}, 1, bf16_out)
            : F::conv2d(x, wq, F::Conv2dFuncOptions().bias(bq).stride(spec_.stride).padding(spec_.padding));
-  if (bn_) y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);
+  // bf16 float phase in training: oneDNN's BatchNorm with the ReLU fused (core/bf16_norm.h; 1.2-1.7x
+  // LibTorch's BatchNorm followed by relu on the student's shapes). ReLU commutes with the positive
+  // scale below, so it runs first.
+  bool relu_done = false;
+  if (bn_ && bf16_out && bn_->is_training()) {
+    const auto& o = bn_->options;
+    const bool track = o.track_running_stats();
+    double m = o.momentum().has_value() ? *o.momentum() : 0.0;
+    if (track) {
+      torch::NoGradGuard ng;
+      bn_->num_batches_tracked.add_(1);
+      if (!o.momentum().has_value()) m = 1.0 / bn_->num_batches_tracked.item<double>();
+    }
+    y = batch_norm_bf16(y, o.affine() ? bn_->weight : torch::Tensor(), o.affine() ? bn_->bias : torch::Tensor(),
+                        track ? bn_->running_mean : torch::Tensor(), track ? bn_->running_var : torch::Tensor(), m,
+                        o.eps(), spec_.relu);
+    relu_done = spec_.relu;
+  } else if (bn_) {
+    y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);
+  }
 
   if (sim) {
     if (!spec_.wide) {
@@ -242,7 +262,7 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
                            hi, spec_.relu, out_scale, qat_bf16);
   } else {
     if (!spec_.wide && eff != 0) y = y * std::ldexp(1.0, static_cast<int>(eff));
-    if (spec_.relu) y = torch::relu(y);
+    if (spec_.relu && !relu_done) y = torch::relu(y);
     if (ca) y = spec_.wide ? y.clamp(-kWideClamp, kWideClamp) : y.clamp(kActLo, kActHi);
     if (fs != 0) y = y * out_scale;
   }

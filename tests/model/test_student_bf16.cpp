@@ -309,3 +309,43 @@ TEST(StudentBf16, ActivationsPassBetweenLayersInBf16) {
   EXPECT_EQ(r16.scalar_type(), torch::kBFloat16);
   EXPECT_TRUE(r16.to(torch::kFloat).equal(r32));
 }
+
+TEST(StudentBf16, FloatPhaseBatchNormAndReluAreOneDnnsFusedKernel) {
+  // A training BatchNorm layer under bf16 runs oneDNN's BatchNorm with the ReLU fused
+  // (core/bf16_norm.h). Against the same layer's steps done apart with LibTorch (the bf16 conv
+  // result, LibTorch's BatchNorm on it, then relu): the result within one bf16 rounding, the same
+  // running statistics (momentum 0.05, unbiased variance) and batch count, close gradients.
+  if (!conv2d_bf16_supported()) GTEST_SKIP() << "no AVX-512: oneDNN cannot run bf16 here";
+  torch::manual_seed(5);
+  Layer layer(fused_conv2d_bn_relu(16, 32, 3, 1));
+  layer.train(true);
+  const auto x = grid_tensor({2, 16, 10, 10}).contiguous(at::MemoryFormat::ChannelsLast);
+  auto& bn = layer.bn();
+  torch::Tensor mean0 = bn->running_mean.clone(), var0 = bn->running_var.clone();
+  torch::Tensor y, ref, gw, gw_ref;
+  {
+    PrecisionScope scope(Precision::bf16);
+    y = layer.forward(x);
+    const auto g = grid_tensor(y.sizes().vec());
+    (y.to(torch::kFloat) * g).sum().backward();
+    gw = layer.weight().grad().clone();
+    layer.weight().mutable_grad() = torch::Tensor();
+    // the same steps apart, LibTorch's BatchNorm
+    auto conv = conv2d_bf16(x, layer.weight(), layer.bias(), {1, 1}, {1, 1}, {1, 1}, 1, /*bf16_out=*/true);
+    auto rm = mean0.clone(), rv = var0.clone();
+    ref = torch::relu(torch::batch_norm(conv, bn->weight, bn->bias, rm, rv, true, 0.05, 1e-5, false));
+    (ref.to(torch::kFloat) * g).sum().backward();
+    gw_ref = layer.weight().grad().clone();
+    EXPECT_TRUE(bn->running_mean.allclose(rm, 1e-5, 1e-7));
+    EXPECT_TRUE(bn->running_var.allclose(rv, 1e-5, 1e-7));
+    EXPECT_FALSE(bn->running_var.equal(var0));  // they moved
+  }
+  EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(bn->num_batches_tracked.item<int64_t>(), 1);
+  const auto yf = y.to(torch::kFloat), rf = ref.to(torch::kFloat);
+  EXPECT_EQ(yf.lt(0).sum().item<int64_t>(), 0);  // the ReLU ran
+  EXPECT_GT(yf.eq(0).sum().item<int64_t>(), 0);
+  EXPECT_TRUE(yf.allclose(rf, 1.0 / 128, 1e-2)) << (yf - rf).abs().max().item<float>();
+  EXPECT_LT(bf16_norm_rel(gw, gw_ref), 2e-2);
+  EXPECT_GT(gw.abs().sum().item<double>(), 0.0);
+}
