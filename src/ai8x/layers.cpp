@@ -8,6 +8,7 @@
 #include "posekd/core/bf16_conv.h"
 #include "posekd/core/bf16_norm.h"
 #include "posekd/core/error.h"
+#include "posekd/core/max_pool.h"
 #include "posekd/core/precision.h"
 
 namespace posekd::ai8x {
@@ -162,8 +163,13 @@ void Layer::record(const torch::Tensor& y) {
 
 torch::Tensor Layer::forward(const torch::Tensor& input) {
   torch::Tensor x = input;
+  const bool bf16 = !device_.simulate && compute_precision() == Precision::bf16;
   if (spec_.has_pool()) {
-    x = F::max_pool2d(x, F::MaxPool2dFuncOptions(spec_.pool_size).stride(spec_.pool_stride));
+    // Under bf16, non-overlapping windows (the students' 2x2/2): posekd's pool with a one-byte index
+    // (core/max_pool.h; same values and gradients as LibTorch's, a fraction of its memory traffic).
+    x = bf16 && spec_.pool_size == spec_.pool_stride && x.size(2) >= spec_.pool_size && x.size(3) >= spec_.pool_size
+            ? max_pool2d_nonoverlapping(x, spec_.pool_size)
+            : F::max_pool2d(x, F::MaxPool2dFuncOptions(spec_.pool_size).stride(spec_.pool_stride));
   }
   if (!spec_.has_op()) return x;
 
@@ -208,7 +214,6 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   // kernel), the activation follows in bf16, and the next convolution takes it as it is. That
   // halves the memory traffic of the element-wise steps, the float phase's largest cost after the
   // convolutions. Not while calibrating (the recorded statistics stay fp32) nor with SyncBN.
-  const bool bf16 = !sim && compute_precision() == Precision::bf16;
   const bool sync = bn_ && sync_bn_ != nullptr && bn_->is_training() && sync_bn_->world_size() > 1;
   const bool bf16_out = bf16 && bn_ && !spec_.wide && !qa && !calibrating_ && !sync;
   const double lo = ca ? (spec_.wide ? -kWideClamp : kActLo) : -std::numeric_limits<double>::infinity();
