@@ -167,7 +167,7 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   if (spec_.has_pool()) {
     // Under bf16, non-overlapping windows (the students' 2x2/2): posekd's pool with a one-byte index
     // (core/max_pool.h; same values and gradients as LibTorch's, a fraction of its memory traffic).
-    x = bf16 && spec_.pool_size == spec_.pool_stride && x.size(2) >= spec_.pool_size && x.size(3) >= spec_.pool_size
+    x = bf16 && spec_.pool_size == spec_.pool_stride
             ? max_pool2d_nonoverlapping(x, spec_.pool_size)
             : F::max_pool2d(x, F::MaxPool2dFuncOptions(spec_.pool_size).stride(spec_.pool_stride));
   }
@@ -237,12 +237,7 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   if (bn_ && bf16_out && bn_->is_training()) {
     const auto& o = bn_->options;
     const bool track = o.track_running_stats();
-    double m = o.momentum().has_value() ? *o.momentum() : 0.0;
-    if (track) {
-      torch::NoGradGuard ng;
-      bn_->num_batches_tracked.add_(1);
-      if (!o.momentum().has_value()) m = 1.0 / bn_->num_batches_tracked.item<double>();
-    }
+    const double m = track ? count_batch_and_momentum(*bn_) : 0.0;
     y = batch_norm_bf16(y, o.affine() ? bn_->weight : torch::Tensor(), o.affine() ? bn_->bias : torch::Tensor(),
                         track ? bn_->running_mean : torch::Tensor(), track ? bn_->running_var : torch::Tensor(), m,
                         o.eps(), spec_.relu);

@@ -356,7 +356,6 @@ class QuantClampEpilogue : public ConvEpilogue {
                                  reinterpret_cast<const std::uint8_t*>(mask_.data_ptr<bool>()),
                                  reinterpret_cast<std::uint16_t*>(out.data_ptr()), g.numel(),
                                  static_cast<float>(in_scale_ * out_scale_), true);
-    mask_ = torch::Tensor();  // one backward per forward
     return out;
   }
 

@@ -113,13 +113,19 @@ GlobalBatchStats global_batch_stats(const torch::Tensor& x, Collective& group) {
   return s;
 }
 
+double count_batch_and_momentum(torch::nn::BatchNorm2dImpl& bn) {
+  torch::NoGradGuard ng;
+  bn.num_batches_tracked.add_(1);
+  const auto& m = bn.options.momentum();
+  return m.has_value() ? *m : 1.0 / bn.num_batches_tracked.item<double>();
+}
+
 torch::Tensor sync_batch_norm(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn, Collective& group) {
   const GlobalBatchStats s = global_batch_stats(x, group);
   const auto& o = bn.options;
   if (o.track_running_stats()) {
     torch::NoGradGuard ng;
-    bn.num_batches_tracked.add_(1);
-    const double m = o.momentum().has_value() ? *o.momentum() : 1.0 / bn.num_batches_tracked.item<double>();
+    const double m = count_batch_and_momentum(bn);
     const double unbias = s.count > 1 ? s.count / (s.count - 1) : 1.0;
     bn.running_mean.mul_(1 - m).add_(s.mean, m);
     bn.running_var.mul_(1 - m).add_(s.var * unbias, m);

@@ -15,20 +15,21 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "onednn_engine.h"
 #include "posekd/core/error.h"
 #include "posekd/core/precision.h"
 
 namespace posekd {
 
-namespace {
-
-using dt = dnnl::memory::data_type;
-using tag = dnnl::memory::format_tag;
-
 dnnl::engine& dnnl_cpu_engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   return eng;
 }
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
 
 // One set of primitives per geometry (the student and the teacher have a few dozen); oneDNN's own
 // cache would also serve repeated creations, but building the descriptors is not free.

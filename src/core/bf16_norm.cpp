@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "onednn_engine.h"
 #include "posekd/core/bf16_conv.h"
 #include "posekd/core/error.h"
 
@@ -25,11 +26,6 @@ namespace bn_detail {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 using flags = dnnl::normalization_flags;
-
-dnnl::engine& engine() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
 
 // One forward (and, once needed, backward) primitive per geometry, epsilon and ReLU choice.
 struct BnPrim {
@@ -67,7 +63,7 @@ std::shared_ptr<BnPrim> bn_prim(const std::vector<int64_t>& sizes, double eps, b
   auto p = std::make_shared<BnPrim>();
   dnnl::batch_normalization_forward::desc d(dnnl::prop_kind::forward_training, data_md(sizes), static_cast<float>(eps),
                                             bn_flags(relu));
-  p->fwd_pd = dnnl::batch_normalization_forward::primitive_desc(d, engine());
+  p->fwd_pd = dnnl::batch_normalization_forward::primitive_desc(d, dnnl_cpu_engine());
   p->fwd = dnnl::batch_normalization_forward(p->fwd_pd);
   p->ws_bytes = relu ? p->fwd_pd.workspace_desc().get_size() : 0;
   p->jit = std::string(p->fwd_pd.impl_info_str()).find("jit") != std::string::npos;
@@ -79,13 +75,13 @@ void make_backward(BnPrim& p, const std::vector<int64_t>& sizes, double eps, boo
   std::call_once(p.bwd_once, [&] {
     dnnl::batch_normalization_backward::desc d(dnnl::prop_kind::backward, data_md(sizes), data_md(sizes),
                                                static_cast<float>(eps), bn_flags(relu));
-    p.bwd_pd = dnnl::batch_normalization_backward::primitive_desc(d, engine(), p.fwd_pd);
+    p.bwd_pd = dnnl::batch_normalization_backward::primitive_desc(d, dnnl_cpu_engine(), p.fwd_pd);
     p.bwd = dnnl::batch_normalization_backward(p.bwd_pd);
   });
 }
 
 dnnl::memory mem(const dnnl::memory::desc& md, const torch::Tensor& t) {
-  return dnnl::memory(md, engine(), t.data_ptr());
+  return dnnl::memory(md, dnnl_cpu_engine(), t.data_ptr());
 }
 
 struct BnArgs {
@@ -112,7 +108,7 @@ class Bf16BatchNormFn : public torch::autograd::Function<Bf16BatchNormFn> {
         {DNNL_ARG_SCALE, mem(p->fwd_pd.weights_desc(), wc)}, {DNNL_ARG_SHIFT, mem(p->fwd_pd.weights_desc(), bc)},
         {DNNL_ARG_MEAN, mem(p->fwd_pd.mean_desc(), mean)},   {DNNL_ARG_VARIANCE, mem(p->fwd_pd.variance_desc(), var)}};
     if (a.relu) args.emplace(DNNL_ARG_WORKSPACE, mem(p->fwd_pd.workspace_desc(), ws));
-    dnnl::stream s(engine());
+    dnnl::stream s(dnnl_cpu_engine());
     p->fwd.execute(s, args);
     s.wait();
     ctx->mark_non_differentiable({mean, var});
@@ -149,7 +145,7 @@ class Bf16BatchNormFn : public torch::autograd::Function<Bf16BatchNormFn> {
                                                {DNNL_ARG_DIFF_SCALE, mem(pd.diff_weights_desc(), gw)},
                                                {DNNL_ARG_DIFF_SHIFT, mem(pd.diff_weights_desc(), gb)}};
     if (relu) args.emplace(DNNL_ARG_WORKSPACE, mem(pd.workspace_desc(), ws));
-    dnnl::stream s(engine());
+    dnnl::stream s(dnnl_cpu_engine());
     p->bwd.execute(s, args);
     s.wait();
     return {ctx->needs_input_grad(0) ? gx : torch::Tensor(), ctx->needs_input_grad(1) ? gw : torch::Tensor(),

@@ -114,8 +114,8 @@ void backward(const Bits* __restrict gy, const std::uint8_t* __restrict idx, Bit
 std::uint16_t* bits16(const torch::Tensor& t) { return reinterpret_cast<std::uint16_t*>(t.data_ptr()); }
 std::uint32_t* bits32(const torch::Tensor& t) { return reinterpret_cast<std::uint32_t*>(t.data_ptr()); }
 
-Geometry geometry(const torch::Tensor& x, int64_t k) {
-  return Geometry{x.size(0), x.size(2), x.size(3), x.size(1), k, x.size(2) / k, x.size(3) / k};
+Geometry geometry(c10::IntArrayRef sizes, int64_t k) {  // NCHW sizes of the input
+  return Geometry{sizes[0], sizes[2], sizes[3], sizes[1], k, sizes[2] / k, sizes[3] / k};
 }
 
 class MaxPoolFn : public torch::autograd::Function<MaxPoolFn> {
@@ -123,7 +123,7 @@ class MaxPoolFn : public torch::autograd::Function<MaxPoolFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, int64_t k) {
     RECORD_FUNCTION("posekd::max_pool2d", std::vector<c10::IValue>({x}));
     const auto xc = x.contiguous(at::MemoryFormat::ChannelsLast);
-    const Geometry g = geometry(xc, k);
+    const Geometry g = geometry(xc.sizes(), k);
     auto y = torch::empty({g.n, g.c, g.oh, g.ow}, xc.options().memory_format(at::MemoryFormat::ChannelsLast));
     const bool grad = x.requires_grad();  // (apply() runs this without grad mode)
     torch::Tensor idx = grad ? torch::empty(y.sizes(), y.options().dtype(torch::kUInt8)) : torch::Tensor();
@@ -149,7 +149,7 @@ class MaxPoolFn : public torch::autograd::Function<MaxPoolFn> {
     const int64_t k = ctx->saved_data["k"].toInt();
     const auto gy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
     auto gx = torch::empty(sizes, gy.options().memory_format(at::MemoryFormat::ChannelsLast));
-    const Geometry g{sizes[0], sizes[2], sizes[3], sizes[1], k, sizes[2] / k, sizes[3] / k};
+    const Geometry g = geometry(sizes, k);
     if (gy.scalar_type() == torch::kBFloat16)
       pool_detail::backward(bits16(gy), idx.data_ptr<std::uint8_t>(), bits16(gx), g);
     else

@@ -225,6 +225,17 @@ TEST(Quantizers, ConvQuantizeClampBf16EqualsTheTwoOpsApart) {
     EXPECT_GT(wb.grad().abs().sum().item<float>(), 0.0f);
     EXPECT_GT(bb.grad().abs().sum().item<float>(), 0.0f);
   }
+  {  // the graph kept (retain_graph): a second backward adds the same gradients again
+    auto x = (torch::randint(-128, 128, {1, 8, 6, 6}) / 128.0).to(torch::kBFloat16).requires_grad_(true);
+    auto w = (torch::randint(-128, 128, {4, 8, 3, 3}) / 1024.0).requires_grad_(true);
+    auto y = conv2d_quantize_clamp_bf16(x, w, torch::Tensor(), 1, 1, 1.0, 8, kActLo, kActHi, true, 1.0);
+    auto g = torch::ones_like(y);
+    y.backward(g, {}, /*retain_graph=*/true);
+    const auto once = w.grad().clone();
+    y.backward(g);
+    EXPECT_GT(once.abs().sum().item<float>(), 0.0f);
+    EXPECT_TRUE(w.grad().equal(once * 2));
+  }
   auto x = torch::zeros({1, 4, 5, 5});
   EXPECT_THROW(conv2d_quantize_clamp_bf16(x, torch::zeros({4, 4, 3, 3}), torch::zeros({4}), 1, 1, 1.0, 16, -1.0, 1.0,
                                           false, 1.0),
