@@ -15,6 +15,7 @@
 
 #include "posekd/ai8x/policy.h"
 #include "posekd/core/alloc.h"
+#include "posekd/core/startup.h"
 #include "posekd/core/threads.h"
 #include "posekd/data/sample.h"
 #include "posekd/model/student.h"
@@ -179,7 +180,8 @@ BENCHMARK(BM_CacheFetch)->Unit(benchmark::kMicrosecond)->MinTime(1)->UseRealTime
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string alloc = posekd::tune_allocator();
+  posekd::reexec_with_startup_environment(argv);  // as the posekd program does (huge pages, OpenMP waits)
+  const std::string alloc = posekd::memory_description();
   const char* th = std::getenv("POSEKD_THREADS");
   const int threads = posekd::set_compute_threads(th ? std::atoi(th) : 0);
   benchmark::AddCustomContext("threads", std::to_string(threads));

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "posekd/cli/registry.h"
+#include "posekd/core/alloc.h"
 #include "posekd/core/omp_wait.h"
 #include "posekd/core/precision.h"
 #include "posekd/train/bench.h"
@@ -32,7 +33,8 @@ posekd::cli::Registration reg(
       app.add_flag("--precision-only", *precision_only, "only the fp32-vs-bf16 table");
       return [o, precision, precision_only]() {
         const posekd::Precision p = posekd::resolve_precision(*precision);
-        std::printf("%s\n", posekd::describe_precision(p, *precision).c_str());
+        std::printf("%s\n%s\n", posekd::describe_precision(p, *precision).c_str(),
+                    posekd::memory_description().c_str());
         if (!*precision_only) {
           auto r = posekd::train::run_bench(*o);
           std::printf("threads: %d, OpenMP waits: %s\n\n%s", r.threads, posekd::omp_wait_description().c_str(),

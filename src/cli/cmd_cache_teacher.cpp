@@ -51,7 +51,7 @@ void progress(int64_t done, int64_t total, int64_t computed, double secs, bool f
 
 int run(const Opts& o) {
   using namespace posekd;
-  const std::string alloc = tune_allocator();
+  const std::string alloc = memory_description();
   // Under `posekd launch --nproc N` (or torchrun) each rank computes every N-th image into the one file.
   const train::DistOptions dopt = train::resolve_dist_options({});
   const int rank = dopt.rank, world = dopt.world_size;

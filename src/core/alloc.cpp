@@ -1,5 +1,7 @@
 #include "posekd/core/alloc.h"
 
+#include "posekd/core/huge_pages.h"
+
 #include <dlfcn.h>
 #include <malloc.h>
 #include <sys/resource.h>
@@ -52,6 +54,8 @@ std::string tune_allocator() {
 }
 
 bool allocator_tuned() { return g_tuned; }
+
+std::string memory_description() { return tune_allocator() + "; " + huge_pages_description(); }
 
 int64_t peak_rss_bytes() {
   struct rusage ru {};

@@ -21,6 +21,7 @@
 #include "posekd/ai8x/calibration.h"
 #include "posekd/ai8x/policy.h"
 #include "posekd/ai8x/state_dict.h"
+#include "posekd/core/alloc.h"
 #include "posekd/core/error.h"
 #include "posekd/core/omp_wait.h"
 #include "posekd/core/threads.h"
@@ -688,6 +689,7 @@ TrainResult Trainer::run() {
                          cfg_.arch, nparams, loader_->num_samples(), cfg_.batch_size, cfg_.total_batches,
                          schedule_.describe() + (qat_start_ < 0 ? ", no QAT" : ""), threads_, cfg_.workers));
   log_->line("OpenMP waits: " + omp_wait_description());
+  log_->line("Memory: " + memory_description());
   if (dist_) gsync_ = std::make_unique<GradSync>(*dist_, params_);
   if (dist_ && cfg_.sync_bn && phase_ == "float") {  // [sync-bn] float-phase BatchNorm over the global batch
     for (auto* l : student_->layers()) l->set_sync_bn(dist_.get());

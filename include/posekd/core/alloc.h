@@ -17,6 +17,10 @@ std::string tune_allocator();
 // True when tune_allocator() changed the glibc settings in this process.
 bool allocator_tuned();
 
+// One line for logs: tune_allocator()'s description and the page size of the heap
+// (core/huge_pages.h), e.g. "allocator: glibc tuned (...); heap on transparent huge pages (...)".
+std::string memory_description();
+
 // Peak resident set size of this process so far (getrusage ru_maxrss), bytes.
 int64_t peak_rss_bytes();
 
