@@ -48,9 +48,11 @@ namespace {
 
 // The QAT step spends more time in these two kernels than in anything but the convolutions
 // (bench --profile: 39 ms of a 175 ms step when the loop called libm's floorf per element). They
-// come in two forms: AVX2 intrinsics, used when the CPU has AVX2 (checked once at run time), and a
-// portable scalar loop. Both do the same operations in the same order as the reference, and every
-// product is by a power of two, so both are exact (tests/ai8x/test_quantizers.cpp compares them).
+// come in three forms: AVX-512 and AVX2 intrinsics, used when the CPU has them (checked once at run
+// time), and a portable scalar loop. All do the same operations in the same order as the reference,
+// and every product is by a power of two, so all are exact (tests/ai8x/test_quantizers.cpp compares
+// them). AVX-512 over AVX2: half the time on the seed student's activations (1M elements: 293 ->
+// 160 us, 2 threads).
 
 // floor(t) exactly for every float without a libm call: |t| >= 2^23 is already an integer, NaN
 // passes through. The clamp keeps the int conversion in range (no undefined behaviour).
@@ -179,64 +181,149 @@ bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");
   return has;
 }
+
+// The AVX-512 forms: 16 lanes, compare results in mask registers (no blends, no byte table).
+#define POSEKD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+POSEKD_AVX512 inline void store16(__m512 v, float* y) { _mm512_storeu_ps(y, v); }
+POSEKD_AVX512 inline void store16(__m512 v, std::uint16_t* y) {  // upper halves (see store)
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(y),
+                      _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
+}
+POSEKD_AVX512 inline __m512 load16(const float* g) { return _mm512_loadu_ps(g); }
+POSEKD_AVX512 inline __m512 load16(const std::uint16_t* g) {
+  const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(b, 16));
+}
+
+template <class Out>
+POSEKD_AVX512 void quant_clamp_avx512(const float* x, Out* y, std::uint8_t* mask, std::int64_t n, float in_scale,
+                                      float mul, float lo, float hi, bool relu, float out_scale) {
+  const __m512 vin = _mm512_set1_ps(in_scale), vmul = _mm512_set1_ps(mul), vhalf = _mm512_set1_ps(0.5f);
+  const __m512 vinv = _mm512_set1_ps(1.0f / mul), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+  const __m512 vout = _mm512_set1_ps(out_scale), zero = _mm512_setzero_ps();
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vin);
+    __mmask16 pass = 0xFFFF;
+    if (relu) {
+      pass = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+      v = _mm512_maskz_mov_ps(pass, v);  // +0 where not positive (NaN included)
+    }
+    const __m512 t = _mm512_add_ps(_mm512_mul_ps(v, vmul), vhalf);
+    __m512 q = _mm512_mul_ps(_mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), vinv);
+    const __mmask16 below = _mm512_cmp_ps_mask(q, vlo, _CMP_LT_OQ), above = _mm512_cmp_ps_mask(q, vhi, _CMP_GT_OQ);
+    q = _mm512_mask_mov_ps(q, below, vlo);
+    q = _mm512_mask_mov_ps(q, above, vhi);
+    store16(_mm512_mul_ps(q, vout), y + i);
+    const __mmask16 keep = static_cast<__mmask16>(pass & ~(below | above));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(mask + i), _mm_maskz_set1_epi8(keep, 1));
+  }
+  quant_clamp_scalar(x + i, y + i, mask + i, n - i, in_scale, mul, lo, hi, relu, out_scale);
+}
+
+template <class In, class Out>
+POSEKD_AVX512 void masked_scale_avx512(const In* g, const std::uint8_t* mask, Out* out, std::int64_t n, float s) {
+  const __m512 vs = _mm512_set1_ps(s);
+  std::int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __mmask16 keep =
+        _mm_test_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask + i)), _mm_set1_epi8(-1));
+    store16(_mm512_maskz_mul_ps(keep, load16(g + i), vs), out + i);
+  }
+  masked_scale_scalar(g + i, mask + i, out + i, n - i, s);
+}
+#undef POSEKD_AVX512
+
+bool cpu_has_avx512() {
+  static const bool has =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return has;
+}
 #endif
 
 }  // namespace
 
 namespace kernels {
-bool quant_kernels_vectorised() {
+bool quant_isa_supported(QuantIsa isa) {
+  switch (isa) {
+    case QuantIsa::scalar:
+      return true;
 #ifdef POSEKD_QUANT_AVX2
-  return cpu_has_avx2();
-#else
-  return false;
+    case QuantIsa::avx2:
+      return cpu_has_avx2();
+    case QuantIsa::avx512:
+      return cpu_has_avx512();
 #endif
+    default:
+      return false;
+  }
+}
+
+QuantIsa best_quant_isa() {
+  static const QuantIsa best = quant_isa_supported(QuantIsa::avx512) ? QuantIsa::avx512
+                               : quant_isa_supported(QuantIsa::avx2) ? QuantIsa::avx2
+                                                                     : QuantIsa::scalar;
+  return best;
+}
+
+const char* quant_isa_name(QuantIsa isa) {
+  return isa == QuantIsa::avx512 ? "AVX-512" : isa == QuantIsa::avx2 ? "AVX2" : "scalar";
 }
 
 namespace {
+// The form asked for if the CPU runs it, else the best it runs below that.
+QuantIsa usable(QuantIsa isa) {
+  if (isa == QuantIsa::avx512 && !quant_isa_supported(isa)) isa = QuantIsa::avx2;
+  if (isa == QuantIsa::avx2 && !quant_isa_supported(isa)) isa = QuantIsa::scalar;
+  return isa;
+}
+
 template <class Out>
 void quant_clamp_any(const float* x, Out* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul, float lo,
-                     float hi, bool relu, float out_scale, bool vectorised) {
+                     float hi, bool relu, float out_scale, QuantIsa isa) {
+  isa = usable(isa);
   at::parallel_for(0, n, 32768, [&](std::int64_t b, std::int64_t e) {
 #ifdef POSEKD_QUANT_AVX2
-    if (vectorised && cpu_has_avx2())
+    if (isa == QuantIsa::avx512)
+      return quant_clamp_avx512(x + b, y + b, mask + b, e - b, in_scale, mul, lo, hi, relu, out_scale);
+    if (isa == QuantIsa::avx2)
       return quant_clamp_avx2(x + b, y + b, mask + b, e - b, in_scale, mul, lo, hi, relu, out_scale);
 #endif
-    (void)vectorised;
     quant_clamp_scalar(x + b, y + b, mask + b, e - b, in_scale, mul, lo, hi, relu, out_scale);
   });
 }
 
 template <class In, class Out>
-void masked_scale_any(const In* g, const std::uint8_t* mask, Out* out, std::int64_t n, float s, bool vectorised) {
+void masked_scale_any(const In* g, const std::uint8_t* mask, Out* out, std::int64_t n, float s, QuantIsa isa) {
+  isa = usable(isa);
   at::parallel_for(0, n, 32768, [&](std::int64_t b, std::int64_t e) {
 #ifdef POSEKD_QUANT_AVX2
-    if (vectorised && cpu_has_avx2()) return masked_scale_avx2(g + b, mask + b, out + b, e - b, s);
+    if (isa == QuantIsa::avx512) return masked_scale_avx512(g + b, mask + b, out + b, e - b, s);
+    if (isa == QuantIsa::avx2) return masked_scale_avx2(g + b, mask + b, out + b, e - b, s);
 #endif
-    (void)vectorised;
     masked_scale_scalar(g + b, mask + b, out + b, e - b, s);
   });
 }
 }  // namespace
 
 void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul,
-                        float lo, float hi, bool relu, float out_scale, bool vectorised) {
-  quant_clamp_any(x, y, mask, n, in_scale, mul, lo, hi, relu, out_scale, vectorised);
+                        float lo, float hi, bool relu, float out_scale, QuantIsa isa) {
+  quant_clamp_any(x, y, mask, n, in_scale, mul, lo, hi, relu, out_scale, isa);
 }
 void quant_clamp_kernel(const float* x, std::uint16_t* y_bf16, std::uint8_t* mask, std::int64_t n, float in_scale,
-                        float mul, float lo, float hi, bool relu, float out_scale, bool vectorised) {
-  quant_clamp_any(x, y_bf16, mask, n, in_scale, mul, lo, hi, relu, out_scale, vectorised);
+                        float mul, float lo, float hi, bool relu, float out_scale, QuantIsa isa) {
+  quant_clamp_any(x, y_bf16, mask, n, in_scale, mul, lo, hi, relu, out_scale, isa);
 }
-void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s,
-                         bool vectorised) {
-  masked_scale_any(g, mask, out, n, s, vectorised);
+void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s, QuantIsa isa) {
+  masked_scale_any(g, mask, out, n, s, isa);
 }
 void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, float* out, std::int64_t n, float s,
-                         bool vectorised) {
-  masked_scale_any(g_bf16, mask, out, n, s, vectorised);
+                         QuantIsa isa) {
+  masked_scale_any(g_bf16, mask, out, n, s, isa);
 }
 void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, std::uint16_t* out_bf16, std::int64_t n,
-                         float s, bool vectorised) {
-  masked_scale_any(g_bf16, mask, out_bf16, n, s, vectorised);
+                         float s, QuantIsa isa) {
+  masked_scale_any(g_bf16, mask, out_bf16, n, s, isa);
 }
 }  // namespace kernels
 
@@ -261,10 +348,10 @@ std::pair<torch::Tensor, torch::Tensor> quant_clamp_cpu(const torch::Tensor& x, 
   const auto f = [](double v) { return static_cast<float>(v); };
   if (bf16_out)
     kernels::quant_clamp_kernel(xc.data_ptr<float>(), reinterpret_cast<std::uint16_t*>(y.data_ptr()), mp, xc.numel(),
-                                f(in_scale), f(mul), f(lo), f(hi), relu, f(out_scale), true);
+                                f(in_scale), f(mul), f(lo), f(hi), relu, f(out_scale), kernels::best_quant_isa());
   else
     kernels::quant_clamp_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), mp, xc.numel(), f(in_scale), f(mul), f(lo),
-                                f(hi), relu, f(out_scale), true);
+                                f(hi), relu, f(out_scale), kernels::best_quant_isa());
   return {y, mask};
 }
 
@@ -314,9 +401,9 @@ struct QuantClampFn : public torch::autograd::Function<QuantClampFn> {
       const float sf = static_cast<float>(s);
       if (gc.scalar_type() == torch::kBFloat16)
         kernels::masked_scale_kernel(reinterpret_cast<const std::uint16_t*>(gc.data_ptr()), mp, op, gc.numel(), sf,
-                                     true);
+                                     kernels::best_quant_isa());
       else
-        kernels::masked_scale_kernel(gc.data_ptr<float>(), mp, op, gc.numel(), sf, true);
+        kernels::masked_scale_kernel(gc.data_ptr<float>(), mp, op, gc.numel(), sf, kernels::best_quant_isa());
     } else {
       auto zero = torch::zeros({}, g.options());
       gx = s == 1.0 ? torch::where(mask, g, zero) : torch::where(mask, g * s, zero);
@@ -355,7 +442,7 @@ class QuantClampEpilogue : public ConvEpilogue {
     kernels::masked_scale_kernel(reinterpret_cast<const std::uint16_t*>(g.data_ptr()),
                                  reinterpret_cast<const std::uint8_t*>(mask_.data_ptr<bool>()),
                                  reinterpret_cast<std::uint16_t*>(out.data_ptr()), g.numel(),
-                                 static_cast<float>(in_scale_ * out_scale_), true);
+                                 static_cast<float>(in_scale_ * out_scale_), kernels::best_quant_isa());
     return out;
   }
 

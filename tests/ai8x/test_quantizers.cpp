@@ -40,11 +40,12 @@ TEST(Quantizers, SteHasIdentityGradientAndClampMasks) {
   EXPECT_TRUE(y.grad().equal(torch::tensor({8.0f, 0.0f, 0.0f, 8.0f})));
 }
 
-// The AVX2 and the portable kernels behind quantize_clamp_ste give the same bits, and both equal
+// The AVX-512, AVX2 and portable kernels behind quantize_clamp_ste give the same bits, and all equal
 // the formula written with plain tensor operations, on values chosen to hit every edge: exact
 // half-way points, the clamp bounds, zero and negative zero, huge values, infinities, NaN, and
-// lengths that leave a tail after the 8-wide loop.
+// lengths that leave a tail after the 8- and 16-wide loops.
 TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
+  using posekd::ai8x::kernels::QuantIsa;
   std::vector<float> v;
   for (int k = -300; k <= 300; ++k) v.push_back(static_cast<float>(k) / 256.0f);  // half-way points at 8 bits
   for (float e : {0.0f, -0.0f, 1.0f, -1.0f, 127.0f / 128, 0.99999f, -1.00001f, 3e38f, -3e38f, 8388608.0f, -8388609.0f,
@@ -68,57 +69,67 @@ TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
                         {1.0f, -32768.0f, 32768.0f, 15, false, 1.0f},
                         {8.0f, -inf, inf, 8, true, 0.5f},
                         {1.0f, -1.0f, 1.0f - 1.0f / 8, 4, false, 1.0f}};
+  std::string compared;
+  for (QuantIsa isa : {QuantIsa::avx2, QuantIsa::avx512})
+    if (posekd::ai8x::kernels::quant_isa_supported(isa))
+      compared += std::string(" ") + posekd::ai8x::kernels::quant_isa_name(isa);
   for (const auto& c : cases) {
     const float mul = std::ldexp(1.0f, c.bits - 1);
-    // all lengths 0..19 from an odd offset (tails and unaligned loads), then the whole vector
-    for (size_t len : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{19}, special.size() - 1}) {
-      const float* x = special.data() + 1;
-      std::vector<float> ya(len), yb(len);
-      std::vector<std::uint8_t> ma(len), mb(len);
-      posekd::ai8x::kernels::quant_clamp_kernel(x, ya.data(), ma.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
-                                                c.out_scale, true);
-      posekd::ai8x::kernels::quant_clamp_kernel(x, yb.data(), mb.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
-                                                c.out_scale, false);
-      for (size_t i = 0; i < len; ++i) {
-        ASSERT_EQ(std::memcmp(&ya[i], &yb[i], 4) == 0 || (std::isnan(ya[i]) && std::isnan(yb[i])), true)
-            << "x=" << x[i] << " " << ya[i] << " vs " << yb[i];
-        ASSERT_EQ(ma[i], mb[i]) << "x=" << x[i];
-      }
-      std::vector<float> g(len), ga(len), gb(len);
-      for (size_t i = 0; i < len; ++i) g[i] = x[(i * 7) % len];
-      posekd::ai8x::kernels::masked_scale_kernel(g.data(), ma.data(), ga.data(), len, c.in_scale * c.out_scale, true);
-      posekd::ai8x::kernels::masked_scale_kernel(g.data(), ma.data(), gb.data(), len, c.in_scale * c.out_scale, false);
-      for (size_t i = 0; i < len; ++i) {
-        ASSERT_TRUE(std::memcmp(&ga[i], &gb[i], 4) == 0 || (std::isnan(ga[i]) && std::isnan(gb[i]))) << i;
-        if (!ma[i]) ASSERT_EQ(ga[i], 0.0f);
-      }
-      // bf16 forms (8-bit grids with a finite clamp, as the QAT layers use them): the bf16 result is
-      // the float result exactly, and the gradient from bf16 bits is the float kernel's on their values.
-      if (c.bits > 8 || std::isinf(c.lo) || std::isinf(c.hi)) continue;
-      for (bool vec : {true, false}) {
-        std::vector<std::uint16_t> yh(len), gh(len);
-        std::vector<std::uint8_t> mh(len);
-        posekd::ai8x::kernels::quant_clamp_kernel(x, yh.data(), mh.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
-                                                  c.out_scale, vec);
-        std::vector<float> gr(len), gc(len), gd(len);
+    for (QuantIsa isa : {QuantIsa::avx2, QuantIsa::avx512}) {
+      if (!posekd::ai8x::kernels::quant_isa_supported(isa)) continue;
+      // short lengths from an odd offset (tails and unaligned loads), then the whole vector
+      for (size_t len : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{15}, size_t{16}, size_t{17},
+                         size_t{19}, size_t{33}, special.size() - 1}) {
+        const float* x = special.data() + 1;
+        std::vector<float> ya(len), yb(len);
+        std::vector<std::uint8_t> ma(len), mb(len);
+        posekd::ai8x::kernels::quant_clamp_kernel(x, ya.data(), ma.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
+                                                  c.out_scale, isa);
+        posekd::ai8x::kernels::quant_clamp_kernel(x, yb.data(), mb.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
+                                                  c.out_scale, QuantIsa::scalar);
         for (size_t i = 0; i < len; ++i) {
-          const std::uint32_t bits = static_cast<std::uint32_t>(yh[i]) << 16;
-          float back;
-          std::memcpy(&back, &bits, 4);
-          ASSERT_TRUE(std::memcmp(&back, &ya[i], 4) == 0 || (std::isnan(back) && std::isnan(ya[i])))
-              << "x=" << x[i] << " bf16 " << back << " vs " << ya[i];
-          ASSERT_EQ(mh[i], ma[i]);
-          std::uint32_t gbits;
-          std::memcpy(&gbits, &g[i], 4);
-          gh[i] = static_cast<std::uint16_t>(gbits >> 16);
-          gbits = static_cast<std::uint32_t>(gh[i]) << 16;
-          std::memcpy(&gr[i], &gbits, 4);
+          ASSERT_EQ(std::memcmp(&ya[i], &yb[i], 4) == 0 || (std::isnan(ya[i]) && std::isnan(yb[i])), true)
+              << "x=" << x[i] << " " << ya[i] << " vs " << yb[i];
+          ASSERT_EQ(ma[i], mb[i]) << "x=" << x[i];
         }
-        posekd::ai8x::kernels::masked_scale_kernel(gh.data(), ma.data(), gc.data(), len, c.in_scale * c.out_scale, vec);
-        posekd::ai8x::kernels::masked_scale_kernel(gr.data(), ma.data(), gd.data(), len, c.in_scale * c.out_scale,
-                                                   false);
-        for (size_t i = 0; i < len; ++i)
-          ASSERT_TRUE(std::memcmp(&gc[i], &gd[i], 4) == 0 || (std::isnan(gc[i]) && std::isnan(gd[i]))) << i;
+        std::vector<float> g(len), ga(len), gb(len);
+        for (size_t i = 0; i < len; ++i) g[i] = x[(i * 7) % len];
+        posekd::ai8x::kernels::masked_scale_kernel(g.data(), ma.data(), ga.data(), len, c.in_scale * c.out_scale, isa);
+        posekd::ai8x::kernels::masked_scale_kernel(g.data(), ma.data(), gb.data(), len, c.in_scale * c.out_scale,
+                                                   QuantIsa::scalar);
+        for (size_t i = 0; i < len; ++i) {
+          ASSERT_TRUE(std::memcmp(&ga[i], &gb[i], 4) == 0 || (std::isnan(ga[i]) && std::isnan(gb[i]))) << i;
+          if (!ma[i]) ASSERT_EQ(ga[i], 0.0f);
+        }
+        // bf16 forms (8-bit grids with a finite clamp, as the QAT layers use them): the bf16 result is
+        // the float result exactly, and the gradient from bf16 bits is the float kernel's on their values.
+        if (c.bits > 8 || std::isinf(c.lo) || std::isinf(c.hi)) continue;
+        for (QuantIsa vec : {isa, QuantIsa::scalar}) {
+          std::vector<std::uint16_t> yh(len), gh(len);
+          std::vector<std::uint8_t> mh(len);
+          posekd::ai8x::kernels::quant_clamp_kernel(x, yh.data(), mh.data(), len, c.in_scale, mul, c.lo, c.hi, c.relu,
+                                                    c.out_scale, vec);
+          std::vector<float> gr(len), gc(len), gd(len);
+          for (size_t i = 0; i < len; ++i) {
+            const std::uint32_t bits = static_cast<std::uint32_t>(yh[i]) << 16;
+            float back;
+            std::memcpy(&back, &bits, 4);
+            ASSERT_TRUE(std::memcmp(&back, &ya[i], 4) == 0 || (std::isnan(back) && std::isnan(ya[i])))
+                << "x=" << x[i] << " bf16 " << back << " vs " << ya[i];
+            ASSERT_EQ(mh[i], ma[i]);
+            std::uint32_t gbits;
+            std::memcpy(&gbits, &g[i], 4);
+            gh[i] = static_cast<std::uint16_t>(gbits >> 16);
+            gbits = static_cast<std::uint32_t>(gh[i]) << 16;
+            std::memcpy(&gr[i], &gbits, 4);
+          }
+          posekd::ai8x::kernels::masked_scale_kernel(gh.data(), ma.data(), gc.data(), len, c.in_scale * c.out_scale,
+                                                     vec);
+          posekd::ai8x::kernels::masked_scale_kernel(gr.data(), ma.data(), gd.data(), len, c.in_scale * c.out_scale,
+                                                     QuantIsa::scalar);
+          for (size_t i = 0; i < len; ++i)
+            ASSERT_TRUE(std::memcmp(&gc[i], &gd[i], 4) == 0 || (std::isnan(gc[i]) && std::isnan(gd[i]))) << i;
+        }
       }
     }
     // the formula on the finite values, with tensor operations
@@ -139,8 +150,8 @@ TEST(Quantizers, FusedKernelsAgreeBitForBitWithTheFormula) {
     auto want_grad = torch::where(want_mask, torch::full_like(xs, c.in_scale * c.out_scale), torch::zeros_like(xs));
     EXPECT_TRUE(xg.grad().equal(want_grad)) << "bits " << c.bits << " relu " << c.relu;
   }
-  std::printf("vectorised kernels: %s\n",
-              posekd::ai8x::kernels::quant_kernels_vectorised() ? "AVX2" : "not available (scalar twice)");
+  std::printf("kernels compared with the scalar loop:%s\n",
+              compared.empty() ? " none (this CPU has neither AVX2 nor AVX-512)" : compared.c_str());
 }
 
 // The student's activations are channels-last: the fused kernel keeps that layout (no copy) and

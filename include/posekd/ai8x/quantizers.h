@@ -52,22 +52,25 @@ torch::Tensor conv2d_quantize_clamp_bf16(const torch::Tensor& x, const torch::Te
 
 namespace kernels {
 // The raw kernels behind quantize_clamp_ste, over contiguous float32 data (mask: 0/1 bytes), split
-// over the intra-op threads. `vectorised` picks the AVX2 form when the CPU has it, else the
-// portable loop; the two give identical bits. Exposed for the tests and the benchmark.
-bool quant_kernels_vectorised();  // true when the AVX2 form exists and the CPU runs it
+// over the intra-op threads. Three forms give identical bits: AVX-512 (F/BW/VL), AVX2 and a portable
+// loop. `isa` picks one; a form the CPU cannot run falls back to the best one below it. Exposed for
+// the tests and the benchmark.
+enum class QuantIsa { scalar, avx2, avx512 };
+bool quant_isa_supported(QuantIsa isa);  // this build has the form and this CPU runs it
+QuantIsa best_quant_isa();               // what quantize_clamp_ste uses
+const char* quant_isa_name(QuantIsa isa);
 void quant_clamp_kernel(const float* x, float* y, std::uint8_t* mask, std::int64_t n, float in_scale, float mul,
-                        float lo, float hi, bool relu, float out_scale, bool vectorised);
+                        float lo, float hi, bool relu, float out_scale, QuantIsa isa);
 // The same writing bf16 (the upper 16 bits of each float result: exact for results on the grid).
 void quant_clamp_kernel(const float* x, std::uint16_t* y_bf16, std::uint8_t* mask, std::int64_t n, float in_scale,
-                        float mul, float lo, float hi, bool relu, float out_scale, bool vectorised);
+                        float mul, float lo, float hi, bool relu, float out_scale, QuantIsa isa);
 // out = mask ? g * s : 0 (g in fp32, or bf16 bits)
-void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s,
-                         bool vectorised);
+void masked_scale_kernel(const float* g, const std::uint8_t* mask, float* out, std::int64_t n, float s, QuantIsa isa);
 void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, float* out, std::int64_t n, float s,
-                         bool vectorised);
+                         QuantIsa isa);
 // bf16 in, bf16 out (the upper 16 bits of g * s: exact when s is a power of two, as in ai8x)
 void masked_scale_kernel(const std::uint16_t* g_bf16, const std::uint8_t* mask, std::uint16_t* out_bf16, std::int64_t n,
-                         float s, bool vectorised);
+                         float s, QuantIsa isa);
 }  // namespace kernels
 
 // ---- quantiles and the output shift -------------------------------------------------------
