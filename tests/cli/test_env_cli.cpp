@@ -27,7 +27,7 @@ TEST(EnvCli, PrintsTheMachineAndTheProcessSettings) {
   for (const char* want : {"cpu: ", "precision ", "LibTorch 1.13", "oneDNN ", "OpenMP waits: ", "memory: allocator: "})
     EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
   const std::string mode = posekd::thp_mode();
-  if (mode == "madvise") {  // Debian's default: posekd asks glibc, and the probe tensor gets huge pages
+  if (mode == "madvise") {  // posekd asks glibc, and the probe tensor gets huge pages
     EXPECT_NE(r.out.find("heap on transparent huge pages (glibc.malloc.hugetlb=1, set by posekd; THP mode madvise)"),
               std::string::npos)
         << r.out;

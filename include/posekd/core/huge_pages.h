@@ -6,9 +6,10 @@
 // bf16 teacher forward ~10%, fp32 steps 5-15%.
 //
 // Linux hands out huge pages to a process's ordinary memory only when its THP mode
-// (/sys/kernel/mm/transparent_hugepage/enabled) is `always`, or when it is `madvise` (Debian's
-// default) and the program asks for them with madvise(MADV_HUGEPAGE). glibc (2.35+) asks for
-// them on all of malloc's heap when started with GLIBC_TUNABLES=glibc.malloc.hugetlb=1. The
+// (/sys/kernel/mm/transparent_hugepage/enabled) is `always`, or when it is `madvise` (as on the
+// machine of docs/performance.md) and the program asks for them with madvise(MADV_HUGEPAGE).
+// glibc (2.35+) asks for them on all of malloc's heap when started with
+// GLIBC_TUNABLES=glibc.malloc.hugetlb=1. The
 // dynamic loader reads that variable before main, so, as for libgomp's wait policy
 // (core/omp_wait.h), posekd decides first and re-executes itself once (src/cli/main.cpp).
 // The user's own glibc.malloc.hugetlb setting wins; POSEKD_MALLOC=default leaves glibc alone.
