@@ -1,11 +1,14 @@
 #include "posekd/model/teacher.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <unordered_map>
 
 #include "posekd/ai8x/sync_batchnorm.h"
 #include "posekd/core/bf16_conv.h"
+#include "posekd/core/bf16_norm.h"
 #include "posekd/core/error.h"
 
 namespace posekd::model {
@@ -102,6 +105,39 @@ torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
         y.relu_();
       else if (u.act == Act::ELU)
         y = torch::elu_(y);
+    }
+    return y;
+  }
+  if (!fused_path && at::autocast::is_cpu_enabled() && at::autocast::get_autocast_cpu_dtype() == at::kBFloat16) {
+    // bf16 training under autocast: posekd's own kernels, as the student's float phase runs them
+    // (core/bf16_conv.h, core/bf16_norm.h): oneDNN convolutions with a bf16 result (as autocast's)
+    // and oneDNN's BatchNorm with the ReLU fused.
+    torch::Tensor y = x;
+    for (auto& u : units) {
+      const auto& o = u.conv->options;
+      const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+      const bool keep_fp32 = !u.bn && u.act == Act::None;  // an output head: fp32 for the loss
+      y = conv2d_bf16(y, u.conv->weight, o.bias() ? u.conv->bias : torch::Tensor(),
+                      {(*o.stride())[0], (*o.stride())[1]}, {(*pad)[0], (*pad)[1]},
+                      {(*o.dilation())[0], (*o.dilation())[1]}, o.groups(), !keep_fp32);
+      bool act_done = false;
+      if (u.bn) {
+        if (u.bn->is_training()) {
+          const auto& bo = u.bn->options;
+          const bool track = bo.track_running_stats();
+          const double m = track ? ai8x::count_batch_and_momentum(*u.bn.get()) : 0.0;
+          y = batch_norm_bf16(y, bo.affine() ? u.bn->weight : torch::Tensor(),
+                              bo.affine() ? u.bn->bias : torch::Tensor(), track ? u.bn->running_mean : torch::Tensor(),
+                              track ? u.bn->running_var : torch::Tensor(), m, bo.eps(), u.act == Act::ReLU);
+          act_done = u.act == Act::ReLU;
+        } else {
+          y = u.bn->forward(y);
+        }
+      }
+      if (!act_done && u.act == Act::ReLU)
+        y = torch::relu(y);
+      else if (u.act == Act::ELU)
+        y = torch::elu(y);
     }
     return y;
   }
