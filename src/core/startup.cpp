@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <string>
 
 #include "posekd/core/huge_pages.h"
 #include "posekd/core/omp_wait.h"
@@ -10,6 +11,7 @@
 namespace posekd {
 
 void reexec_with_startup_environment(char** argv) {
+  if (const char* r = std::getenv(kReexecEnv); r != nullptr && std::string(r) == "0") return;
   bool changed = false;
   if (const auto w = decide_omp_wait()) {
     ::setenv(w->name.c_str(), w->value.c_str(), 1);

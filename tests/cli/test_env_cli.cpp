@@ -54,6 +54,19 @@ TEST(EnvCli, UsersSettingsWin) {
   }
 }
 
+TEST(EnvCli, ReexecOffKeepsTheGivenEnvironment) {
+  const auto r = posekd::testing::run_command(
+      "env -u GLIBC_TUNABLES -u POSEKD_HUGE_PAGES -u POSEKD_MALLOC "
+      "-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u POSEKD_OMP_WAIT POSEKD_REEXEC=0 " +
+      posekd::testing::cli() + " env");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("OpenMP waits: libgomp defaults"), std::string::npos) << r.out;
+  if (posekd::thp_mode() == "madvise") {
+    EXPECT_NE(r.out.find("4 KiB pages (THP mode madvise)"), std::string::npos) << r.out;
+    EXPECT_EQ(mib_more(r.out), 0) << r.out;
+  }
+}
+
 TEST(EnvCli, BadProbeSizeIsOneClearLine) {
   const auto r = posekd::testing::run_command(posekd::testing::cli() + " env --probe-mib -3");
   EXPECT_NE(r.rc, 0);

@@ -6,8 +6,10 @@
 
 namespace posekd {
 
-// Call first thing in main. Returns only when nothing needed setting, or when the re-execution
-// failed (then the program carries on with the environment it has).
+// Call first thing in main. Returns only when nothing needed setting, when POSEKD_REEXEC=0 (under
+// a debugger or valgrind, say: the program then runs with the environment it was given), or when
+// the re-execution failed (then the program carries on with the environment it has).
 void reexec_with_startup_environment(char** argv);
+constexpr const char* kReexecEnv = "POSEKD_REEXEC";
 
 }  // namespace posekd
