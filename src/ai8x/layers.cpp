@@ -235,12 +235,7 @@ torch::Tensor Layer::forward(const torch::Tensor& input) {
   // scale below, so it runs first.
   bool relu_done = false;
   if (bn_ && bf16_out && bn_->is_training()) {
-    const auto& o = bn_->options;
-    const bool track = o.track_running_stats();
-    const double m = track ? count_batch_and_momentum(*bn_) : 0.0;
-    y = batch_norm_bf16(y, o.affine() ? bn_->weight : torch::Tensor(), o.affine() ? bn_->bias : torch::Tensor(),
-                        track ? bn_->running_mean : torch::Tensor(), track ? bn_->running_var : torch::Tensor(), m,
-                        o.eps(), spec_.relu);
+    y = batch_norm_bf16(y, *bn_, spec_.relu);
     relu_done = spec_.relu;
   } else if (bn_) {
     y = sync ? sync_batch_norm(y, *bn_, *sync_bn_) : bn_->forward(y);

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "posekd/core/bf16_norm.h"
 #include "posekd/core/error.h"
 
 namespace posekd::ai8x {
@@ -111,13 +112,6 @@ GlobalBatchStats global_batch_stats(const torch::Tensor& x, Collective& group) {
   s.var = (m2 / total).to(x.scalar_type());
   s.count = total;
   return s;
-}
-
-double count_batch_and_momentum(torch::nn::BatchNorm2dImpl& bn) {
-  torch::NoGradGuard ng;
-  bn.num_batches_tracked.add_(1);
-  const auto& m = bn.options.momentum();
-  return m.has_value() ? *m : 1.0 / bn.num_batches_tracked.item<double>();
 }
 
 torch::Tensor sync_batch_norm(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn, Collective& group) {

@@ -241,4 +241,20 @@ torch::Tensor batch_norm_bf16(const torch::Tensor& x, const torch::Tensor& weigh
   return outs[0];
 }
 
+double count_batch_and_momentum(torch::nn::BatchNorm2dImpl& bn) {
+  torch::NoGradGuard ng;
+  bn.num_batches_tracked.add_(1);
+  const auto& m = bn.options.momentum();
+  return m.has_value() ? *m : 1.0 / bn.num_batches_tracked.item<double>();
+}
+
+torch::Tensor batch_norm_bf16(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn, bool relu) {
+  const auto& o = bn.options;
+  const bool track = o.track_running_stats();
+  const double m = track ? count_batch_and_momentum(bn) : 0.0;
+  return batch_norm_bf16(x, o.affine() ? bn.weight : torch::Tensor(), o.affine() ? bn.bias : torch::Tensor(),
+                         track ? bn.running_mean : torch::Tensor(), track ? bn.running_var : torch::Tensor(), m,
+                         o.eps(), relu);
+}
+
 }  // namespace posekd

@@ -123,12 +123,7 @@ torch::Tensor TeacherConvSeq::run(const torch::Tensor& x, bool fused) {
       bool act_done = false;
       if (u.bn) {
         if (u.bn->is_training()) {
-          const auto& bo = u.bn->options;
-          const bool track = bo.track_running_stats();
-          const double m = track ? ai8x::count_batch_and_momentum(*u.bn.get()) : 0.0;
-          y = batch_norm_bf16(y, bo.affine() ? u.bn->weight : torch::Tensor(),
-                              bo.affine() ? u.bn->bias : torch::Tensor(), track ? u.bn->running_mean : torch::Tensor(),
-                              track ? u.bn->running_var : torch::Tensor(), m, bo.eps(), u.act == Act::ReLU);
+          y = batch_norm_bf16(y, *u.bn, u.act == Act::ReLU);
           act_done = u.act == Act::ReLU;
         } else {
           y = u.bn->forward(y);

@@ -24,11 +24,6 @@ struct GlobalBatchStats {
 };
 GlobalBatchStats global_batch_stats(const torch::Tensor& x, Collective& group);
 
-// Counts one training step in bn.num_batches_tracked and returns the factor LibTorch's training
-// BatchNorm gives its running statistics for it: bn's momentum, or the cumulative average 1/count
-// when it has none. Call only when bn tracks running statistics.
-double count_batch_and_momentum(torch::nn::BatchNorm2dImpl& bn);
-
 // Training-mode BatchNorm of x [N, C, ...] with the global batch statistics: y = (x - mean) /
 // sqrt(var + eps) * weight + bias, differentiable in x, weight and bias. Updates bn's running_mean,
 // running_var (unbiased global variance) and num_batches_tracked as torch's BatchNorm does, with

@@ -37,6 +37,15 @@ torch::Tensor batch_norm_bf16(const torch::Tensor& x, const torch::Tensor& weigh
                               torch::Tensor running_mean, torch::Tensor running_var, double momentum, double eps,
                               bool relu);
 
+// The same for a training-mode BatchNorm2d module: its affine parameters and running statistics
+// (when it has them), its eps and momentum, and one step counted in its num_batches_tracked.
+torch::Tensor batch_norm_bf16(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn, bool relu);
+
+// Counts one training step in bn.num_batches_tracked and returns the factor LibTorch's training
+// BatchNorm gives its running statistics for it: bn's momentum, or the cumulative average 1/count
+// when it has none. Call only when bn tracks running statistics. (Shared with SyncBN.)
+double count_batch_and_momentum(torch::nn::BatchNorm2dImpl& bn);
+
 // True when oneDNN can run it here (the condition of conv2d_bf16_supported(): AVX-512 BW/VL/DQ).
 bool batch_norm_bf16_supported();
 
